@@ -1,0 +1,1 @@
+from pfd_atomate._version import __version__
