@@ -1,6 +1,6 @@
 """Frames, datasets and model files that PFD steps exchange through the JobStore."""
 
-from pfd_atomate.data.frames import Dataset, Frame
-from pfd_atomate.data.models import ModelFile
+from pfd_atomate.data.frames import Dataset, Frame, as_dataset
+from pfd_atomate.data.models import ModelFile, as_model_file
 
-__all__ = ["Dataset", "Frame", "ModelFile"]
+__all__ = ["Dataset", "Frame", "ModelFile", "as_dataset", "as_model_file"]

@@ -247,3 +247,10 @@ class Dataset(BaseModel):
         for atoms in self.to_atoms_list(with_labels=True):
             multi.append(dpdata.LabeledSystem(atoms, fmt="ase/structure"))
         return multi
+
+
+def as_dataset(obj: Dataset | dict | None) -> Dataset | None:
+    """Coerce a stored/serialized dataset (dict from the JobStore) to :class:`Dataset`."""
+    if obj is None or isinstance(obj, Dataset):
+        return obj
+    return Dataset.model_validate({k: v for k, v in obj.items() if not k.startswith("@")})

@@ -91,3 +91,10 @@ class ModelFile(BaseModel):
         tmp.write_bytes(self.to_bytes())
         tmp.replace(target)  # atomic: parallel workers never read a half-written model
         return target
+
+
+def as_model_file(obj: ModelFile | dict | None) -> ModelFile | None:
+    """Coerce a stored/serialized model file (dict from the JobStore) to :class:`ModelFile`."""
+    if obj is None or isinstance(obj, ModelFile):
+        return obj
+    return ModelFile.model_validate({k: v for k, v in obj.items() if not k.startswith("@")})

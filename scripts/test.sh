@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up everything (idempotent) and run the default test suite (long runs are marked `slow`;
+# add --runslow to include them). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+set +e
+.venv/bin/python -m pytest -q -p no:cacheprovider --timeout 1200 -ra "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then echo "pytest collected no tests"; fi
+exit "$rc"

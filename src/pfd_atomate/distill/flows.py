@@ -1,0 +1,123 @@
+"""Distillation (PFD step 6): a fast student trained once on teacher-labelled MD frames."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from atomate2.forcefields.md import ForceFieldMDMaker
+from jobflow import Flow, Maker
+from pymatgen.core import Structure
+
+from pfd_atomate.distill.jobs import gather_distill, teacher_label
+from pfd_atomate.evaluate.jobs import EvaluateMaker
+from pfd_atomate.explore.jobs import ExploreMaker
+from pfd_atomate.explore.schemas import TaskGroup
+from pfd_atomate.select.filters import FrameFilter
+from pfd_atomate.train.base import TrainerBackend
+from pfd_atomate.train.jobs import TrainMaker
+
+
+@dataclass
+class DistillMaker(Maker):
+    """Distill a fine-tuned teacher into a student model (PFD paper, "distillation phase").
+
+    The teacher runs MD over ``task_groups`` (many frames, cheap), labels the frames itself,
+    and a student (e.g. deepmd-kit ``se_e2_a``) is trained from scratch once and tested on
+    held-out teacher frames and, when given, on held-out DFT frames.
+
+    Parameters
+    ----------
+    name: flow name.
+    teacher: backend of the teacher model (the fine-tune backend).
+    student: backend that trains the student from scratch.
+    task_groups: MD of the teacher.
+    md_maker: atomate2 ``ForceFieldMDMaker`` template.
+    md_supercell: supercell of the input structures for the teacher MD.
+    frame_filter: pre-label filters for teacher frames.
+    max_frames: cap on teacher-labelled frames.
+    test_fraction: share of teacher frames held out.
+    seed: seed of MD velocities and the split.
+    """
+
+    name: str = "pfd distill"
+    teacher: TrainerBackend = field(default=None)  # type: ignore[assignment]
+    student: TrainerBackend = field(default=None)  # type: ignore[assignment]
+    task_groups: list[TaskGroup] = field(default_factory=list)
+    md_maker: ForceFieldMDMaker = field(
+        default_factory=lambda: ForceFieldMDMaker(force_field_name="DeepMD", store_trajectory="no")
+    )
+    md_supercell: tuple[int, int, int] | None = None
+    frame_filter: FrameFilter = field(default_factory=FrameFilter)
+    max_frames: int | None = None
+    test_fraction: float = 0.1
+    seed: int = 0
+
+    def make(
+        self,
+        teacher_model: Any,
+        structures: Structure | Sequence[Structure],
+        dft_test_set: Any = None,
+    ) -> Flow:
+        """Build the distillation flow.
+
+        Parameters
+        ----------
+        teacher_model: the teacher ModelFile (usually ``finetune.output.model``).
+        structures: starting structures of the teacher MD.
+        dft_test_set: held-out DFT frames to test the student on (optional).
+
+        Raises
+        ------
+        ValueError: missing teacher/student backend or task groups.
+        """
+        if self.teacher is None or self.student is None:
+            raise ValueError("DistillMaker needs a teacher and a student backend")
+        if not self.task_groups:
+            raise ValueError("DistillMaker needs at least one task group for the teacher MD")
+        structures = [structures] if isinstance(structures, Structure) else list(structures)
+        starts = [s * self.md_supercell if self.md_supercell else s for s in structures]
+        explore = ExploreMaker(backend=self.teacher, md_maker=self.md_maker)
+        jobs = []
+        for g, group in enumerate(self.task_groups):
+            for temperature, pressure in group.conditions():
+                for k, start in enumerate(starts):
+                    md = explore.make(teacher_model, start, temperature, pressure, group, seed=self.seed + len(jobs))
+                    md.name = f"pfd distill explore g{g} T{temperature:g}" + (
+                        "" if pressure is None else f" P{pressure:g}"
+                    ) + f" #{k}"
+                    jobs.append(md)
+        label = teacher_label(
+            self.teacher,
+            teacher_model,
+            [md.output.frames for md in jobs],
+            frame_filter=self.frame_filter,
+            max_frames=self.max_frames,
+            test_fraction=self.test_fraction,
+            seed=self.seed,
+        )
+        label.name = "pfd distill teacher label"
+        train = TrainMaker(name="pfd distill train student", backend=self.student).make([label.output.train_set])
+        test_teacher = EvaluateMaker(name="pfd distill test vs teacher", backend=self.student).make(
+            train.output.model, label.output.test_set
+        )
+        flow_jobs = [*jobs, label, train, test_teacher]
+        test_dft = None
+        if dft_test_set is not None:
+            test_dft = EvaluateMaker(name="pfd distill test vs DFT", backend=self.student).make(
+                train.output.model, dft_test_set
+            )
+            flow_jobs.append(test_dft)
+        gather = gather_distill(
+            train.output.model,
+            train.uuid,
+            label.output.teacher_sha256,
+            train.output.n_frames,
+            n_teacher_test_frames=test_teacher.output.metrics.n_frames,
+            teacher_test=test_teacher.output.metrics,
+            dft_test=None if test_dft is None else test_dft.output.metrics,
+        )
+        gather.name = "pfd distill gather"
+        flow_jobs.append(gather)
+        return Flow(flow_jobs, output=gather.output, name=self.name)

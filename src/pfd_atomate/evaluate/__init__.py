@@ -1,0 +1,1 @@
+"""PFD step 5: test a model on a labelled dataset, convergence criteria and trust window."""

@@ -1,0 +1,278 @@
+"""The iterative fine-tune loop (PFD steps 2-5) as a jobflow ``Response(replace=...)`` chain.
+
+Each loop job looks at the previous iteration's test of M_i on D_i, decides (converged →
+next stage or finish; not converged → add the trust-window part of D_i to the training
+set), and replaces itself with the next iteration: train → explore → select → label →
+test → loop job. The pattern follows atomate2's ``mpmorph`` loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from atomate2.forcefields.md import ForceFieldMDMaker
+from jobflow import Flow, Job, Maker, OutputReference, Response, job
+from pymatgen.core import Structure
+
+from pfd_atomate.data import Dataset, as_dataset, as_model_file
+from pfd_atomate.evaluate.jobs import EvaluateMaker
+from pfd_atomate.evaluate.schemas import ConvergenceCriteria, TrustWindow
+from pfd_atomate.explore.jobs import ExploreMaker
+from pfd_atomate.explore.schemas import Stage
+from pfd_atomate.finetune.schemas import FinetuneOutput, IterationRecord, LoopState
+from pfd_atomate.label.flows import LabelMaker
+from pfd_atomate.select.jobs import SelectMaker
+from pfd_atomate.train.base import TrainerBackend
+from pfd_atomate.train.jobs import TrainMaker
+
+logger = logging.getLogger(__name__)
+
+
+def _ref(uuid: str, attributes: Sequence[Sequence[Any]]) -> OutputReference:
+    return OutputReference(uuid, attributes=tuple(tuple(a) for a in attributes))
+
+
+@job
+def stage_dataset(dataset: Dataset) -> Dataset:
+    """Put a dataset given by value into the JobStore so later jobs can reference it."""
+    return as_dataset(dataset)
+
+
+@dataclass
+class FinetuneMaker(Maker):
+    """Iterative fine-tuning of a foundation model (PFD steps 2-5; PFD paper, Fig. 1b).
+
+    Parameters
+    ----------
+    name: name of the loop jobs.
+    trainer: backend that fine-tunes (the "P" model and its settings).
+    stages: exploration stages, run in sequence; each must converge (or run out of iterations).
+    md_maker: atomate2 ``ForceFieldMDMaker`` template for exploration.
+    md_supercell: supercell of the input structures used for exploration.
+    select: pre-label filters and frame selection.
+    label: labeller (any atomate2 static Maker, wrapped).
+    criteria: convergence criteria of M_i on D_i.
+    trust_window: which frames of D_i are added to training.
+    max_iterations: iterations per stage.
+    on_not_converged: "fail" raises when a stage runs out of iterations; "continue" goes on.
+    init_from: "base" fine-tunes the foundation model each iteration; "previous" restarts from M_{i-1}.
+    new_data_weight: relative sampling weight of the newest dataset (None: all frames equal).
+    seed: base seed for MD initial velocities.
+    """
+
+    name: str = "pfd fine-tune"
+    trainer: TrainerBackend = field(default=None)  # type: ignore[assignment]
+    stages: list[Stage] = field(default_factory=list)
+    md_maker: ForceFieldMDMaker = field(
+        default_factory=lambda: ForceFieldMDMaker(force_field_name="DeepMD", store_trajectory="no")
+    )
+    md_supercell: tuple[int, int, int] | None = None
+    select: SelectMaker = field(default_factory=SelectMaker)
+    label: LabelMaker = field(default_factory=LabelMaker)
+    criteria: ConvergenceCriteria = field(default_factory=ConvergenceCriteria)
+    trust_window: TrustWindow = field(default_factory=TrustWindow)
+    max_iterations: int = 4
+    on_not_converged: Literal["fail", "continue"] = "continue"
+    init_from: Literal["base", "previous"] = "base"
+    new_data_weight: float | None = None
+    seed: int = 0
+
+    def make(self, structures: Structure | Sequence[Structure], init_datasets: Sequence[Any]) -> Flow:
+        """Build the loop's first job.
+
+        Parameters
+        ----------
+        structures: starting structure(s) of the exploration MD.
+        init_datasets: labelled datasets to fine-tune on first (OutputReferences to stored
+            datasets, e.g. ``label_job.output.dataset``, or Dataset values).
+
+        Raises
+        ------
+        ValueError: no stage, no trainer, or no initial data.
+        """
+        if self.trainer is None:
+            raise ValueError("FinetuneMaker needs a trainer backend")
+        if not self.stages:
+            raise ValueError("FinetuneMaker needs at least one exploration stage")
+        if not init_datasets:
+            raise ValueError("FinetuneMaker needs initial labelled data")
+        structures = [structures] if isinstance(structures, Structure) else list(structures)
+        jobs: list[Job] = []
+        refs: list[tuple[str, list]] = []
+        for d in init_datasets:
+            if not isinstance(d, OutputReference):
+                staged = stage_dataset(d)
+                staged.name = "pfd initial dataset"
+                jobs.append(staged)
+                d = staged.output
+            refs.append((d.uuid, [list(a) for a in d.attributes]))
+        loop = finetune_step(self, structures, LoopState(train_refs=refs))
+        loop.name = f"{self.name} s0 i0"
+        jobs.append(loop)
+        return Flow(jobs, output=loop.output, name=self.name)
+
+
+def _record(state: LoopState, report: dict) -> IterationRecord:
+    metrics = report["metrics"]
+    metrics = metrics if isinstance(metrics, dict) else metrics.model_dump()
+    return IterationRecord(
+        stage=state.stage,
+        iteration=state.iteration,
+        stage_iteration=state.stage_iteration,
+        model_sha256=report["model_sha256"],
+        trained=state.model_trained_this_iteration,
+        n_train_frames=report.get("n_train_frames") or 0,
+        n_candidates=report.get("n_candidates"),
+        n_selected=report.get("n_selected"),
+        n_labelled=report.get("n_labelled") or 0,
+        n_label_failures=report.get("n_label_failures") or 0,
+        energy_rmse=metrics.get("energy_rmse"),
+        force_rmse=metrics.get("force_rmse"),
+        accurate_ratio=metrics.get("accurate_ratio"),
+        converged=bool(report["converged"]),
+        reason=report.get("reason") or "",
+        n_added=report.get("n_added") or 0,
+        train_job=state.model_job,
+        label_job=report.get("label_job"),
+        evaluate_job=report.get("evaluate_job"),
+    )
+
+
+@job(output_schema=FinetuneOutput, data=["model", "test_set"])
+def finetune_step(
+    maker: FinetuneMaker,
+    structures: list[Structure],
+    state: LoopState,
+    model: Any = None,
+    test_set: Any = None,
+    report: dict | None = None,
+) -> Response | FinetuneOutput:
+    """One decision of the fine-tune loop; replaces itself with the next iteration.
+
+    Parameters
+    ----------
+    maker: the loop's settings.
+    structures: starting structures of the exploration.
+    state: iteration state (stage, counters, training-set references, history).
+    model: M_i of the iteration just finished (resolved ModelFile) or None at the start.
+    test_set: D_i of the iteration just finished (resolved Dataset) or None.
+    report: the finished iteration's numbers (selection, labels, test metrics).
+
+    Raises
+    ------
+    RuntimeError: a stage did not converge within ``max_iterations`` and
+        ``on_not_converged == "fail"`` (everything computed so far stays in the store).
+    """
+    state = state.model_copy(deep=True)
+    n_stages = len(maker.stages)
+    if report is not None:
+        record = _record(state, report)
+        state.history.append(record)
+        state.n_dft_labels += record.n_labelled
+        logger.info(
+            "PFD stage %d iteration %d: energy RMSE %s eV/atom, force RMSE %s eV/Å, accurate %s -> %s",
+            record.stage, record.iteration, record.energy_rmse, record.force_rmse, record.accurate_ratio,
+            "converged" if record.converged else "not converged",
+        )
+        out_of_iterations = state.stage_iteration + 1 >= maker.max_iterations
+        if not record.converged and record.n_added > 0:
+            state.train_refs.append((report["evaluate_job"], [["a", "added"]]))
+        if record.converged or out_of_iterations:
+            if not record.converged and maker.on_not_converged == "fail":
+                raise RuntimeError(
+                    f"stage {state.stage} did not converge in {maker.max_iterations} iterations: "
+                    f"last energy RMSE {record.energy_rmse} eV/atom, force RMSE {record.force_rmse} eV/Å "
+                    f"({record.reason}); all iterations are kept in the JobStore"
+                )
+            state.converged_stages.append(record.converged)
+            state.stage += 1
+            state.stage_iteration = 0
+        else:
+            state.stage_iteration += 1
+        state.iteration += 1
+
+        if state.stage >= n_stages:
+            return FinetuneOutput(
+                model=as_model_file(model),
+                model_job=state.model_job,
+                test_set=as_dataset(test_set),
+                converged=all(state.converged_stages),
+                converged_stages=state.converged_stages,
+                n_iterations=state.iteration,
+                n_dft_labels=state.n_dft_labels,
+                n_train_frames=record.n_train_frames,
+                iterations=state.history,
+            )
+
+    return Response(replace=_next_iteration(maker, structures, state))
+
+
+def _train_weights(maker: FinetuneMaker, n_sets: int) -> list[float] | None:
+    if maker.new_data_weight is None or n_sets < 2:
+        return None
+    return [1.0] * (n_sets - 1) + [maker.new_data_weight]
+
+
+def _next_iteration(maker: FinetuneMaker, structures: list[Structure], state: LoopState) -> Flow:
+    """Jobs of one iteration: (train) → explore × tasks → select → label → test → loop job."""
+    tag = f"s{state.stage} i{state.iteration}"
+    train_sets = [_ref(u, attrs) for u, attrs in state.train_refs]
+    jobs: list[Job | Flow] = []
+    # retrain only when the training set grew since the current model was trained
+    need_train = state.model_job is None or len(state.train_refs) > state.n_sets_trained
+    if need_train:
+        init = None
+        if maker.init_from == "previous" and state.model_job is not None:
+            init = _ref(state.model_job, [["a", "model"]])
+        train = TrainMaker(name=f"pfd train {tag}", backend=maker.trainer).make(
+            train_sets, init_model=init, weights=_train_weights(maker, len(train_sets))
+        )
+        jobs.append(train)
+        state.model_job = train.uuid
+        state.n_sets_trained = len(state.train_refs)
+    state.model_trained_this_iteration = need_train
+    model = _ref(state.model_job, [["a", "model"]])
+
+    explore_maker = ExploreMaker(backend=maker.trainer, md_maker=maker.md_maker)
+    starts = [s * maker.md_supercell if maker.md_supercell else s for s in structures]
+    explores = []
+    for g, group in enumerate(maker.stages[state.stage].task_groups):
+        for temperature, pressure in group.conditions():
+            for k, start in enumerate(starts):
+                md = explore_maker.make(
+                    model, start, temperature, pressure, group, seed=maker.seed + 1000 * state.iteration + len(explores)
+                )
+                md.name = f"pfd explore {tag} g{g} T{temperature:g}" + ("" if pressure is None else f" P{pressure:g}") + f" #{k}"
+                explores.append(md)
+    jobs.extend(explores)
+
+    select = maker.select.make([e.output.frames for e in explores], reference=train_sets)
+    select.name = f"pfd select {tag}"
+    label = maker.label.make(select.output.dataset)
+    label.name = f"pfd label {tag}"
+    test = EvaluateMaker(
+        name=f"pfd test {tag}", backend=maker.trainer, criteria=maker.criteria, trust_window=maker.trust_window
+    ).make(model, label.output.dataset)
+    jobs.extend([select, label, test])
+
+    report = {
+        "model_sha256": test.output.model_sha256,
+        "n_train_frames": _ref(state.model_job, [["a", "n_frames"]]),
+        "n_candidates": select.output.n_candidates,
+        "n_selected": select.output.n_selected,
+        "n_labelled": label.output.n_labelled,
+        "n_label_failures": label.output.n_failed,
+        "metrics": test.output.metrics,
+        "converged": test.output.converged,
+        "reason": test.output.reason,
+        "n_added": test.output.n_added,
+        "label_job": label.uuid,
+        "evaluate_job": test.uuid,
+    }
+    next_step = finetune_step(maker, structures, state, model=model, test_set=label.output.dataset, report=report)
+    next_step.name = f"{maker.name} {tag} decide"
+    jobs.append(next_step)
+    return Flow(jobs, output=next_step.output, name=f"{maker.name} {tag}")

@@ -1,0 +1,153 @@
+"""A CP2K static-labelling preset for atomate2's CP2K ``StaticMaker``.
+
+atomate2's default CP2K set is spin-polarised, uses orbital transformation (OT, gapped
+systems only), the Gamma point only and basis/potential hashes from pymatgen's own data
+files. For labelling small periodic cells (the PFD demo: Si8) we want k-points,
+diagonalisation with Fermi-Dirac smearing, no spin polarisation and the named
+basis sets/pseudopotentials that the ``cp2k-data`` package ships
+(``BASIS_MOLOPT``, ``GTH_POTENTIALS``; Debian installs them in ``/usr/share/cp2k``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: GTH/MOLOPT names for silicon: the 4-valence-electron PBE pseudopotential.
+SI_DZVP_GTH_PBE: dict[str, tuple[str, str]] = {"Si": ("DZVP-MOLOPT-SR-GTH", "GTH-PBE-q4")}
+
+# where cp2k looks for its data files; Debian's cp2k-data installs here
+_DATA_DIR_CANDIDATES = ("/usr/share/cp2k", "/usr/share/cp2k/data")
+
+
+def cp2k_static_maker(
+    basis_and_potential: Mapping[str, tuple[str, str]] | None = None,
+    kpoints: tuple[int, int, int] | None = (2, 2, 2),
+    cutoff: float = 300.0,
+    rel_cutoff: float = 40.0,
+    xc_functional: str = "PBE",
+    smearing_temperature: float | None = 300.0,
+    spin_polarized: bool = False,
+    eps_scf: float = 1e-6,
+    basis_filename: str = "BASIS_MOLOPT",
+    potential_filename: str = "GTH_POTENTIALS",
+    data_dir: str | Path | None = None,
+    name: str = "cp2k static",
+):
+    """Build an atomate2 CP2K ``StaticMaker`` for labelling periodic frames.
+
+    The input set runs ``ENERGY_FORCE`` with the analytical stress tensor, diagonalisation
+    (k-points are incompatible with OT in CP2K) and, by default, Fermi-Dirac smearing and no
+    spin polarisation. The structure is not re-sorted, so atoms keep the frame's order.
+
+    Parameters
+    ----------
+    basis_and_potential
+        ``{element: (basis name, potential name)}`` looked up in ``basis_filename`` and
+        ``potential_filename``. Default: :data:`SI_DZVP_GTH_PBE` (Si only).
+    kpoints
+        Monkhorst-Pack mesh ``(n1, n2, n3)``; ``None`` (or ``(1, 1, 1)``) for the Gamma
+        point only.
+    cutoff
+        Plane-wave cutoff of the finest multigrid level, Ry.
+    rel_cutoff
+        Relative cutoff that maps Gaussians onto the multigrid levels, Ry.
+    xc_functional
+        CP2K XC functional name (must match the pseudopotential, e.g. PBE for GTH-PBE).
+    smearing_temperature
+        Fermi-Dirac electronic temperature, K; ``None`` switches smearing off.
+    spin_polarized
+        Unrestricted Kohn-Sham (UKS) when True.
+    eps_scf
+        SCF convergence threshold (density-matrix change under diagonalisation).
+    basis_filename, potential_filename
+        CP2K data files holding the named basis sets and pseudopotentials.
+    data_dir
+        Where to look for those files to check the names before any run; default: the
+        ``CP2K_DATA_DIR`` environment variable or Debian's ``/usr/share/cp2k``. The check is
+        skipped when the files are not found here (the job may run on another machine).
+    name
+        Job name.
+
+    Returns
+    -------
+    atomate2.cp2k.jobs.core.StaticMaker
+        The configured maker; ``maker.make(structure)`` gives one CP2K static job.
+
+    Raises
+    ------
+    ValueError
+        Bad k-point mesh, non-positive cutoffs or temperature, a malformed basis map, or a
+        basis/potential name missing from the data files.
+    """
+    from atomate2.cp2k.jobs.core import StaticMaker
+    from atomate2.cp2k.sets.core import StaticSetGenerator
+    from pymatgen.io.vasp.inputs import Kpoints
+
+    basis_and_potential = dict(SI_DZVP_GTH_PBE if basis_and_potential is None else basis_and_potential)
+    if not basis_and_potential:
+        raise ValueError("basis_and_potential is empty: give {element: (basis, potential)}")
+    for element, pair in basis_and_potential.items():
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise ValueError(f"basis_and_potential[{element!r}] must be (basis name, potential name), got {pair!r}")
+    if kpoints is not None:
+        kpoints = tuple(int(k) for k in kpoints)  # type: ignore[assignment]
+        if len(kpoints) != 3 or min(kpoints) < 1:
+            raise ValueError(f"kpoints must be three positive integers or None, got {kpoints}")
+    if cutoff <= 0 or rel_cutoff <= 0:
+        raise ValueError(f"cutoff and rel_cutoff must be positive (Ry), got {cutoff}, {rel_cutoff}")
+    if smearing_temperature is not None and smearing_temperature <= 0:
+        raise ValueError(f"smearing_temperature must be positive (K) or None, got {smearing_temperature}")
+    _check_names_in_data_files(basis_and_potential, basis_filename, potential_filename, data_dir)
+
+    settings: dict[str, Any] = {
+        "basis_and_potential": {
+            **{el: {"basis": b, "potential": p, "aux_basis": None} for el, (b, p) in basis_and_potential.items()},
+            "basis_filenames": [basis_filename],
+            "potential_filename": potential_filename,
+        },
+        "cutoff": float(cutoff),
+        "rel_cutoff": float(rel_cutoff),
+        "xc_functionals": [xc_functional],
+        "eps_scf": float(eps_scf),
+        "ot": False,  # diagonalisation: needed for k-points and smearing
+        "smearing": smearing_temperature is not None,
+        "spin_polarized": bool(spin_polarized),
+    }
+    if smearing_temperature is not None:
+        settings["elec_temp"] = float(smearing_temperature)
+    gamma_only = kpoints is None or tuple(kpoints) == (1, 1, 1)
+    generator = StaticSetGenerator(
+        user_input_settings=settings,
+        user_kpoints_settings=None if gamma_only else Kpoints.monkhorst_automatic(kpoints),
+        sort_structure=False,
+    )
+    return StaticMaker(name=name, input_set_generator=generator)
+
+
+def _check_names_in_data_files(
+    basis_and_potential: Mapping[str, tuple[str, str]],
+    basis_filename: str,
+    potential_filename: str,
+    data_dir: str | Path | None,
+) -> None:
+    """Raise ValueError for basis/potential names absent from locally available data files."""
+    dirs = [Path(data_dir)] if data_dir is not None else []
+    if data_dir is None and os.environ.get("CP2K_DATA_DIR"):
+        dirs.append(Path(os.environ["CP2K_DATA_DIR"]))
+    if data_dir is None:
+        dirs.extend(Path(d) for d in _DATA_DIR_CANDIDATES)
+    for filename, position in ((basis_filename, 0), (potential_filename, 1)):
+        path = next((d / filename for d in dirs if (d / filename).is_file()), None)
+        if path is None:
+            continue
+        text = path.read_text(errors="replace")
+        for element, pair in basis_and_potential.items():
+            # entry header lines look like "Si DZVP-MOLOPT-SR-GTH DZVP-MOLOPT-SR-GTH-q4"
+            pattern = rf"^\s*{re.escape(element)}\s+(\S+\s+)*{re.escape(pair[position])}(\s|$)"
+            if not re.search(pattern, text, flags=re.MULTILINE):
+                kind = "basis set" if position == 0 else "potential"
+                raise ValueError(f"{kind} {pair[position]!r} for {element} not found in {path}")

@@ -1,0 +1,47 @@
+"""The final document of a PFD run: provenance a user queries in MongoDB."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from pfd_atomate.finetune.schemas import IterationRecord
+
+
+class StoredObject(BaseModel):
+    """Where an object lives in the JobStore: the output of job ``job_uuid``, field ``field``."""
+
+    job_uuid: str
+    field: str
+    store: str = Field("data", description="JobStore additional store holding the object")
+    sha256: str | None = None
+
+
+class ModelLineage(BaseModel):
+    """One model of the run and where it came from."""
+
+    role: str = Field(description="'foundation', 'teacher' (fine-tuned) or 'student'")
+    backend: str
+    sha256: str | None = None
+    parent_sha256: str | None = None
+    location: StoredObject | None = None
+
+
+class PFDOutput(BaseModel):
+    """Provenance of one PFD run (pre-train → fine-tune → distill)."""
+
+    formula: str = Field(description="reduced formula(s) of the input structures, '-'-joined")
+    n_structures: int
+    n_initial_labels: int = Field(description="labels of the perturbed frames")
+    n_loop_labels: int = Field(description="labels spent in the fine-tune loop")
+    n_dft_labels: int = Field(description="all labels from the labeller (DFT)")
+    n_label_failures: int
+    labeller: str
+    n_iterations: int
+    converged: bool
+    iterations: list[IterationRecord]
+    teacher_test: dict | None = Field(None, description="teacher on the held-out DFT frames (metrics)")
+    student_teacher_test: dict | None = Field(None, description="student vs teacher on held-out teacher frames")
+    student_dft_test: dict | None = Field(None, description="student on the held-out DFT frames")
+    n_distill_frames: int | None = None
+    lineage: list[ModelLineage] = Field(default_factory=list)
+    datasets: dict[str, StoredObject] = Field(default_factory=dict, description="where each dataset lives")

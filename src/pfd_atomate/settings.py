@@ -1,0 +1,44 @@
+"""Settings for pfd-atomate (pydantic-settings, atomate2 style).
+
+Values come from, in order of precedence: environment variables with the ``PFD_`` prefix
+(e.g. ``PFD_RUN_DIR=/scratch/pfd``), the YAML file named by ``PFD_CONFIG_FILE``
+(default ``~/.pfd.yaml``), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DEFAULT_CONFIG_FILE = "~/.pfd.yaml"
+
+
+class PFDSettings(BaseSettings):
+    """User settings; see the module docstring for where they are read from."""
+
+    CONFIG_FILE: str = Field(_DEFAULT_CONFIG_FILE, description="YAML file with settings")
+    RUN_DIR: Path = Field(Path("runs"), description="Root folder of embedded (on-disk) runs")
+    MODEL_CACHE: Path = Field(
+        Path("~/.cache/pfd_atomate/models").expanduser(), description="Where model files from the store are written"
+    )
+    TORCH_THREADS: int | None = Field(None, description="torch threads for training/inference (None: torch default)")
+
+    model_config = SettingsConfigDict(env_prefix="PFD_", extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _load_yaml(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Fill values missing from the environment from the YAML config file."""
+        from monty.serialization import loadfn
+
+        config_file = Path(os.path.expanduser(values.get("CONFIG_FILE", os.environ.get("PFD_CONFIG_FILE", _DEFAULT_CONFIG_FILE))))
+        if config_file.is_file():
+            loaded = loadfn(config_file) or {}
+            new_values = {k.upper().removeprefix("PFD_"): v for k, v in loaded.items()}
+            new_values.update(values)
+            return new_values
+        return values

@@ -1,0 +1,534 @@
+"""CHGNet backend: the offline foundation model ("P" of PFD) and its fine-tuning.
+
+CHGNet 0.3.0's pretrained weights ship inside the ``chgnet`` wheel, so this backend works
+without network access and without a DPA checkpoint. Fine-tuning uses chgnet's own
+:class:`chgnet.trainer.Trainer`.
+
+Energy references: a DFT code's total energies differ from CHGNet's (Materials Project
+compatible) energies by a large per-element constant (CP2K GTH Si is about -107 eV/atom,
+CHGNet about -5.4 eV/atom). Before any gradient step the per-element reference energies of
+CHGNet's composition model (``AtomRef``, a linear model of the composition) are re-fitted by
+least squares to the labels, the analogue of deepmd-kit's fine-tune "change bias"
+(PFD SI, fine-tuning section; deepmd-kit ``dp change-bias``). The network then only has to
+learn the physically meaningful remainder.
+
+Units follow :mod:`pfd_atomate.data.frames`: energy eV (total), forces eV/Å, virial eV
+(virial = -stress * volume).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from ase.calculators.calculator import Calculator
+from ase.data import atomic_numbers
+from chgnet.model.dynamics import CHGNetCalculator
+
+from pfd_atomate.data import Dataset, ModelFile
+from pfd_atomate.data.frames import KBAR_TO_EV_PER_A3, stress_to_virial
+from pfd_atomate.train.base import TrainerBackend
+
+if TYPE_CHECKING:
+    from chgnet.model import CHGNet
+
+logger = logging.getLogger(__name__)
+
+#: CHGNet's atom embedding and AtomRef cover atomic numbers 1..MAX_Z
+MAX_Z = 94
+#: pretrained checkpoint that ``CHGNet.load()`` returns by default
+PRETRAINED_VERSION = "0.3.0"
+#: the dotted path atomate2's ``ase_calculator`` imports for ``force_field_name``
+CALCULATOR_PATH = "pfd_atomate.train.chgnet.FineTunedCHGNetCalculator"
+MODEL_FILENAME = "chgnet_finetuned.pth.tar"
+_GPA_TO_EV_PER_A3 = 1.0 / 160.21766208
+
+
+class FineTunedCHGNetCalculator(CHGNetCalculator):
+    """ASE calculator for a CHGNet checkpoint file (or the pretrained CHGNet).
+
+    atomate2's force-field Makers build it from
+    ``force_field_name="pfd_atomate.train.chgnet.FineTunedCHGNetCalculator"`` and
+    ``calculator_kwargs={"model": "<path>"}``. Results: ``energy`` (eV, total), ``forces``
+    (n_atoms, 3) eV/Å, ``stress`` eV/Å^3 (ASE sign), ``magmoms`` (n_atoms,) μB.
+
+    Parameters
+    ----------
+    model: path of a checkpoint that ``CHGNet.from_file`` reads (as written by
+        :meth:`CHGNetBackend.train`); ``None`` loads the pretrained CHGNet from the wheel.
+    device: torch device, "cpu" or "cuda".
+    **kwargs: passed to ``chgnet.model.dynamics.CHGNetCalculator`` (e.g. ``stress_weight``).
+
+    Raises
+    ------
+    FileNotFoundError: if ``model`` is given and does not exist.
+    """
+
+    def __init__(self, model: str | Path | None = None, device: str = "cpu", **kwargs: Any) -> None:
+        network = None if model is None else _load_network(model)
+        super().__init__(model=network, use_device=device, **kwargs)
+
+
+@dataclass
+class CHGNetBackend(TrainerBackend):
+    """Fine-tune and run CHGNet (offline foundation model of pfd-atomate).
+
+    Attributes
+    ----------
+    epochs: passes over the (re-sampled) training frames; 0 re-fits the per-element
+        reference energies only (no gradient step).
+    learning_rate: initial Adam learning rate (cosine decay to 1 % over the run).
+    batch_size: frames per gradient step.
+    energy_loss_weight, force_loss_weight, stress_loss_weight: weights of the MSE terms
+        (energy in eV/atom, forces eV/Å, stress GPa) in chgnet's combined loss.
+    use_stress: also fit the stress (every frame then needs a virial).
+    rereference_energies: before training, least-squares re-fit of CHGNet's per-element
+        reference energies (AtomRef) to the labels ("change bias").
+    train_composition_model: keep the AtomRef weights trainable during gradient fine-tuning.
+    freeze_embedding: freeze atom/bond/angle embeddings and basis expansions.
+    n_frozen_blocks: also freeze the first n interaction blocks (atom, bond and angle
+        layers); 3 of 4 reproduces chgnet's fine-tuning example (only the last atom
+        convolution and the readout train).
+    seed: seed of torch initialisation and frame shuffling.
+    n_threads: torch intra-op threads (``None`` leaves torch's setting alone).
+    device: torch device, "cpu" or "cuda".
+    base_model: CHGNet checkpoint file to start from when no ``init_model`` is given;
+        ``None`` is the pretrained CHGNet 0.3.0 shipped in the wheel.
+    """
+
+    name: ClassVar[str] = "chgnet"
+
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    batch_size: int = 4
+    energy_loss_weight: float = 1.0
+    force_loss_weight: float = 1.0
+    stress_loss_weight: float = 0.1
+    use_stress: bool = False
+    rereference_energies: bool = True
+    train_composition_model: bool = False
+    freeze_embedding: bool = True
+    n_frozen_blocks: int = 0
+    seed: int = 0
+    n_threads: int | None = None
+    device: str = "cpu"
+    base_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.n_frozen_blocks < 0:
+            raise ValueError(f"n_frozen_blocks must be >= 0, got {self.n_frozen_blocks}")
+        weights = (self.energy_loss_weight, self.force_loss_weight, self.stress_loss_weight)
+        if min(weights) < 0:
+            raise ValueError(f"loss weights must be >= 0, got {weights}")
+
+    # ------------------------------------------------------------------ elements
+    def check_elements(self, elements: Sequence[str], model: ModelFile | None = None) -> None:
+        """Check that CHGNet can represent every element.
+
+        Parameters
+        ----------
+        elements: element symbols.
+        model: a CHGNet :class:`ModelFile` (any CHGNet checkpoint covers the same elements).
+
+        Raises
+        ------
+        ValueError: for unknown symbols, elements beyond Pu (Z > 94, outside CHGNet's atom
+            embedding), or a model of another backend.
+        """
+        if model is not None and model.backend != self.name:
+            raise ValueError(f"model {model.filename} is a {model.backend!r} model, not {self.name!r}")
+        unknown = sorted({e for e in elements if e not in atomic_numbers})
+        if unknown:
+            raise ValueError(f"unknown element symbols {unknown}")
+        unsupported = sorted({e for e in elements if not 1 <= atomic_numbers[e] <= MAX_Z})
+        if unsupported:
+            raise ValueError(f"CHGNet covers Z = 1..{MAX_Z} (H..Pu); cannot handle {unsupported}")
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        datasets: Sequence[Dataset],
+        workdir: str | Path,
+        init_model: ModelFile | None = None,
+        weights: Sequence[float] | None = None,
+    ) -> ModelFile:
+        """Fine-tune CHGNet on labelled frames and return the checkpoint.
+
+        Steps: (1) start from ``init_model`` (previous PFD iteration), else ``base_model``,
+        else the pretrained CHGNet; (2) re-fit the per-element reference energies by least
+        squares (``rereference_energies``); (3) ``epochs`` of gradient fine-tuning with
+        ``chgnet.trainer.Trainer``; (4) save ``{workdir}/chgnet_finetuned.pth.tar``
+        (readable by ``CHGNet.from_file``). Training output goes to
+        ``{workdir}/chgnet_train.log``.
+
+        Parameters
+        ----------
+        datasets: labelled datasets (energy eV, forces eV/Å; virial eV if ``use_stress``).
+        workdir: scratch directory (created if missing).
+        init_model: CHGNet model to continue from.
+        weights: relative share of each dataset in the frames drawn per epoch (e.g. mixing
+            old and new data at a fixed ratio, PFD paper "fine-tuned using a mix of new and
+            old training datasets in a predetermined ratio"); frames are drawn with
+            replacement, each frame of dataset i with probability ∝ weights[i] / n_frames_i.
+            ``None``: every frame once per epoch.
+
+        Returns
+        -------
+        ModelFile with backend "chgnet", ``type_map`` the sorted elements trained on
+        (plus those of ``init_model``), kind "finetuned" and ``parent_sha256`` the digest
+        of the starting checkpoint.
+
+        Raises
+        ------
+        ValueError: no frames, unlabelled frames, missing virials with ``use_stress``,
+            non-periodic frames, bad ``weights``, unsupported elements, or an
+            ``init_model`` of another backend.
+        FileNotFoundError: ``base_model`` does not exist.
+        """
+        frames_per_set = self._validate_training_input(datasets, init_model, weights)
+        start_path, parent_sha = self._starting_checkpoint(init_model)
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._set_threads()
+
+        import torch
+        from chgnet.data.dataset import StructureData
+
+        random.seed(self.seed)
+        torch.manual_seed(self.seed)
+        model = _load_network(start_path, quiet=True)
+        frames = [f for d in frames_per_set for f in d.frames]
+        with open(workdir / "chgnet_train.log", "a") as log, contextlib.redirect_stdout(log):
+            data = StructureData(
+                structures=[f.to_structure() for f in frames],
+                energies=[f.energy / (f.n_atoms if model.is_intensive else 1) for f in frames],
+                forces=[f.forces for f in frames],
+                # chgnet expects VASP's stress convention (kbar, positive = compressive)
+                stresses=[np.asarray(f.virial) / f.volume / KBAR_TO_EV_PER_A3 for f in frames]
+                if self.use_stress
+                else None,
+                graph_converter=model.graph_converter,
+                shuffle=False,
+            )
+            graphs = _graphs_or_raise(data, frames)
+            if self.rereference_energies:
+                shift = rereference_energies(model, graphs, [float(e) for e in data.energies])
+                logger.info("re-referenced CHGNet energies, shift per element (eV/atom): %s", shift)
+                print(f"re-referenced per-element energies (eV/atom): {shift}")
+            if self.epochs > 0:
+                self._fine_tune(model, data, frames_per_set, weights, workdir)
+
+        path = workdir / MODEL_FILENAME
+        torch.save({"model": model.cpu().as_dict()}, path)
+        type_map = sorted({e for d in frames_per_set for e in d.elements} | set(init_model.type_map if init_model else []))
+        return ModelFile.from_path(path, backend=self.name, type_map=type_map, kind="finetuned", parent_sha256=parent_sha)
+
+    def _validate_training_input(
+        self, datasets: Sequence[Dataset], init_model: ModelFile | None, weights: Sequence[float] | None
+    ) -> list[Dataset]:
+        """Check data, weights and models before any compute; return the non-empty datasets."""
+        if isinstance(datasets, Dataset):
+            raise ValueError("datasets must be a sequence of Dataset, not a single Dataset")
+        datasets = list(datasets)
+        if not datasets or all(len(d) == 0 for d in datasets):
+            raise ValueError("no training frames: datasets are empty")
+        for d in datasets:
+            unlabelled = [i for i, f in enumerate(d.frames) if not f.is_labelled]
+            if unlabelled:
+                raise ValueError(f"dataset {d.name!r}: frames {unlabelled[:10]} have no energy/forces labels")
+            if self.use_stress:
+                no_virial = [i for i, f in enumerate(d.frames) if f.virial is None]
+                if no_virial:
+                    raise ValueError(f"use_stress=True but dataset {d.name!r} frames {no_virial[:10]} have no virial")
+            _require_periodic(d)
+        if weights is not None:
+            weights = [float(w) for w in weights]
+            if len(weights) != len(datasets):
+                raise ValueError(f"{len(weights)} weights for {len(datasets)} datasets")
+            if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) == 0:
+                raise ValueError(f"weights must be finite, >= 0 and not all 0, got {weights}")
+        self.check_elements(sorted({e for d in datasets for e in d.elements}), init_model)
+        return datasets
+
+    def _starting_checkpoint(self, init_model: ModelFile | None) -> tuple[Path | None, str | None]:
+        """(path, sha256) of the model to start from; path ``None`` = pretrained CHGNet."""
+        if init_model is not None:
+            return init_model.materialize(), init_model.sha256
+        if self.base_model is not None:
+            path = Path(self.base_model)
+            if not path.is_file():
+                raise FileNotFoundError(f"CHGNet base_model not found: {path}")
+            return path, _sha256(path)
+        pretrained = pretrained_checkpoint()
+        return None, _sha256(pretrained) if pretrained is not None else None
+
+    def _set_threads(self) -> None:
+        if self.n_threads:
+            import torch
+
+            torch.set_num_threads(self.n_threads)
+
+    def _fine_tune(
+        self,
+        model: CHGNet,
+        data: Any,
+        datasets: list[Dataset],
+        weights: Sequence[float] | None,
+        workdir: Path,
+    ) -> None:
+        """Gradient fine-tuning with ``chgnet.trainer.Trainer`` (model is updated in place)."""
+        import torch
+        from chgnet.data.dataset import collate_graphs
+        from chgnet.trainer import Trainer
+        from torch.utils.data import DataLoader, WeightedRandomSampler
+
+        freeze_layers(model, embedding=self.freeze_embedding, n_blocks=self.n_frozen_blocks)
+        generator = torch.Generator().manual_seed(self.seed)
+        if weights is None:
+            sampler_kwargs: dict[str, Any] = {"shuffle": True, "generator": generator}
+        else:
+            per_frame = [w / len(d) for w, d in zip(weights, datasets, strict=True) for _ in d.frames]
+            sampler = WeightedRandomSampler(per_frame, num_samples=len(per_frame), replacement=True, generator=generator)
+            sampler_kwargs = {"sampler": sampler}
+        train_loader = DataLoader(data, batch_size=self.batch_size, collate_fn=collate_graphs, **sampler_kwargs)
+        # all labelled frames are for training; chgnet's Trainer still wants a validation
+        # loader, an empty one costs nothing (its "val MAE" in the log then reads 0)
+        val_loader = DataLoader([], batch_size=1, collate_fn=collate_graphs)
+        trainer = Trainer(
+            model=model,
+            targets="efs" if self.use_stress else "ef",
+            energy_loss_ratio=self.energy_loss_weight,
+            force_loss_ratio=self.force_loss_weight,
+            stress_loss_ratio=self.stress_loss_weight,
+            optimizer="Adam",
+            scheduler="CosLR",
+            criterion="MSE",
+            epochs=self.epochs,
+            learning_rate=self.learning_rate,
+            print_freq=max(1, len(train_loader)),
+            torch_seed=self.seed,
+            use_device=self.device,
+        )
+        # save_dir="" disables chgnet's per-epoch checkpoints; we save the final model
+        trainer.train(train_loader, val_loader, save_dir="", train_composition_model=self.train_composition_model)
+        model.eval()
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, model: ModelFile | None, dataset: Dataset) -> Dataset:
+        """Label ``dataset`` with a CHGNet model.
+
+        Parameters
+        ----------
+        model: CHGNet :class:`ModelFile`; ``None`` uses the pretrained CHGNet.
+        dataset: frames to label (existing labels are replaced).
+
+        Returns
+        -------
+        Copy of ``dataset`` whose frames carry energy (eV, total), forces (n_atoms, 3) eV/Å
+        and virial (3, 3) eV.
+
+        Raises
+        ------
+        ValueError: model of another backend, unsupported elements or non-periodic frames.
+        """
+        self.check_elements(dataset.elements, model)
+        _require_periodic(dataset)
+        if len(dataset) == 0:
+            return dataset.model_copy(deep=True)
+        self._set_threads()
+        network = _cached_network(model.sha256, str(model.materialize()), self.device) if model else _cached_network(
+            "pretrained", None, self.device
+        )
+        graphs = [network.graph_converter(f.to_structure()) for f in dataset.frames]
+        results = network.predict_graph(graphs, task="efs", batch_size=16)
+        results = [results] if isinstance(results, dict) else results
+        frames = []
+        for frame, res in zip(dataset.frames, results, strict=True):
+            energy = float(res["e"]) * (frame.n_atoms if network.is_intensive else 1)
+            stress = np.asarray(res["s"], dtype=float) * _GPA_TO_EV_PER_A3  # ASE sign, eV/Å^3
+            update = {
+                "energy": energy,
+                "forces": np.asarray(res["f"], dtype=float).tolist(),
+                "virial": stress_to_virial(stress, frame.volume).tolist(),
+            }
+            frames.append(frame.model_copy(update=update))
+        return Dataset(frames=frames, name=dataset.name)
+
+    def calculator(self, model: ModelFile | None) -> Calculator:
+        """ASE calculator for ``model`` (``None``: pretrained CHGNet); materializes the file.
+
+        Raises
+        ------
+        ValueError: model of another backend.
+        """
+        if model is None:
+            return FineTunedCHGNetCalculator(model=None, device=self.device)
+        self.check_elements([], model)
+        return FineTunedCHGNetCalculator(model=model.materialize(), device=self.device)
+
+    def force_field_spec(self, model: ModelFile | None) -> tuple[str, dict[str, Any]]:
+        """``(force_field_name, calculator_kwargs)`` for atomate2's ``ForceFieldMDMaker``.
+
+        The model file is materialized on the calling machine, so call this inside the job
+        that runs the MD. ``model=None`` gives the pretrained CHGNet.
+
+        Raises
+        ------
+        ValueError: model of another backend.
+        """
+        kwargs: dict[str, Any] = {"device": self.device}
+        if model is not None:
+            self.check_elements([], model)
+            kwargs["model"] = str(model.materialize())
+        return CALCULATOR_PATH, kwargs
+
+
+# ---------------------------------------------------------------------- helpers
+def rereference_energies(model: CHGNet, graphs: Sequence[Any], energies: Sequence[float]) -> dict[str, float]:
+    """Least-squares re-fit of CHGNet's per-element reference energies to labels.
+
+    Solves min_δ ‖X δ - (e_label - e_model)‖² over the elements present, with X the
+    composition features of CHGNet's ``AtomRef`` (atom fractions when intensive, counts
+    otherwise), and adds δ to the AtomRef weights. Elements absent from the data keep
+    their reference (``AtomRef.fit`` would zero them). With a single composition only the
+    composition-weighted sum of δ is determined; the minimum-norm solution is used.
+    Analogue of deepmd-kit's fine-tune "change bias" (PFD SI, fine-tuning).
+
+    Parameters
+    ----------
+    model: CHGNet with an ``AtomRef`` composition model (modified in place).
+    graphs: crystal graphs of the n_frames training frames.
+    energies: labels in the model's energy unit, shape (n_frames,) (eV/atom when
+        ``model.is_intensive``, else eV).
+
+    Returns
+    -------
+    Shift added to each element's reference energy, {symbol: eV/atom}.
+
+    Raises
+    ------
+    ValueError: the model has no AtomRef composition model.
+    """
+    import torch
+    from ase.data import chemical_symbols
+    from chgnet.model.composition_model import AtomRef
+
+    atom_ref = model.composition_model
+    if not isinstance(atom_ref, AtomRef):
+        raise ValueError("CHGNet model has no AtomRef composition model to re-reference")
+    model.eval()
+    with torch.no_grad():
+        predicted = [float(r["e"]) for r in _as_list(model.predict_graph(list(graphs), task="e", batch_size=16))]
+    # AtomRef's features: element counts (divided by n_atoms when intensive), (n_frames, 94)
+    features = np.zeros((len(graphs), atom_ref.max_num_elements))
+    for row, graph in zip(features, graphs, strict=True):
+        z = graph.atomic_number.cpu().numpy()
+        row[:] = np.bincount(z - 1, minlength=atom_ref.max_num_elements) / (len(z) if atom_ref.is_intensive else 1)
+    present = np.flatnonzero(features.any(axis=0))
+    residual = np.asarray(energies, dtype=float) - np.asarray(predicted)
+    delta, *_ = np.linalg.lstsq(features[:, present], residual, rcond=None)
+    with torch.no_grad():
+        weight = atom_ref.fc.weight
+        weight[0, torch.as_tensor(present)] += torch.as_tensor(delta, dtype=weight.dtype, device=weight.device)
+    return {chemical_symbols[z + 1]: float(d) for z, d in zip(present, delta, strict=True)}
+
+
+def freeze_layers(model: CHGNet, embedding: bool = True, n_blocks: int = 0) -> None:
+    """Freeze early CHGNet layers for fine-tuning on little data.
+
+    Parameters
+    ----------
+    model: CHGNet (``requires_grad`` is switched off in place).
+    embedding: freeze atom/bond/angle embeddings and radial/angular basis expansions.
+    n_blocks: freeze the first ``n_blocks`` interaction blocks (atom, bond and angle
+        layers); ``n_blocks=3`` with embedding reproduces chgnet's fine-tuning example.
+
+    Raises
+    ------
+    ValueError: ``n_blocks`` leaves nothing but the readout (>= the model's ``n_conv``).
+    """
+    if n_blocks >= model.n_conv:
+        raise ValueError(f"n_frozen_blocks={n_blocks} must be < n_conv={model.n_conv}")
+    modules = []
+    if embedding:
+        modules += [
+            model.atom_embedding,
+            model.bond_embedding,
+            model.angle_embedding,
+            model.bond_basis_expansion,
+            model.angle_basis_expansion,
+            model.bond_weights_ag,
+            model.bond_weights_bg,
+        ]
+    for layers in (model.atom_conv_layers, model.bond_conv_layers, model.angle_layers):
+        # bond/angle layers are a list of None when the model does not update them
+        modules += [layer for layer in list(layers)[:n_blocks] if layer is not None]
+    for module in modules:
+        for param in module.parameters():
+            param.requires_grad = False
+
+
+def pretrained_checkpoint(version: str = PRETRAINED_VERSION) -> Path | None:
+    """Path of the pretrained CHGNet checkpoint inside the chgnet wheel (``None`` if absent)."""
+    folder = resources.files("chgnet") / "pretrained" / version
+    files = sorted(Path(str(folder)).glob("*.pth.tar")) if Path(str(folder)).is_dir() else []
+    return files[0] if files else None
+
+
+def _load_network(path: str | Path | None, quiet: bool = False) -> CHGNet:
+    """A fresh CHGNet from a checkpoint file (``None``: pretrained), on the CPU."""
+    from chgnet.model import CHGNet
+
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"CHGNet checkpoint not found: {path}")
+    sink = contextlib.redirect_stdout(None) if quiet else contextlib.nullcontext()
+    with sink:  # chgnet prints a banner per model construction
+        if path is None:
+            return CHGNet.load(model_name=PRETRAINED_VERSION, use_device="cpu", verbose=False)
+        return CHGNet.from_file(str(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_network(sha256: str, path: str | None, device: str) -> CHGNet:
+    """Inference model per (sha256, device); ``path`` only tells where to read it."""
+    return _load_network(path, quiet=True).to(device).eval()
+
+
+def _graphs_or_raise(data: Any, frames: Sequence[Any]) -> list[Any]:
+    """Crystal graphs of all frames; chgnet's ``StructureData`` silently swaps failures."""
+    graphs = [data[i][0] for i in range(len(data))]
+    if data.failed_idx:
+        bad = sorted(data.failed_idx)[:10]
+        formulas = [frames[i].to_structure().composition.reduced_formula for i in bad]
+        raise ValueError(f"CHGNet could not build graphs for frames {bad} ({formulas}); isolated atoms?")
+    return graphs
+
+
+def _require_periodic(dataset: Dataset) -> None:
+    aperiodic = [i for i, f in enumerate(dataset.frames) if not all(f.pbc)]
+    if aperiodic:
+        raise ValueError(f"dataset {dataset.name!r}: frames {aperiodic[:10]} are not periodic; CHGNet needs crystals")
+
+
+def _as_list(result: Any) -> list[Any]:
+    return [result] if isinstance(result, dict) else list(result)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,215 @@
+"""deepmd-kit (PyTorch backend) ``input.json`` templates.
+
+The templates are deliberately small so that a model trains in minutes on a CPU; users
+scale them up through ``DeepMDBackend.input_overrides`` (deep-merged into the result).
+
+- ``se_e2_a``: two-body embedding descriptor (DeepPot-SE), the standard cheap model.
+- ``se_atten_v2``: attention-based type-embedding descriptor with the attention layers
+  switched off (``attn_layer = 0``), the descriptor of the distilled models in the PFD
+  paper (PFD SI, "Distillation"), here with smaller networks.
+- ``dpa2``: DPA-2 (repinit + repformer) with 3 small repformer layers, used to make tiny
+  "foundation" checkpoints for tests; real fine-tuning starts from the published DPA-2
+  checkpoint, whose architecture ``--use-pretrain-script`` takes over.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+TEMPLATES = ("se_e2_a", "se_atten_v2", "dpa2")
+
+_FITTING = {"type": "ener", "neuron": [32, 32, 32], "resnet_dt": True}
+
+
+def _descriptor(template: str, rcut: float, rcut_smth: float, sel: int | str) -> dict[str, Any]:
+    if template == "se_e2_a":
+        return {
+            "type": "se_e2_a",
+            "rcut": rcut,
+            "rcut_smth": rcut_smth,
+            "sel": sel,
+            "neuron": [8, 16, 32],
+            "axis_neuron": 8,
+            "resnet_dt": False,
+            "type_one_side": True,
+        }
+    if template == "se_atten_v2":
+        return {
+            "type": "se_atten_v2",
+            "rcut": rcut,
+            "rcut_smth": rcut_smth,
+            "sel": sel,
+            "neuron": [8, 16, 32],
+            "axis_neuron": 8,
+            "attn_layer": 0,
+            "tebd_dim": 8,
+        }
+    if template == "dpa2":
+        return {
+            "type": "dpa2",
+            "repinit": {
+                "rcut": rcut,
+                "rcut_smth": rcut_smth,
+                "nsel": sel,
+                "neuron": [8, 16, 32],
+                "axis_neuron": 8,
+                "tebd_dim": 8,
+                "activation_function": "tanh",
+            },
+            "repformer": {
+                # the repformer sees a shorter range than repinit, as in DPA-2 (6 Å / 4 Å)
+                "rcut": min(4.0, rcut),
+                "rcut_smth": min(3.5, rcut_smth),
+                "nsel": sel,
+                "nlayers": 3,
+                "g1_dim": 32,
+                "g2_dim": 16,
+                "attn2_hidden": 16,
+                "attn2_nhead": 2,
+                "attn1_hidden": 16,
+                "attn1_nhead": 2,
+                "axis_neuron": 4,
+                "update_h2": False,
+                "update_g1_has_conv": True,
+                "update_g1_has_grrg": True,
+                "update_g1_has_drrd": True,
+                "update_g1_has_attn": False,
+                "update_g2_has_g1g1": False,
+                "update_g2_has_attn": True,
+                "attn2_has_gate": True,
+                "update_style": "res_residual",
+                "update_residual": 0.01,
+                "update_residual_init": "norm",
+            },
+            "add_tebd_to_repinit_out": False,
+        }
+    raise ValueError(f"unknown deepmd template {template!r}; choose one of {TEMPLATES}")
+
+
+#: default cut-offs (rcut, rcut_smth) in Å per template
+DEFAULT_CUTOFFS = {"se_e2_a": (6.0, 0.5), "se_atten_v2": (6.0, 0.5), "dpa2": (6.0, 0.5)}
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``overrides`` into a copy of ``base`` (dicts merge, anything else replaces)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def auto_prob_from_weights(n_systems: Sequence[int], weights: Sequence[float]) -> str:
+    """deepmd ``auto_prob`` string that samples dataset ``i`` with relative weight ``weights[i]``.
+
+    Datasets are consecutive blocks of systems; within a block systems are sampled in
+    proportion to their size (``prob_sys_size;start:end:weight;...``).
+
+    Parameters
+    ----------
+    n_systems: number of deepmd systems (one per formula) each dataset was written as.
+    weights: relative weight per dataset, each > 0.
+
+    Raises
+    ------
+    ValueError: length mismatch or a non-positive weight.
+    """
+    if len(n_systems) != len(weights):
+        raise ValueError(f"{len(weights)} weights for {len(n_systems)} datasets")
+    if any(not w > 0 for w in weights):
+        raise ValueError(f"dataset weights must be > 0, got {list(weights)}")
+    blocks, start = [], 0
+    for n, w in zip(n_systems, weights, strict=True):
+        blocks.append(f"{start}:{start + n}:{float(w):g}")
+        start += n
+    return "prob_sys_size;" + ";".join(blocks)
+
+
+def build_input(
+    template: str,
+    *,
+    type_map: Sequence[str],
+    systems: Sequence[str],
+    auto_prob: str = "prob_sys_size",
+    numb_steps: int,
+    batch_size: int | str,
+    start_lr: float,
+    stop_lr: float,
+    rcut: float | None,
+    rcut_smth: float | None,
+    sel: int | str,
+    seed: int,
+    disp_freq: int,
+    save_freq: int,
+    use_virial: bool,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A complete deepmd-kit ``input.json`` as a dict.
+
+    Parameters
+    ----------
+    template: one of :data:`TEMPLATES`.
+    type_map: element order of the model.
+    systems: paths of deepmd/npy systems to train on.
+    auto_prob: deepmd system sampling rule (see :func:`auto_prob_from_weights`).
+    numb_steps: training steps; the learning rate decays exponentially from ``start_lr``
+        to ``stop_lr`` about every ``numb_steps / 100`` steps (as in PFD SI, "Fine-tuning":
+        20,000 steps, decay every 200).
+    batch_size: frames per step or ``"auto"`` / ``"auto:N"`` (deepmd rule).
+    rcut, rcut_smth: cut-off radius and start of the smoothing region, Å (``None`` = template
+        default, 6.0 and 0.5).
+    sel: max neighbours per type, or ``"auto"`` (from the data's neighbour statistics).
+    seed: seed of network initialisation and batch sampling.
+    disp_freq, save_freq: steps between ``lcurve.out`` lines / checkpoints.
+    use_virial: give the virial a non-zero loss prefactor.
+    overrides: deep-merged into the result last.
+
+    Raises
+    ------
+    ValueError: unknown template.
+    """
+    default_rcut, default_smth = DEFAULT_CUTOFFS.get(template, (6.0, 0.5))
+    descriptor = _descriptor(
+        template,
+        default_rcut if rcut is None else float(rcut),
+        default_smth if rcut_smth is None else float(rcut_smth),
+        sel,
+    )
+    descriptor["seed"] = seed
+    config: dict[str, Any] = {
+        "model": {
+            "type_map": list(type_map),
+            "descriptor": descriptor,
+            "fitting_net": {**_FITTING, "seed": seed},
+        },
+        "learning_rate": {
+            "type": "exp",
+            "decay_steps": max(1, min(5000, numb_steps // 100)),
+            "start_lr": start_lr,
+            "stop_lr": stop_lr,
+        },
+        "loss": {
+            "type": "ener",
+            "start_pref_e": 0.02,
+            "limit_pref_e": 1.0,
+            "start_pref_f": 1000.0,
+            "limit_pref_f": 1.0,
+            "start_pref_v": 0.02 if use_virial else 0.0,
+            "limit_pref_v": 1.0 if use_virial else 0.0,
+        },
+        "training": {
+            "training_data": {"systems": list(systems), "batch_size": batch_size, "auto_prob": auto_prob},
+            "numb_steps": numb_steps,
+            "seed": seed,
+            "disp_file": "lcurve.out",
+            "disp_freq": disp_freq,
+            "save_freq": save_freq,
+            "save_ckpt": "model.ckpt",
+            "max_ckpt_keep": 1,
+        },
+    }
+    return deep_merge(config, overrides or {})

@@ -1,0 +1,78 @@
+"""Training job: fine-tune a foundation model or train a student from scratch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobflow import Maker, job
+
+from pfd_atomate.data import Dataset, ModelFile, as_dataset, as_model_file
+from pfd_atomate.train.base import TrainerBackend
+from pfd_atomate.train.schemas import TrainOutput
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainMaker(Maker):
+    """Train (or fine-tune) a model with a :class:`TrainerBackend`.
+
+    Parameters
+    ----------
+    name: job name.
+    backend: the trainer backend (deepmd-kit, CHGNet, ...) with its settings.
+    """
+
+    name: str = "pfd train"
+    backend: TrainerBackend = field(default=None)  # type: ignore[assignment]
+
+    @job(output_schema=TrainOutput, data=["model"])
+    def make(
+        self,
+        datasets: Sequence[Dataset | None],
+        init_model: ModelFile | None = None,
+        weights: Sequence[float] | None = None,
+    ) -> TrainOutput:
+        """Train on ``datasets`` (``None`` entries, e.g. from failed upstream jobs, are skipped).
+
+        Parameters
+        ----------
+        datasets: labelled datasets to train on.
+        init_model: model to start from (previous iteration); None = backend's base.
+        weights: relative sampling weight per dataset (same length as ``datasets``).
+
+        Raises
+        ------
+        ValueError: no labelled frames.
+        """
+        if self.backend is None:
+            raise ValueError("TrainMaker needs a backend")
+        if weights is not None and len(weights) != len(datasets):
+            raise ValueError(f"{len(weights)} weights for {len(datasets)} datasets")
+        coerced = [as_dataset(d) for d in datasets]
+        pairs = [(d, w) for d, w in zip(coerced, weights or [1.0] * len(coerced)) if d is not None and len(d)]
+        if not pairs:
+            raise ValueError("nothing to train on: every dataset is empty")
+        sets = [d for d, _ in pairs]
+        init_model = as_model_file(init_model)
+        n_frames = sum(len(d) for d in sets)
+        logger.info("training %s on %d frames in %d datasets", self.backend.name, n_frames, len(sets))
+        start = time.perf_counter()
+        model = self.backend.train(
+            sets, Path.cwd() / "train", init_model=init_model, weights=[w for _, w in pairs] if weights else None
+        )
+        wall = time.perf_counter() - start
+        logger.info("trained %s model %s in %.1f s", self.backend.name, model.sha256[:12], wall)
+        return TrainOutput(
+            model=model,
+            backend=self.backend.name,
+            kind=model.kind,
+            n_frames=n_frames,
+            n_datasets=len(sets),
+            init_model_sha256=None if init_model is None else init_model.sha256,
+            wall_time_s=wall,
+        )

@@ -1,0 +1,19 @@
+"""Output documents of training jobs."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from pfd_atomate.data import ModelFile
+
+
+class TrainOutput(BaseModel):
+    """Output of a training / fine-tuning job (``model`` lives in the ``data`` store)."""
+
+    model: ModelFile = Field(description="the trained model file")
+    backend: str = Field(description="trainer backend name")
+    kind: str = Field(description="'finetuned' or 'scratch'")
+    n_frames: int = Field(description="number of training frames")
+    n_datasets: int = Field(description="number of datasets trained on")
+    init_model_sha256: str | None = Field(None, description="model the training started from, if any")
+    wall_time_s: float = Field(description="wall time of the training, s")
