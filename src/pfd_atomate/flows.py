@@ -80,7 +80,7 @@ class PFDMaker(Maker):
             n_structures=len(structures),
             initial_label={
                 "n_labelled": initial.output.n_labelled,
-                "n_failed": initial.output.n_failed,
+                "n_requested": initial.output.n_requested,
                 "labeller": initial.output.labeller,
                 "job": initial.uuid,
             },

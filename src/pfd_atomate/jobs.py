@@ -43,7 +43,7 @@ def pfd_report(
     Parameters
     ----------
     formula, n_structures: description of the input.
-    initial_label: {"n_labelled", "n_failed", "labeller", "job"} of the initial labelling.
+    initial_label: {"n_labelled", "n_requested", "labeller", "job"} of the initial labelling.
     finetune: output of the fine-tune loop.
     finetune_job: uuid of the loop's first job (its output holds the final model).
     foundation: {"backend", "base_model"} of the foundation model.
@@ -91,7 +91,7 @@ def pfd_report(
         n_initial_labels=n_initial,
         n_loop_labels=ft.n_dft_labels,
         n_dft_labels=n_initial + ft.n_dft_labels,
-        n_label_failures=int(initial_label.get("n_failed") or 0) + loop_failures,
+        n_label_failures=int(initial_label["n_requested"]) - n_initial + loop_failures,
         labeller=str(initial_label.get("labeller", "")),
         n_iterations=ft.n_iterations,
         converged=ft.converged,

@@ -29,12 +29,8 @@ def accurate_mask(
 ) -> np.ndarray:
     """Boolean mask (n_frames,) of frames within the per-frame thresholds (eV/atom, eV/Å; inclusive).
 
-    Raises
-    ------
-    ValueError: both thresholds are ``None``.
+    A ``None`` threshold is not checked (with both ``None`` every frame is within).
     """
-    if frame_energy is None and frame_force is None:
-        raise ValueError("accurate_mask: at least one of frame_energy / frame_force must be set")
     ok = np.ones(len(frame_energy_error), dtype=bool)
     if frame_energy is not None:
         ok &= np.abs(np.asarray(frame_energy_error)) <= frame_energy
@@ -77,12 +73,8 @@ class TestMetrics(BaseModel):
     def from_errors(
         cls, errors: FrameErrors, frame_energy: float | None = 0.001, frame_force: float | None = 0.05
     ) -> TestMetrics:
-        """Summarize :class:`FrameErrors`; ``accurate_ratio`` uses the given per-frame thresholds.
-
-        Raises
-        ------
-        ValueError: both thresholds are ``None``.
-        """
+        """Summarize :class:`FrameErrors`; ``accurate_ratio`` uses the given per-frame thresholds
+        (``None`` = not checked, so with both ``None`` the ratio is 1)."""
         mask = accurate_mask(errors.frame_energy_error, errors.frame_force_rmse, frame_energy, frame_force)
         return cls(
             n_frames=errors.n_frames,

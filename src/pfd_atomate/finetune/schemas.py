@@ -41,7 +41,9 @@ class LoopState(BaseModel):
     stage: int = 0
     iteration: int = 0
     stage_iteration: int = 0
-    train_refs: list[tuple[str, str]] = Field(default_factory=list)
+    train_refs: list[tuple[str, list[list[str]]]] = Field(
+        default_factory=list, description="(job uuid, OutputReference attributes) of each training dataset"
+    )
     n_sets_trained: int = Field(0, description="number of train_refs the current model was trained on")
     model_job: str | None = Field(None, description="uuid of the training job of the current model")
     model_trained_this_iteration: bool = False

@@ -130,6 +130,22 @@ def _validate(structures, n_frames, cell_pert_fraction, atom_pert_distance, atom
             raise ValueError(f"perturb_structures: structure {i} ({s.formula}) has partial occupancies")
 
 
+def check_structures(structures: Sequence[Structure], min_distance: float = DEFAULT_MIN_INPUT_DISTANCE) -> None:
+    """Validate input structures before any compute.
+
+    Raises
+    ------
+    ValueError: empty list, a partially occupied structure, or two atoms (periodic images
+        included) closer than ``min_distance`` Å.
+    """
+    if len(structures) == 0:
+        raise ValueError("no input structure given")
+    for i, s in enumerate(structures):
+        if not s.is_ordered:
+            raise ValueError(f"structure {i} ({s.formula}) has partial occupancies")
+        _check_no_overlap(s, i, min_distance)
+
+
 def _check_no_overlap(structure: Structure, index: int, min_distance: float) -> None:
     """Raise if two atoms (periodic images included) are closer than ``min_distance`` Å."""
     centers, _, _, distances = structure.get_neighbor_list(r=min_distance)

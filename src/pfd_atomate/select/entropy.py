@@ -38,7 +38,7 @@ class EntropySelection(BaseModel):
     Attributes
     ----------
     indices: picked candidate indices, in selection order.
-    delta_entropy: frame dH (nats, reduced over the frame's atoms with ``reduce``) of each
+    dh: frame dH (nats, reduced over the frame's atoms with ``reduce``) of each
         pick against ``D`` at the time it was picked (so non-increasing within a chunk);
         ``None`` for a bootstrap pick made while ``D`` was empty (dH against nothing is
         infinite), see :func:`entropy_select`.
@@ -50,7 +50,7 @@ class EntropySelection(BaseModel):
     """
 
     indices: list[int]
-    delta_entropy: list[float | None]
+    dh: list[float | None]
     reference_entropy: float | None
     selected_entropy: float
     total_entropy: float
@@ -207,7 +207,7 @@ def entropy_select(
     ref_all = np.vstack(ref_x) if ref_x else None
     return EntropySelection(
         indices=selected,
-        delta_entropy=picked_dh,
+        dh=picked_dh,
         reference_entropy=None if ref_all is None else float(entropy(ref_all, h=h)),
         selected_entropy=float(entropy(sel_x, h=h)),
         total_entropy=float(entropy(sel_x if ref_all is None else np.vstack([ref_all, sel_x]), h=h)),

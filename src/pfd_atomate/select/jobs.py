@@ -78,7 +78,7 @@ class SelectMaker(Maker):
                 cutoff=self.descriptor_cutoff,
             )
             indices = list(result.indices)
-            dh = [float(x) for x in result.dh]
+            dh = list(result.dh)
             ref_entropy, sel_entropy = result.reference_entropy, result.selected_entropy
         elif self.method == "random":
             indices = random_select(len(kept), n, seed=self.seed)

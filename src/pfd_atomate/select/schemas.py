@@ -16,6 +16,8 @@ class SelectOutput(BaseModel):
     n_after_filter: int = Field(description="frames left after the pre-label filters")
     rejected: dict[str, int] = Field(default_factory=dict, description="frames rejected per filter")
     n_selected: int
-    dh: list[float] | None = Field(None, description="dH of each pick when picked (entropy selection), nats")
+    dh: list[float | None] | None = Field(
+        None, description="dH of each pick when picked (entropy selection), nats; None for a first pick without reference"
+    )
     reference_entropy: float | None = Field(None, description="QUESTS entropy of the reference data, nats")
     selected_entropy: float | None = Field(None, description="QUESTS entropy of the selected frames, nats")

@@ -227,12 +227,17 @@ class CHGNetBackend(TrainerBackend):
                 shuffle=False,
             )
             graphs = _graphs_or_raise(data, frames)
+            labels = [float(e) for e in data.energies]
             if self.rereference_energies:
-                shift = rereference_energies(model, graphs, [float(e) for e in data.energies])
-                logger.info("re-referenced CHGNet energies, shift per element (eV/atom): %s", shift)
-                print(f"re-referenced per-element energies (eV/atom): {shift}")
+                shift = rereference_energies(model, graphs, labels)
+                print(f"re-referenced per-element energies before training (eV/atom): {shift}")
             if self.epochs > 0:
-                self._fine_tune(model, data, frames_per_set, weights, workdir)
+                self._fine_tune(model, data, frames_per_set, weights)
+                if self.rereference_energies:
+                    # the network's mean energy drifts while fitting forces; a final
+                    # least-squares re-fit of the references removes that drift
+                    shift = rereference_energies(model, graphs, labels)
+                    print(f"re-referenced per-element energies after training (eV/atom): {shift}")
 
         path = workdir / MODEL_FILENAME
         torch.save({"model": model.cpu().as_dict()}, path)
@@ -290,7 +295,6 @@ class CHGNetBackend(TrainerBackend):
         data: Any,
         datasets: list[Dataset],
         weights: Sequence[float] | None,
-        workdir: Path,
     ) -> None:
         """Gradient fine-tuning with ``chgnet.trainer.Trainer`` (model is updated in place)."""
         import torch

@@ -51,6 +51,8 @@ def _load_model_params(path: Path) -> dict[str, Any]:
     """Model definition (the ``model`` section of input.json) stored in a checkpoint or frozen model."""
     import torch
 
+    import deepmd.pt.cxx_op  # noqa: F401  (registers deepmd's TorchScript ops before jit.load)
+
     if path.suffix == ".pth":
         return json.loads(torch.jit.load(str(path), map_location="cpu").get_model_def_script())
     if path.suffix == ".pt":
@@ -122,6 +124,7 @@ def checkpoint_from_frozen(frozen: str | Path, checkpoint: str | Path) -> Path:
     ------
     FileNotFoundError: ``frozen`` does not exist.
     """
+    import deepmd.pt.cxx_op  # noqa: F401  (registers deepmd's TorchScript ops before jit.load)
     import torch
     from deepmd.pt.model.model import get_model
     from deepmd.pt.train.wrapper import ModelWrapper

@@ -1,0 +1,95 @@
+"""``LabelMaker``: label frames with any atomate2 static maker (DFT or force field)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jobflow import Flow, Job, Maker, OutputReference
+
+from pfd_atomate.data import Dataset, as_dataset
+from pfd_atomate.label.adapters import code_of_maker
+from pfd_atomate.label.jobs import build_label_flow, label_frames, supports_batches
+
+
+def _default_static_maker() -> Maker:
+    from atomate2.vasp.jobs.core import StaticMaker
+
+    return StaticMaker()
+
+
+@dataclass
+class LabelMaker(Maker):
+    """Label frames (energy, forces, virial) with an atomate2 static maker, one job per frame.
+
+    Works with atomate2's VASP ``StaticMaker`` (default), CP2K ``StaticMaker`` (see
+    :func:`pfd_atomate.label.cp2k.cp2k_static_maker`) and force-field makers such as
+    ``ForceFieldStaticMaker`` (a cheap labeller, or the teacher model in distillation).
+    A failed static job drops its frame and is recorded in :attr:`LabelOutput.failed`;
+    the collector fails only when fewer than ``min_success_ratio`` of the frames are
+    labelled. This is the "label" step of each PFD fine-tuning iteration (PFD SI,
+    Algorithm 1).
+
+    Parameters
+    ----------
+    name: name of the flow / fan-out job.
+    static_maker: atomate2 static maker run on every frame.
+    min_success_ratio: minimum labelled fraction, in (0, 1].
+    batch_size: frames per static job, only for makers that take a list of structures
+        (atomate2 force-field makers); ``None``: one static job per frame.
+    name_prefix: prefix of the static and collector job names.
+
+    Raises
+    ------
+    ValueError: (at construction) ratio outside (0, 1], batch size < 1, batching a
+        one-structure maker, or a static maker with no task-document adapter.
+    """
+
+    name: str = "pfd label"
+    static_maker: Maker = field(default_factory=_default_static_maker)
+    min_success_ratio: float = 0.9
+    batch_size: int | None = None
+    name_prefix: str = "pfd label"
+
+    def __post_init__(self) -> None:
+        """Validate the options before any flow is built."""
+        if not 0.0 < self.min_success_ratio <= 1.0:
+            raise ValueError(f"min_success_ratio must be in (0, 1], got {self.min_success_ratio}")
+        if self.batch_size is not None:
+            if self.batch_size < 1:
+                raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+            if not supports_batches(self.static_maker):
+                raise ValueError(
+                    f"{type(self.static_maker).__name__} labels one structure per job; use batch_size=None"
+                )
+        code_of_maker(self.static_maker)  # raises for unsupported makers
+
+    def make(self, frames: Dataset | OutputReference) -> Flow | Job:
+        """Label ``frames``.
+
+        Parameters
+        ----------
+        frames: a :class:`Dataset` (or its dict form), or a reference to one produced by
+            an earlier job.
+
+        Returns
+        -------
+        Flow | Job: a Flow of static jobs plus the collector when ``frames`` is known now;
+            otherwise a job that builds that Flow at run time (``Response(replace=...)``).
+            Either way ``.output`` is a :class:`~pfd_atomate.label.schemas.LabelOutput`.
+
+        Raises
+        ------
+        ValueError: empty or invalid frames given directly (checked before any job exists).
+        """
+        if isinstance(frames, OutputReference):
+            fan_out = label_frames(
+                frames, self.static_maker, self.min_success_ratio, self.batch_size, self.name_prefix
+            )
+            fan_out.name = self.name
+            return fan_out
+        dataset = as_dataset(frames)
+        if dataset is None:
+            raise ValueError("nothing to label: frames is None")
+        flow = build_label_flow(dataset, self.static_maker, self.min_success_ratio, self.batch_size, self.name_prefix)
+        flow.name = self.name
+        return flow

@@ -1,0 +1,1 @@
+"""Validation tools: parity plots (and, later, E-V curves, phonons, MD stability)."""
