@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
-from jobflow import Flow, JobStore, job, run_locally
+from jobflow import Flow, JobStore, OnMissing, job, run_locally
 from maggma.stores import MemoryStore
 
-from pfd_atomate.data import Dataset, Frame
+from pfd_atomate.data import Dataset, Frame, as_dataset
 from pfd_atomate.data.frames import stress_to_virial
 from pfd_atomate.label import LabelMaker, LabelOutput
 
@@ -111,12 +111,19 @@ def make_frames(n: int) -> Dataset:
     return cu_frames(n, seed=1)
 
 
+@job
+def count_labelled(dataset: Dataset) -> int:
+    return sum(frame.is_labelled for frame in as_dataset(dataset))
+
+
 def test_dynamic_fan_out_from_upstream_reference(tmp_path):
     upstream = make_frames(3)
     label = LabelMaker(static_maker=emt_maker(), batch_size=2).make(upstream.output)
     assert label.name == "pfd label"
+    downstream = count_labelled(label.output.dataset)  # what a training job would consume
     store = new_store()
-    responses = run(Flow([upstream, label]), store, tmp_path)
+    responses = run(Flow([upstream, label, downstream]), store, tmp_path)
+    assert responses[downstream.uuid][1].output == 3
     # 2 batch jobs (2 + 1 frames) and the collector replaced the fan-out job
     n_static = sum("Force field static" in store.query_one({"uuid": u})["name"] for u in responses)
     assert n_static == 2
@@ -196,4 +203,5 @@ def test_label_maker_round_trips_through_json():
     assert restored.min_success_ratio == 0.8 and restored.batch_size == 3
     assert restored.static_maker.ase_calculator_name == "EMT"
     flow = restored.make(cu_frames(2))
-    assert Flow.from_dict(flow.as_dict()).jobs[-1].config.on_missing_references.value == "none"
+    collect = Flow.from_dict(flow.as_dict()).jobs[-1]
+    assert OnMissing(collect.config.on_missing_references) is OnMissing.NONE

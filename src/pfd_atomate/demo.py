@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pymatgen.core import Lattice, Structure
 
-from pfd_atomate.data import Dataset, as_dataset
+from pfd_atomate.data import Dataset
 from pfd_atomate.distill.flows import DistillMaker
 from pfd_atomate.evaluate.metrics import frame_errors
 from pfd_atomate.evaluate.schemas import ConvergenceCriteria, TrustWindow
@@ -30,7 +30,7 @@ from pfd_atomate.label.cp2k import cp2k_static_maker
 from pfd_atomate.label.flows import LabelMaker
 from pfd_atomate.perturb.jobs import PerturbMaker
 from pfd_atomate.select.jobs import SelectMaker
-from pfd_atomate.store import embedded_store, fetch_model
+from pfd_atomate.store import embedded_store, fetch_dataset, fetch_model
 from pfd_atomate.train.chgnet import CHGNetBackend
 from pfd_atomate.train.deepmd import DeepMDBackend
 from pfd_atomate.validation.parity import parity_plot
@@ -118,7 +118,7 @@ def run_demo(run_dir: Path, quick: bool = False) -> dict:
     student_loc = next(m for m in doc["lineage"] if m["role"] == "student")["location"]
     teacher = fetch_model(store, teacher_loc["job_uuid"])
     student = fetch_model(store, student_loc["job_uuid"])
-    test_set = as_dataset(store.get_output(doc["datasets"]["held_out_dft"]["job_uuid"], load=True)["test_set"])
+    test_set = fetch_dataset(store, doc["datasets"]["held_out_dft"]["job_uuid"], "test_set")
     teacher_pred = maker.finetune.trainer.predict(teacher, test_set)
     student_pred = maker.distill.student.predict(student, test_set)
     foundation_pred = maker.finetune.trainer.predict(None, test_set) if _predicts_base(maker) else None

@@ -25,7 +25,6 @@ class PFDSettings(BaseSettings):
     MODEL_CACHE: Path = Field(
         Path("~/.cache/pfd_atomate/models").expanduser(), description="Where model files from the store are written"
     )
-    TORCH_THREADS: int | None = Field(None, description="torch threads for training/inference (None: torch default)")
 
     model_config = SettingsConfigDict(env_prefix="PFD_", extra="ignore")
 

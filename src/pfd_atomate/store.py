@@ -9,11 +9,12 @@ it merges documents by key on reopen and loses ``Response(replace=...)`` iterati
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from jobflow import JobStore
 from maggma.stores import MontyStore
 
-from pfd_atomate.data import ModelFile
+from pfd_atomate.data import Dataset, ModelFile, as_dataset, as_model_file
 
 
 def embedded_store(run_dir: str | Path) -> JobStore:
@@ -29,15 +30,29 @@ def embedded_store(run_dir: str | Path) -> JobStore:
     return JobStore(docs, additional_stores={"data": data})
 
 
-def fetch_model(store: JobStore, job_uuid: str, field: str = "model") -> ModelFile:
-    """Load the :class:`ModelFile` a job stored under ``field`` (latest run of that job).
+def fetch_field(store: JobStore, job_uuid: str, field: str) -> Any:
+    """A field of the latest output of job ``job_uuid`` (blobs loaded, replace chains followed).
 
     Raises
     ------
     KeyError: no output of that job, or no such field in it.
     """
     store.connect()
-    output = store.get_output(job_uuid, which="last", load=True)
-    if not isinstance(output, dict) or field not in output or output[field] is None:
+    try:
+        output = store.get_output(job_uuid, which="last", load=True)
+    except ValueError as err:
+        raise KeyError(f"no output of job {job_uuid} in the store") from err
+    value = output.get(field) if isinstance(output, dict) else getattr(output, field, None)
+    if value is None:
         raise KeyError(f"job {job_uuid} has no stored {field!r}")
-    return ModelFile.model_validate(output[field])
+    return value
+
+
+def fetch_model(store: JobStore, job_uuid: str, field: str = "model") -> ModelFile:
+    """The :class:`ModelFile` a job stored under ``field`` (e.g. a training or fine-tune job)."""
+    return as_model_file(fetch_field(store, job_uuid, field))
+
+
+def fetch_dataset(store: JobStore, job_uuid: str, field: str = "dataset") -> Dataset:
+    """The :class:`Dataset` a job stored under ``field`` (e.g. ``"test_set"`` of the fine-tune loop)."""
+    return as_dataset(fetch_field(store, job_uuid, field))

@@ -17,8 +17,9 @@ from pydantic import BaseModel, Field
 
 
 def _default_cache_dir() -> Path:
-    root = os.environ.get("PFD_MODEL_CACHE") or Path.home() / ".cache" / "pfd_atomate" / "models"
-    return Path(root)
+    from pfd_atomate.settings import PFDSettings
+
+    return Path(PFDSettings().MODEL_CACHE).expanduser()
 
 
 class ModelFile(BaseModel):

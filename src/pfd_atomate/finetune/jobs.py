@@ -109,7 +109,8 @@ class FinetuneMaker(Maker):
                 jobs.append(staged)
                 d = staged.output
             refs.append((d.uuid, [list(a) for a in d.attributes]))
-        loop = finetune_step(self, structures, LoopState(train_refs=refs))
+        # the initial datasets are passed as `after` so the first loop job waits for them
+        loop = finetune_step(self, structures, LoopState(train_refs=refs), after=[_ref(u, a) for u, a in refs])
         loop.name = f"{self.name} s0 i0"
         jobs.append(loop)
         return Flow(jobs, output=loop.output, name=self.name)
@@ -141,7 +142,9 @@ def _record(state: LoopState, report: dict) -> IterationRecord:
     )
 
 
-@job(output_schema=FinetuneOutput, data=["model", "test_set"])
+# no output_schema: jobflow stores a replaced job's output as a reference to the next loop
+# job (resolved on read), which a schema check would reject; the final output is FinetuneOutput
+@job(data=["model", "test_set"])
 def finetune_step(
     maker: FinetuneMaker,
     structures: list[Structure],
@@ -149,6 +152,7 @@ def finetune_step(
     model: Any = None,
     test_set: Any = None,
     report: dict | None = None,
+    after: Any = None,
 ) -> Response | FinetuneOutput:
     """One decision of the fine-tune loop; replaces itself with the next iteration.
 
@@ -160,6 +164,7 @@ def finetune_step(
     model: M_i of the iteration just finished (resolved ModelFile) or None at the start.
     test_set: D_i of the iteration just finished (resolved Dataset) or None.
     report: the finished iteration's numbers (selection, labels, test metrics).
+    after: outputs this job must wait for (the initial datasets); their values are not used.
 
     Raises
     ------

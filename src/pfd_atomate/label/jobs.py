@@ -119,7 +119,9 @@ def build_label_flow(
     return Flow([*static_jobs, collect], output=collect.output, name=name_prefix)
 
 
-@job(output_schema=LabelOutput, data=["dataset"])
+# no output_schema: jobflow's replace machinery stores a reference to the collector's
+# output under this job's uuid, which a schema would reject
+@job
 def label_frames(
     frames: Dataset,
     static_maker: Maker,

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from ase.calculators.calculator import Calculator
+from monty.json import MSONable
 
 from pfd_atomate.data import Dataset, ModelFile
 
 
-class TrainerBackend(ABC):
+class TrainerBackend(MSONable, ABC):
     """Backend-neutral training/inference API (one concrete class per model library).
 
-    Backends are dataclasses so that they serialize into jobflow job documents.
+    Backends are MSONable dataclasses so that they serialize into jobflow job documents.
     """
 
     #: backend name stored in :attr:`ModelFile.backend`

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import logging
 import math
 import random
 from collections.abc import Sequence
@@ -31,9 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from ase.calculators.calculator import Calculator
+from ase.calculators.calculator import Calculator, all_changes
 from ase.data import atomic_numbers
-from chgnet.model.dynamics import CHGNetCalculator
 
 from pfd_atomate.data import Dataset, ModelFile
 from pfd_atomate.data.frames import KBAR_TO_EV_PER_A3, stress_to_virial
@@ -42,31 +40,34 @@ from pfd_atomate.train.base import TrainerBackend
 if TYPE_CHECKING:
     from chgnet.model import CHGNet
 
-logger = logging.getLogger(__name__)
-
 #: CHGNet's atom embedding and AtomRef cover atomic numbers 1..MAX_Z
 MAX_Z = 94
 #: pretrained checkpoint that ``CHGNet.load()`` returns by default
 PRETRAINED_VERSION = "0.3.0"
-#: the dotted path atomate2's ``ase_calculator`` imports for ``force_field_name``
+#: the import path atomate2's ``ase_calculator`` resolves (its ``calculator_meta``)
 CALCULATOR_PATH = "pfd_atomate.train.chgnet.FineTunedCHGNetCalculator"
 MODEL_FILENAME = "chgnet_finetuned.pth.tar"
 _GPA_TO_EV_PER_A3 = 1.0 / 160.21766208
 
 
-class FineTunedCHGNetCalculator(CHGNetCalculator):
+class FineTunedCHGNetCalculator(Calculator):
     """ASE calculator for a CHGNet checkpoint file (or the pretrained CHGNet).
 
-    atomate2's force-field Makers build it from
-    ``force_field_name="pfd_atomate.train.chgnet.FineTunedCHGNetCalculator"`` and
-    ``calculator_kwargs={"model": "<path>"}``. Results: ``energy`` (eV, total), ``forces``
-    (n_atoms, 3) eV/Å, ``stress`` eV/Å^3 (ASE sign), ``magmoms`` (n_atoms,) μB.
+    A thin wrapper of ``chgnet.model.dynamics.CHGNetCalculator`` that takes a file path,
+    so atomate2's force-field Makers can build it from plain JSON settings:
+    ``force_field_name={"@module": "pfd_atomate.train.chgnet", "@callable":
+    "FineTunedCHGNetCalculator"}``, ``calculator_kwargs={"model": "<path>"}`` (see
+    :meth:`CHGNetBackend.force_field_spec`). chgnet is imported only when one is built.
+    Results: ``energy`` (eV, total), ``forces`` (n_atoms, 3) eV/Å, ``stress`` (3, 3) eV/Å^3
+    (ASE sign), ``magmoms`` (n_atoms,) μB.
 
     Parameters
     ----------
     model: path of a checkpoint that ``CHGNet.from_file`` reads (as written by
         :meth:`CHGNetBackend.train`); ``None`` loads the pretrained CHGNet from the wheel.
     device: torch device, "cpu" or "cuda".
+    n_threads: if given, set torch's intra-op threads for this process (on a shared
+        node, more threads than free cores slows CHGNet down many times).
     **kwargs: passed to ``chgnet.model.dynamics.CHGNetCalculator`` (e.g. ``stress_weight``).
 
     Raises
@@ -74,9 +75,27 @@ class FineTunedCHGNetCalculator(CHGNetCalculator):
     FileNotFoundError: if ``model`` is given and does not exist.
     """
 
-    def __init__(self, model: str | Path | None = None, device: str = "cpu", **kwargs: Any) -> None:
+    implemented_properties = ("energy", "free_energy", "forces", "stress", "magmoms")
+
+    def __init__(
+        self, model: str | Path | None = None, device: str = "cpu", n_threads: int | None = None, **kwargs: Any
+    ) -> None:
+        from chgnet.model.dynamics import CHGNetCalculator
+
+        super().__init__()
+        if n_threads:
+            import torch
+
+            torch.set_num_threads(n_threads)
         network = None if model is None else _load_network(model)
-        super().__init__(model=network, use_device=device, **kwargs)
+        self.model_path = None if model is None else str(model)
+        self._chgnet = CHGNetCalculator(model=network, use_device=device, **kwargs)
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:
+        """Compute energy, forces, stress and magnetic moments of ``atoms`` with CHGNet."""
+        super().calculate(atoms, properties, system_changes)
+        self._chgnet.calculate(self.atoms, properties, system_changes)
+        self.results = dict(self._chgnet.results)
 
 
 @dataclass
@@ -92,8 +111,9 @@ class CHGNetBackend(TrainerBackend):
     energy_loss_weight, force_loss_weight, stress_loss_weight: weights of the MSE terms
         (energy in eV/atom, forces eV/Å, stress GPa) in chgnet's combined loss.
     use_stress: also fit the stress (every frame then needs a virial).
-    rereference_energies: before training, least-squares re-fit of CHGNet's per-element
-        reference energies (AtomRef) to the labels ("change bias").
+    rereference_energies: least-squares re-fit of CHGNet's per-element reference
+        energies (AtomRef) to the labels ("change bias") before training, and again after
+        it to remove the drift of the mean energy.
     train_composition_model: keep the AtomRef weights trainable during gradient fine-tuning.
     freeze_embedding: freeze atom/bond/angle embeddings and basis expansions.
     n_frozen_blocks: also freeze the first n interaction blocks (atom, bond and angle
@@ -205,8 +225,18 @@ class CHGNetBackend(TrainerBackend):
         start_path, parent_sha = self._starting_checkpoint(init_model)
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        self._set_threads()
+        with _torch_threads(self.n_threads):
+            return self._train(frames_per_set, workdir, start_path, parent_sha, init_model, weights)
 
+    def _train(
+        self,
+        frames_per_set: list[Dataset],
+        workdir: Path,
+        start_path: Path | None,
+        parent_sha: str | None,
+        init_model: ModelFile | None,
+        weights: Sequence[float] | None,
+    ) -> ModelFile:
         import torch
         from chgnet.data.dataset import StructureData
 
@@ -241,13 +271,15 @@ class CHGNetBackend(TrainerBackend):
 
         path = workdir / MODEL_FILENAME
         torch.save({"model": model.cpu().as_dict()}, path)
-        type_map = sorted({e for d in frames_per_set for e in d.elements} | set(init_model.type_map if init_model else []))
-        return ModelFile.from_path(path, backend=self.name, type_map=type_map, kind="finetuned", parent_sha256=parent_sha)
+        elements = {e for d in frames_per_set for e in d.elements} | set(init_model.type_map if init_model else [])
+        return ModelFile.from_path(
+            path, backend=self.name, type_map=sorted(elements), kind="finetuned", parent_sha256=parent_sha
+        )
 
     def _validate_training_input(
         self, datasets: Sequence[Dataset], init_model: ModelFile | None, weights: Sequence[float] | None
     ) -> list[Dataset]:
-        """Check data, weights and models before any compute; return the non-empty datasets."""
+        """Check data, weights and models before any compute; return the datasets as a list."""
         if isinstance(datasets, Dataset):
             raise ValueError("datasets must be a sequence of Dataset, not a single Dataset")
         datasets = list(datasets)
@@ -266,8 +298,8 @@ class CHGNetBackend(TrainerBackend):
             weights = [float(w) for w in weights]
             if len(weights) != len(datasets):
                 raise ValueError(f"{len(weights)} weights for {len(datasets)} datasets")
-            if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) == 0:
-                raise ValueError(f"weights must be finite, >= 0 and not all 0, got {weights}")
+            if any(not (math.isfinite(w) and w > 0) for w in weights):
+                raise ValueError(f"dataset weights must be finite and > 0, got {weights}")
         self.check_elements(sorted({e for d in datasets for e in d.elements}), init_model)
         return datasets
 
@@ -282,12 +314,6 @@ class CHGNetBackend(TrainerBackend):
             return path, _sha256(path)
         pretrained = pretrained_checkpoint()
         return None, _sha256(pretrained) if pretrained is not None else None
-
-    def _set_threads(self) -> None:
-        if self.n_threads:
-            import torch
-
-            torch.set_num_threads(self.n_threads)
 
     def _fine_tune(
         self,
@@ -307,8 +333,10 @@ class CHGNetBackend(TrainerBackend):
         if weights is None:
             sampler_kwargs: dict[str, Any] = {"shuffle": True, "generator": generator}
         else:
-            per_frame = [w / len(d) for w, d in zip(weights, datasets, strict=True) for _ in d.frames]
-            sampler = WeightedRandomSampler(per_frame, num_samples=len(per_frame), replacement=True, generator=generator)
+            per_frame = frame_sampling_weights([len(d) for d in datasets], weights)
+            sampler = WeightedRandomSampler(
+                per_frame.tolist(), num_samples=len(per_frame), replacement=True, generator=generator
+            )
             sampler_kwargs = {"sampler": sampler}
         train_loader = DataLoader(data, batch_size=self.batch_size, collate_fn=collate_graphs, **sampler_kwargs)
         # all labelled frames are for training; chgnet's Trainer still wants a validation
@@ -329,6 +357,7 @@ class CHGNetBackend(TrainerBackend):
             torch_seed=self.seed,
             use_device=self.device,
         )
+        print("no validation set: every labelled frame is used for training (val MAE reads 0)")
         # save_dir="" disables chgnet's per-epoch checkpoints; we save the final model
         trainer.train(train_loader, val_loader, save_dir="", train_composition_model=self.train_composition_model)
         model.eval()
@@ -355,13 +384,13 @@ class CHGNetBackend(TrainerBackend):
         _require_periodic(dataset)
         if len(dataset) == 0:
             return dataset.model_copy(deep=True)
-        self._set_threads()
-        network = _cached_network(model.sha256, str(model.materialize()), self.device) if model else _cached_network(
-            "pretrained", None, self.device
-        )
-        graphs = [network.graph_converter(f.to_structure()) for f in dataset.frames]
-        results = network.predict_graph(graphs, task="efs", batch_size=16)
-        results = [results] if isinstance(results, dict) else results
+        if model is None:
+            network = _cached_network("pretrained", None, self.device)
+        else:
+            network = _cached_network(model.sha256, str(model.materialize()), self.device)
+        with _torch_threads(self.n_threads):
+            graphs = [network.graph_converter(f.to_structure()) for f in dataset.frames]
+            results = _as_list(network.predict_graph(graphs, task="efs", batch_size=16))
         frames = []
         for frame, res in zip(dataset.frames, results, strict=True):
             energy = float(res["e"]) * (frame.n_atoms if network.is_intensive else 1)
@@ -381,13 +410,21 @@ class CHGNetBackend(TrainerBackend):
         ------
         ValueError: model of another backend.
         """
-        if model is None:
-            return FineTunedCHGNetCalculator(model=None, device=self.device)
-        self.check_elements([], model)
-        return FineTunedCHGNetCalculator(model=model.materialize(), device=self.device)
+        path = None
+        if model is not None:
+            self.check_elements([], model)
+            path = model.materialize()
+        return FineTunedCHGNetCalculator(model=path, device=self.device, n_threads=self.n_threads)
 
-    def force_field_spec(self, model: ModelFile | None) -> tuple[str, dict[str, Any]]:
+    def force_field_spec(self, model: ModelFile | None) -> tuple[dict[str, str], dict[str, Any]]:
         """``(force_field_name, calculator_kwargs)`` for atomate2's ``ForceFieldMDMaker``.
+
+        ``force_field_name`` is the monty-style dict
+        ``{"@module": "pfd_atomate.train.chgnet", "@callable": "FineTunedCHGNetCalculator"}``:
+        atomate2 0.1.5 accepts a dotted import path only as ``calculator_meta``, while a
+        dict ``force_field_name`` is turned into that ``calculator_meta``.
+        ``calculator_kwargs`` is ``{"model": <materialized path>, "device": ...}`` plus
+        ``n_threads`` when set.
 
         The model file is materialized on the calling machine, so call this inside the job
         that runs the MD. ``model=None`` gives the pretrained CHGNet.
@@ -397,10 +434,13 @@ class CHGNetBackend(TrainerBackend):
         ValueError: model of another backend.
         """
         kwargs: dict[str, Any] = {"device": self.device}
+        if self.n_threads:
+            kwargs["n_threads"] = self.n_threads
         if model is not None:
             self.check_elements([], model)
             kwargs["model"] = str(model.materialize())
-        return CALCULATOR_PATH, kwargs
+        module, callable_name = CALCULATOR_PATH.rsplit(".", 1)
+        return {"@module": module, "@callable": callable_name}, kwargs
 
 
 # ---------------------------------------------------------------------- helpers
@@ -453,6 +493,22 @@ def rereference_energies(model: CHGNet, graphs: Sequence[Any], energies: Sequenc
     return {chemical_symbols[z + 1]: float(d) for z, d in zip(present, delta, strict=True)}
 
 
+def frame_sampling_weights(n_frames: Sequence[int], weights: Sequence[float]) -> np.ndarray:
+    """Per-frame sampling probabilities that give dataset i the share weights[i] / sum(weights).
+
+    Parameters
+    ----------
+    n_frames: frames per dataset (datasets are consecutive blocks of frames).
+    weights: relative weight per dataset, each > 0.
+
+    Returns
+    -------
+    Probabilities, shape (sum(n_frames),), summing to 1 over the non-empty datasets.
+    """
+    per_frame = np.concatenate([np.full(n, w / n) for n, w in zip(n_frames, weights, strict=True) if n > 0])
+    return per_frame / per_frame.sum()
+
+
 def freeze_layers(model: CHGNet, embedding: bool = True, n_blocks: int = 0) -> None:
     """Freeze early CHGNet layers for fine-tuning on little data.
 
@@ -493,6 +549,20 @@ def pretrained_checkpoint(version: str = PRETRAINED_VERSION) -> Path | None:
     folder = resources.files("chgnet") / "pretrained" / version
     files = sorted(Path(str(folder)).glob("*.pth.tar")) if Path(str(folder)).is_dir() else []
     return files[0] if files else None
+
+
+@contextlib.contextmanager
+def _torch_threads(n_threads: int | None):
+    """Run with ``n_threads`` torch intra-op threads, restoring the previous setting."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n_threads:
+        torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _load_network(path: str | Path | None, quiet: bool = False) -> CHGNet:

@@ -137,6 +137,7 @@ def checkpoint_from_frozen(frozen: str | Path, checkpoint: str | Path) -> Path:
     model = get_model(params)
     model.load_state_dict(scripted.state_dict())
     checkpoint = Path(checkpoint)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": ModelWrapper(model, model_params=params).state_dict()}, checkpoint)
     return checkpoint
 
@@ -154,14 +155,14 @@ _DEEPPOT_CACHE: OrderedDict[str, Any] = OrderedDict()
 _DEEPPOT_CACHE_SIZE = 4
 
 
-def _deeppot(model: ModelFile, head: str | None = None):
-    key = f"{model.sha256}:{head}"
+def _deeppot(model: ModelFile):
+    key = model.sha256
     if key in _DEEPPOT_CACHE:
         _DEEPPOT_CACHE.move_to_end(key)
         return _DEEPPOT_CACHE[key]
     from deepmd.infer import DeepPot
 
-    dp = DeepPot(str(model.materialize()), head=head)
+    dp = DeepPot(str(model.materialize()))
     _DEEPPOT_CACHE[key] = dp
     while len(_DEEPPOT_CACHE) > _DEEPPOT_CACHE_SIZE:
         _DEEPPOT_CACHE.popitem(last=False)
@@ -418,7 +419,7 @@ class DeepMDBackend(TrainerBackend):
         FileNotFoundError: :attr:`base_model` does not exist.
         RuntimeError: ``dp`` failed (message carries the tail of its log).
         """
-        workdir = Path(workdir)
+        workdir = Path(workdir).resolve()  # dp runs inside workdir: every path handed to it must be absolute
         workdir.mkdir(parents=True, exist_ok=True)
         if init_model is not None:
             self._require_deepmd(init_model)

@@ -1,0 +1,149 @@
+"""The whole PFD flow through ``run_locally`` with a cheap real labeller (EMT via atomate2's
+ForceFieldStaticMaker), CHGNet as the foundation model and a deepmd-kit se_e2_a student.
+
+It checks that the loop iterates via ``Response(replace=...)``, converges, that every number in
+the final document agrees with the stored job outputs, that MongoDB-style queries find the
+iterations, and that model files come back out of the store and reproduce the recorded RMSEs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from atomate2.forcefields.jobs import ForceFieldStaticMaker
+from jobflow import run_locally
+from pymatgen.core import Lattice, Structure
+
+from pfd_atomate.data import Dataset
+from pfd_atomate.distill.flows import DistillMaker
+from pfd_atomate.evaluate.metrics import frame_errors
+from pfd_atomate.evaluate.schemas import ConvergenceCriteria
+from pfd_atomate.explore.schemas import Stage, TaskGroup
+from pfd_atomate.finetune.jobs import FinetuneMaker
+from pfd_atomate.flows import PFDMaker
+from pfd_atomate.label.flows import LabelMaker
+from pfd_atomate.perturb.jobs import PerturbMaker
+from pfd_atomate.select.jobs import SelectMaker
+from pfd_atomate.store import embedded_store, fetch_dataset, fetch_model
+from pfd_atomate.train.chgnet import CHGNetBackend
+from pfd_atomate.train.deepmd import DeepMDBackend
+
+EMT = {"@module": "ase.calculators.emt", "@callable": "EMT"}
+# loose enough for a few-epoch fine-tune on a handful of frames, tight enough that the
+# pretrained CHGNet (no re-referencing, no training) would fail it on EMT labels
+CRITERIA = ConvergenceCriteria(energy_rmse=0.02, force_rmse=0.25, accurate_ratio=None)
+
+
+def cu_cell() -> Structure:
+    fcc = Structure(Lattice.cubic(3.61), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    return fcc * (2, 1, 1)
+
+
+def small_pfd_maker() -> PFDMaker:
+    teacher = CHGNetBackend(epochs=4, batch_size=4, learning_rate=2e-3, seed=0, n_threads=2)
+    student = DeepMDBackend(template="se_e2_a", numb_steps=200, rcut=4.5, rcut_smth=0.5, seed=0)
+    group = TaskGroup(temperatures=[600.0], ensemble="nvt", n_steps=30, time_step=2.0, traj_interval=5)
+    return PFDMaker(
+        perturb=PerturbMaker(n_frames=4, cell_pert_fraction=0.02, atom_pert_distance=0.08, seed=3),
+        label=LabelMaker(static_maker=ForceFieldStaticMaker(force_field_name=EMT), min_success_ratio=0.75),
+        finetune=FinetuneMaker(
+            trainer=teacher,
+            stages=[Stage(task_groups=[group]), Stage(task_groups=[group.model_copy(update={"temperatures": [900.0]})])],
+            select=SelectMaker(n_select=3, method="entropy"),
+            criteria=CRITERIA,
+            max_iterations=3,
+            init_from="previous",
+        ),
+        distill=DistillMaker(
+            student=student,
+            task_groups=[TaskGroup(temperatures=[700.0], ensemble="nvt", n_steps=60, time_step=2.0, traj_interval=2)],
+            test_fraction=0.2,
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def pfd_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("pfd-run")
+    maker = small_pfd_maker()
+    flow = maker.make(cu_cell())
+    store = embedded_store(run_dir)
+    responses = run_locally(flow, store=store, root_dir=run_dir / "jobs", create_folders=True, ensure_success=True)
+    store.connect()
+    report = store.get_output(flow.jobs[-1].uuid, load=True)
+    return maker, flow, store, responses, report
+
+
+def test_loop_iterates_with_replace_and_converges(pfd_run):
+    maker, flow, store, responses, report = pfd_run
+    assert report["converged"], report["iterations"]
+    iterations = report["iterations"]
+    assert report["n_iterations"] == len(iterations) >= 2  # two stages -> at least two iterations
+    assert [it["stage"] for it in iterations][-1] == 1
+    for it in iterations:
+        if it["converged"]:
+            assert it["energy_rmse"] <= CRITERIA.energy_rmse and it["force_rmse"] <= CRITERIA.force_rmse
+    # the loop job was replaced once per iteration: its uuid has outputs at several indices
+    loop_uuid = flow.jobs[2].jobs[-1].uuid
+    assert len(responses[loop_uuid]) >= 2
+    assert any(r.replace is not None for r in responses[loop_uuid].values())
+
+
+def test_label_accounting_matches_stored_jobs(pfd_run):
+    _, _, store, _, report = pfd_run
+    label_docs = list(store.query({"output.n_requested": {"$exists": True}}, properties=["output.n_labelled", "uuid"]))
+    # initial labels + one labelling per iteration, every one stored as a LabelOutput
+    assert len({d["uuid"] for d in label_docs}) == 1 + report["n_iterations"]
+    assert report["n_dft_labels"] == report["n_initial_labels"] + sum(it["n_labelled"] for it in report["iterations"])
+    assert report["n_initial_labels"] == 4 and report["n_label_failures"] == 0
+
+
+def test_mongo_query_finds_accurate_iterations(pfd_run):
+    _, _, store, _, report = pfd_run
+    threshold = 0.25
+    docs = list(store.query({"output.metrics.force_rmse": {"$lt": threshold}, "name": {"$regex": "^pfd test s"}}))
+    expected = [it for it in report["iterations"] if it["force_rmse"] < threshold]
+    assert len(docs) == len(expected)
+    assert sorted(d["output"]["metrics"]["force_rmse"] for d in docs) == pytest.approx(
+        sorted(it["force_rmse"] for it in expected)
+    )
+
+
+def test_models_come_back_from_the_store(pfd_run, tmp_path):
+    maker, _, store, _, report = pfd_run
+    lineage = {m["role"]: m for m in report["lineage"]}
+    teacher = fetch_model(store, lineage["teacher"]["location"]["job_uuid"])
+    student = fetch_model(store, lineage["student"]["location"]["job_uuid"])
+    assert teacher.sha256 == lineage["teacher"]["sha256"] and teacher.backend == "chgnet"
+    assert student.sha256 == lineage["student"]["sha256"] and student.backend == "deepmd"
+    path = student.materialize(tmp_path)
+    assert path.stat().st_size == student.size_bytes
+    # the held-out DFT set reproduces the RMSEs recorded for the final iteration and the student
+    held_out = fetch_dataset(store, report["datasets"]["held_out_dft"]["job_uuid"], "test_set")
+    assert held_out.is_labelled and len(held_out) == report["iterations"][-1]["n_labelled"]
+    teacher_err = frame_errors(held_out, maker.finetune.trainer.predict(teacher, held_out))
+    assert teacher_err.force_rmse == pytest.approx(report["iterations"][-1]["force_rmse"], rel=1e-4)
+    student_err = frame_errors(held_out, maker.distill.student.predict(student, held_out))
+    assert student_err.force_rmse == pytest.approx(report["student_dft_test"]["force_rmse"], rel=1e-4)
+
+
+def test_student_learnt_from_teacher(pfd_run):
+    _, _, _, _, report = pfd_run
+    st = report["student_teacher_test"]
+    assert st["n_frames"] >= 3
+    # a student that learnt nothing would sit near the force scale of 700 K Cu frames (~0.5-1 eV/Å)
+    assert st["force_rmse"] < 0.3
+    assert report["n_distill_frames"] > 10
+
+
+def test_bad_input_fails_before_any_job(tmp_path):
+    maker = small_pfd_maker()
+    overlapping = Structure(Lattice.cubic(3.61), ["Cu", "Cu"], [[0, 0, 0], [0.01, 0, 0]])
+    with pytest.raises(ValueError, match="overlapping"):
+        maker.make(overlapping)
+    unknown = Structure(Lattice.cubic(5.0), ["Og"], [[0, 0, 0]])
+    with pytest.raises(ValueError, match="Og"):
+        maker.make(unknown)
+    maker.finetune.trainer = CHGNetBackend(base_model=str(tmp_path / "missing.pth.tar"))
+    with pytest.raises(FileNotFoundError):
+        maker.make(cu_cell())

@@ -1,0 +1,273 @@
+"""deepmd-kit trainer backend: training from scratch, restart, fine-tuning, inference, bad input.
+
+Labels come from ASE's EMT potential for fcc Cu (tests/_labelled_data.py), so a model
+that trains must learn a real potential-energy surface.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("deepmd.pt")
+
+from _labelled_data import emt_dataset  # noqa: E402
+
+from pfd_atomate.data import Dataset, Frame, ModelFile  # noqa: E402
+from pfd_atomate.data.frames import virial_to_stress  # noqa: E402
+from pfd_atomate.train.deepmd import DeepMDBackend, checkpoint_from_frozen, read_type_map  # noqa: E402
+
+THREADS = 2
+
+
+def force_rmse(pred: Dataset, ref: Dataset) -> float:
+    """Force RMSE over all components, eV/Å."""
+    p = np.concatenate([np.asarray(f.forces) for f in pred])
+    r = np.concatenate([np.asarray(f.forces) for f in ref])
+    return float(np.sqrt(np.mean((p - r) ** 2)))
+
+
+def zero_force_rmse(ref: Dataset) -> float:
+    """Force RMSE of predicting zero force on every atom, eV/Å."""
+    return float(np.sqrt(np.mean(np.concatenate([np.asarray(f.forces) for f in ref]) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def cu_test() -> Dataset:
+    return emt_dataset(10, seed=99)
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    """se_e2_a trained from scratch on 20 EMT Cu frames (32 atoms), 300 steps."""
+    backend = DeepMDBackend(template="se_e2_a", numb_steps=300, rcut=5.0, n_threads=THREADS)
+    workdir = tmp_path_factory.mktemp("se_e2_a")
+    t0 = time.perf_counter()
+    model = backend.train([emt_dataset(20, seed=0)], workdir)
+    print(f"se_e2_a from scratch, 300 steps incl. freeze: {time.perf_counter() - t0:.1f} s")
+    return backend, model, workdir
+
+
+def test_scratch_se_e2_a_learns_forces(scratch, cu_test):
+    backend, model, workdir = scratch
+    assert (model.backend, model.kind, model.type_map, model.parent_sha256) == ("deepmd", "scratch", ["Cu"], None)
+    assert (workdir / "lcurve.out").is_file()
+
+    pred = backend.predict(model, cu_test)
+    assert len(pred) == len(cu_test)
+    for f_pred, f_ref in zip(pred, cu_test, strict=True):
+        assert f_pred.positions == f_ref.positions
+        assert np.asarray(f_pred.forces).shape == (32, 3)
+        assert np.asarray(f_pred.virial).shape == (3, 3)
+    rmse, baseline = force_rmse(pred, cu_test), zero_force_rmse(cu_test)
+    print(f"force RMSE {rmse:.3f} eV/Å vs zero-force {baseline:.3f} eV/Å")
+    assert rmse < 0.5 * baseline
+    # EMT Cu cohesive-energy offsets are ~0.01-0.1 eV/atom: a unit or per-frame mix-up would be far off
+    e_err = pred.energies_per_atom() - cu_test.energies_per_atom()
+    assert np.max(np.abs(e_err)) < 0.2
+
+
+def test_predict_units_against_finite_differences(scratch):
+    """Forces are -dE/dx and the virial is -dE/dε (eV) of the same model, frame by frame."""
+    backend, model, _ = scratch
+    frame = emt_dataset(1, seed=5)[0]
+    h = 1e-3
+    pos = np.asarray(frame.positions)
+    cell = np.asarray(frame.cell)
+    shifted = []
+    for sign in (1, -1):
+        p = pos.copy()
+        p[3, 1] += sign * h
+        shifted.append(frame.model_copy(update={"positions": p.tolist()}))
+    for sign in (1, -1):  # strain ε_xx: r -> r (1 + ε), cell likewise
+        deform = np.eye(3) + np.diag([sign * h, 0, 0])
+        shifted.append(frame.model_copy(update={"positions": (pos @ deform).tolist(), "cell": (cell @ deform).tolist()}))
+    # an 8-atom frame in between checks that frames of different formulas keep their order
+    small = emt_dataset(1, seed=6, supercell=(2, 2, 2), cubic=False)[0]
+    pred = backend.predict(model, Dataset(frames=[frame, shifted[0], small, shifted[1], shifted[2], shifted[3]]))
+    e = [f.energy for f in pred]
+    f_y = np.asarray(pred[0].forces)[3, 1]
+    assert f_y == pytest.approx(-(e[1] - e[3]) / (2 * h), abs=2e-3)
+    v_xx = np.asarray(pred[0].virial)[0, 0]
+    assert v_xx == pytest.approx(-(e[4] - e[5]) / (2 * h), rel=1e-2, abs=2e-3)
+    assert np.asarray(pred[2].forces).shape == (8, 3)
+    single = backend.predict(model, Dataset(frames=[small]))
+    np.testing.assert_allclose(pred[2].forces, single[0].forces, atol=1e-10)
+
+
+def test_frozen_model_round_trip_and_calculator(scratch, cu_test, tmp_path):
+    """A materialized copy gives the same predictions through the ASE calculator."""
+    from deepmd.calculator import DP
+
+    backend, model, _ = scratch
+    copy = model.materialize(tmp_path / "elsewhere")
+    assert ModelFile.from_path(copy, backend="deepmd").sha256 == model.sha256
+    assert read_type_map(copy) == ["Cu"]
+
+    pred = backend.predict(model, cu_test.subset([0, 1]))
+    for frame, ref in zip(pred, cu_test.subset([0, 1]), strict=True):
+        atoms = ref.to_atoms(with_labels=False)
+        atoms.calc = DP(model=str(copy))
+        assert atoms.get_potential_energy() == pytest.approx(frame.energy, abs=1e-8)
+        np.testing.assert_allclose(atoms.get_forces(), frame.forces, atol=1e-8)
+        # the calculator's stress is -sym(virial)/V: same sign convention as Frame.virial
+        stress = virial_to_stress(np.asarray(frame.virial), atoms.get_volume())
+        np.testing.assert_allclose(atoms.get_stress(voigt=False), 0.5 * (stress + stress.T), atol=1e-8)
+
+    name, kwargs = backend.force_field_spec(model)
+    assert name == "DeepMD" and read_type_map(kwargs["model"]) == ["Cu"]
+    assert backend.calculator(model).dp.get_type_map() == ["Cu"]
+
+
+def test_checkpoint_from_frozen_is_the_same_model(scratch, cu_test, tmp_path):
+    """`--finetune` needs a .pt: the checkpoint rebuilt from the frozen model predicts identically."""
+    from deepmd.infer import DeepPot
+
+    backend, model, _ = scratch
+    ckpt = checkpoint_from_frozen(model.materialize(tmp_path), tmp_path / "rebuilt.pt")
+    assert read_type_map(ckpt) == ["Cu"]
+    frames = cu_test.subset([0, 1, 2])
+    coords = np.array([f.positions for f in frames]).reshape(3, -1)
+    cells = np.array([f.cell for f in frames]).reshape(3, 9)
+    e_ckpt, f_ckpt = DeepPot(str(ckpt)).eval(coords, cells, [0] * 32)[:2]
+    pred = backend.predict(model, frames)
+    np.testing.assert_allclose(e_ckpt[:, 0], [f.energy for f in pred], atol=1e-8)
+    np.testing.assert_allclose(f_ckpt, np.array([f.forces for f in pred]), atol=1e-8)
+
+
+def test_restart_from_previous_model(scratch, cu_test, tmp_path):
+    """init_model (previous iteration's frozen model) is fine-tuned, not re-initialised."""
+    backend, model, _ = scratch
+    rmse_before = force_rmse(backend.predict(model, cu_test), cu_test)
+    # 20 steps at a small learning rate: a randomly initialised model would stay near the zero-force error
+    restart = DeepMDBackend(numb_steps=20, start_lr=1e-4, stop_lr=1e-5, n_threads=THREADS)
+    new = restart.train([emt_dataset(5, seed=7)], tmp_path, init_model=model)
+    assert (new.kind, new.parent_sha256, new.type_map) == ("finetuned", model.sha256, ["Cu"])
+    assert new.sha256 != model.sha256
+    rmse_after = force_rmse(restart.predict(new, cu_test), cu_test)
+    print(f"restart: force RMSE {rmse_before:.3f} -> {rmse_after:.3f} eV/Å")
+    assert rmse_after < 1.5 * rmse_before
+    assert rmse_after < 0.5 * zero_force_rmse(cu_test)
+    assert (tmp_path / "init_model" / "from_frozen.pt").is_file()  # the frozen M_i was rebuilt for --finetune
+
+
+def test_weights_become_auto_prob(tmp_path):
+    """Per-dataset weights map onto consecutive blocks of deepmd systems."""
+    old = Dataset.concat([emt_dataset(3, seed=1), emt_dataset(2, seed=2, supercell=(2, 2, 2), cubic=False)])
+    new = emt_dataset(4, seed=3)
+    backend = DeepMDBackend(numb_steps=10, input_overrides={"training": {"disp_freq": 7}, "model": {"fitting_net": {"neuron": [8]}}})
+    config = backend.write_inputs([old, Dataset(), new], tmp_path, weights=[1.0, 5.0, 3.0])
+    systems = config["training"]["training_data"]["systems"]
+    assert len(systems) == 3  # old: Cu32 + Cu8, the empty dataset is skipped, new: Cu32
+    assert config["training"]["training_data"]["auto_prob"] == "prob_sys_size;0:2:1;2:3:3"
+    assert config["training"]["disp_freq"] == 7 and config["model"]["fitting_net"]["neuron"] == [8]
+    assert config["model"]["fitting_net"]["type"] == "ener"  # deep merge keeps the rest
+    assert config["loss"]["limit_pref_v"] == 0.0
+    assert json.loads((tmp_path / "input.json").read_text()) == config
+    n_frames = [np.load(tmp_path / s / "set.000" / "energy.npy").shape[0] for s in systems]
+    assert sorted(n_frames[:2]) == [2, 3] and n_frames[2] == 4
+    assert not any((tmp_path / s / "set.000" / "virial.npy").exists() for s in systems)
+
+    with_virial = DeepMDBackend(use_virial=True).write_inputs([new], tmp_path / "v")
+    assert with_virial["loss"]["limit_pref_v"] > 0
+    assert (tmp_path / "v" / with_virial["training"]["training_data"]["systems"][0] / "set.000" / "virial.npy").exists()
+
+
+def test_bad_input_fails_before_dp(scratch, tmp_path, monkeypatch):
+    _, model, workdir = scratch
+
+    def no_dp(*args, **kwargs):
+        raise AssertionError("dp must not run on bad input")
+
+    monkeypatch.setattr(DeepMDBackend, "_run_dp", no_dp)
+    cu_base = DeepMDBackend(base_model=str(workdir / "frozen_model.pth"))
+    ag = emt_dataset(2, seed=0, element="Ag")
+    with pytest.raises(ValueError, match=r"\['Ag'\]"):
+        cu_base.train([ag], tmp_path / "ag")
+    with pytest.raises(ValueError, match=r"\['Ag'\]"):
+        cu_base.check_elements(["Cu", "Ag"])
+    cu_base.check_elements(["Cu"])
+    with pytest.raises(ValueError, match=r"\['Ag'\]"):
+        DeepMDBackend().train([ag], tmp_path / "ag2", init_model=model)
+    with pytest.raises(ValueError, match=r"\['Ag'\]"):
+        DeepMDBackend().check_elements(["Ag"], model)
+    with pytest.raises(FileNotFoundError):
+        DeepMDBackend(base_model=str(tmp_path / "missing.pt")).train([emt_dataset(2, seed=0)], tmp_path / "m")
+    with pytest.raises(ValueError, match="empty"):
+        DeepMDBackend().train([Dataset()], tmp_path / "e")
+    with pytest.raises(ValueError, match="labels"):
+        DeepMDBackend().train([Dataset(frames=[emt_dataset(1, seed=0)[0].without_labels()])], tmp_path / "u")
+    with pytest.raises(ValueError, match="weights"):
+        DeepMDBackend().train([emt_dataset(2, seed=0)], tmp_path / "w", weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="single-task"):
+        DeepMDBackend(base_model=str(workdir / "frozen_model.pth"), model_branch="H2O").train(
+            [emt_dataset(2, seed=0)], tmp_path / "b"
+        )
+    other = model.model_copy(update={"backend": "chgnet"})
+    with pytest.raises(ValueError, match="chgnet"):
+        DeepMDBackend().predict(other, emt_dataset(1, seed=0))
+
+
+def test_dp_failure_raises_with_log_tail(tmp_path):
+    """A dp error surfaces as RuntimeError carrying dp's own message."""
+    backend = DeepMDBackend(numb_steps=5, input_overrides={"model": {"descriptor": {"type": "no_such_descriptor"}}})
+    with pytest.raises(RuntimeError, match="no_such_descriptor"):
+        backend.train([emt_dataset(2, seed=0)], tmp_path)
+
+
+@pytest.mark.slow
+def test_finetune_tiny_dpa2_foundation(tmp_path):
+    """PFD fine-tuning: a pretrained (tiny) DPA-2 adapts to a shifted distribution with few frames.
+
+    "Foundation": DPA-2 pretrained on near-equilibrium 8-atom Cu cells. Target: hot, strongly
+    strained 32-atom cells. After fine-tuning on 10 target frames the error on held-out
+    target frames must drop below the foundation's and below the same-steps training from
+    scratch (PFD paper: fine-tuning beats training from scratch at small data).
+    """
+    pretrain = emt_dataset(30, seed=0, supercell=(2, 2, 2), cubic=False)
+    target = emt_dataset(10, seed=1, displacement=0.12, strain=0.04)
+    test = emt_dataset(8, seed=2, displacement=0.12, strain=0.04)
+
+    t0 = time.perf_counter()
+    foundation = DeepMDBackend(
+        template="dpa2", numb_steps=200, batch_size=1, rcut=5.0, n_threads=THREADS
+    ).train([pretrain], tmp_path / "pretrain")
+    t1 = time.perf_counter()
+    base_path = foundation.materialize(tmp_path / "foundation")
+    finetuner = DeepMDBackend(base_model=str(base_path), numb_steps=60, n_threads=THREADS)
+    finetuned = finetuner.train([target], tmp_path / "finetune")
+    t2 = time.perf_counter()
+    scratch = DeepMDBackend(template="dpa2", numb_steps=60, rcut=5.0, n_threads=THREADS)
+    from_scratch = scratch.train([target], tmp_path / "scratch")
+    t3 = time.perf_counter()
+    print(f"DPA-2 pretrain 200 steps {t1 - t0:.1f} s, fine-tune 60 steps {t2 - t1:.1f} s, scratch {t3 - t2:.1f} s")
+
+    assert (finetuned.kind, finetuned.parent_sha256, finetuned.type_map) == ("finetuned", foundation.sha256, ["Cu"])
+    ft_config = json.loads((tmp_path / "finetune" / "out.json").read_text())
+    assert ft_config["model"]["descriptor"]["type"] == "dpa2"  # architecture taken from the foundation
+
+    rmse = {name: force_rmse(finetuner.predict(m, test), test)
+            for name, m in [("foundation", foundation), ("finetuned", finetuned), ("scratch", from_scratch)]}
+    print("force RMSE on held-out target frames (eV/Å):", rmse, "zero-force:", zero_force_rmse(test))
+    assert rmse["finetuned"] < rmse["foundation"]
+    assert rmse["finetuned"] < rmse["scratch"]
+
+
+@pytest.mark.parametrize("template", ["se_e2_a", "se_atten_v2", "dpa2"])
+def test_templates_pass_deepmd_argcheck(template):
+    """Every template is a valid deepmd-kit input (checked by deepmd's own schema)."""
+    from deepmd.utils.argcheck import normalize
+
+    from pfd_atomate.train.deepmd_templates import build_input
+
+    config = build_input(
+        template, type_map=["Cu", "Ag"], systems=["data/000/Cu32"], numb_steps=100, batch_size="auto",
+        start_lr=1e-3, stop_lr=1e-5, rcut=5.0, rcut_smth=0.5, sel="auto", seed=3, disp_freq=10,
+        save_freq=100, use_virial=True,
+    )
+    normalized = normalize(config)
+    assert normalized["model"]["descriptor"]["type"] == template
+    assert normalized["learning_rate"]["decay_steps"] == 1
