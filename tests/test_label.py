@@ -83,6 +83,7 @@ def test_labels_equal_ase_emt_including_virial_sign(tmp_path):
     assert (out.n_requested, out.n_labelled, out.failed) == (4, 4, [])
     assert out.indices == [0, 1, 2, 3]
     assert "EMT" in out.labeller
+    assert out.dataset.name == "cu:labelled"
     for labelled, reference in zip(out.dataset, frames):
         assert_matches_emt(labelled, reference)
         assert labelled.source.startswith(reference.source + ";label:")

@@ -45,6 +45,7 @@ def cp2k_static_maker(
     smearing_temperature: float | None = 300.0,
     spin_polarized: bool = False,
     eps_scf: float = 1e-6,
+    eps_default: float = 1e-10,
     mixing_alpha: float = 0.4,
     basis_filename: str = "BASIS_MOLOPT",
     potential_filename: str = "GTH_POTENTIALS",
@@ -77,6 +78,11 @@ def cp2k_static_maker(
         Unrestricted Kohn-Sham (UKS) when True.
     eps_scf
         SCF convergence threshold (density-matrix change under diagonalisation).
+    eps_default
+        CP2K's ``EPS_DEFAULT`` (integral/grid screening); ``EPS_PGF_ORB`` is left to
+        CP2K's default, sqrt(``EPS_DEFAULT``). atomate2's set uses 1e-12 and 1e-16, which
+        makes a Si8 4x4x4 label 2.7x slower (40 s vs 15 s) for changes below 2e-5 eV and
+        1e-4 eV/Å.
     mixing_alpha
         Broyden density-mixing parameter. pymatgen's default (0.05) needs 18 SCF steps
         for a rattled Si8 cell where 0.4 needs 10 (same energy within 1e-5 Ha).
@@ -115,6 +121,8 @@ def cp2k_static_maker(
             raise ValueError(f"kpoints must be three positive integers or None, got {kpoints}")
     if cutoff <= 0 or rel_cutoff <= 0:
         raise ValueError(f"cutoff and rel_cutoff must be positive (Ry), got {cutoff}, {rel_cutoff}")
+    if eps_scf <= 0 or eps_default <= 0:
+        raise ValueError(f"eps_scf and eps_default must be positive, got {eps_scf}, {eps_default}")
     if not 0 < mixing_alpha <= 1:
         raise ValueError(f"mixing_alpha must be in (0, 1], got {mixing_alpha}")
     if smearing_temperature is not None and smearing_temperature <= 0:
@@ -131,6 +139,8 @@ def cp2k_static_maker(
         "rel_cutoff": float(rel_cutoff),
         "xc_functionals": [xc_functional],
         "eps_scf": float(eps_scf),
+        "eps_default": float(eps_default),
+        "eps_pgf_orb": None,
         "alpha": float(mixing_alpha),
         "ot": False,  # diagonalisation: needed for k-points and smearing
         "smearing": smearing_temperature is not None,

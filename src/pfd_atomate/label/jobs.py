@@ -111,7 +111,11 @@ def build_label_flow(
                 }
             )
     collect = collect_labels(
-        entries, code=code, labeller=describe_labeller(static_maker), min_success_ratio=min_success_ratio
+        entries,
+        code=code,
+        labeller=describe_labeller(static_maker),
+        min_success_ratio=min_success_ratio,
+        name=f"{frames.name}:labelled" if frames.name else "labelled",
     )
     collect.name = f"{name_prefix} collect"
     # run even when static jobs failed: their references resolve to None
@@ -152,6 +156,7 @@ def collect_labels(
     code: str,
     labeller: str,
     min_success_ratio: float = 0.9,
+    name: str = "labelled",
 ) -> LabelOutput:
     """Gather static-job results into a labelled dataset; drop and record failures.
 
@@ -163,6 +168,7 @@ def collect_labels(
     code: task-document convention, key of :data:`~pfd_atomate.label.adapters.CONVENTIONS`.
     labeller: labeller description stored in the output.
     min_success_ratio: minimum fraction of labelled frames.
+    name: name of the labelled dataset.
 
     Returns
     -------
@@ -193,7 +199,7 @@ def collect_labels(
 
     n_requested = len(entries)
     output = LabelOutput(
-        dataset=Dataset(frames=frames, name="labelled"),
+        dataset=Dataset(frames=frames, name=name),
         indices=indices,
         n_requested=n_requested,
         n_labelled=len(frames),

@@ -170,7 +170,10 @@ class CHGNetBackend(TrainerBackend):
         ------
         ValueError: for unknown symbols, elements beyond Pu (Z > 94, outside CHGNet's atom
             embedding), or a model of another backend.
+        FileNotFoundError: ``base_model`` is set (and no ``model`` given) but does not exist.
         """
+        if model is None and self.base_model is not None and not Path(self.base_model).is_file():
+            raise FileNotFoundError(f"CHGNet base model not found: {self.base_model}")
         if model is not None and model.backend != self.name:
             raise ValueError(f"model {model.filename} is a {model.backend!r} model, not {self.name!r}")
         unknown = sorted({e for e in elements if e not in atomic_numbers})

@@ -1,0 +1,145 @@
+"""Thin helpers to run a PFD flow on FireWorks.
+
+A PFD flow is an ordinary jobflow Flow: ``jobflow.managers.fireworks.flow_to_workflow`` turns it
+into a FireWorks Workflow, and the loop's ``Response(replace=...)`` becomes a FireWorks detour at
+run time. What this module adds:
+
+- :func:`route_fireworks`: pin job types (e.g. training and MD) to a FireWorks worker or
+  category, for the jobs in the flow now *and* for those the loop creates later;
+- :func:`submit_flow`: ``flow_to_workflow`` + ``LaunchPad.add_wf`` with the MongoDB JobStore;
+- :func:`write_launchpad_file` / :func:`write_fworker_file`: the YAML files ``rlaunch`` and
+  ``lpad`` read (``-l my_launchpad.yaml -w my_fworker.yaml``);
+- :func:`workflow_state`, :func:`launch_counts`: what the tests and docs check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobflow import Flow, Job, JobStore
+
+from pfd_atomate.workflows import ML_JOBS
+
+if TYPE_CHECKING:
+    from fireworks import LaunchPad
+
+
+def route_jobs(flow: Flow | Job, manager_config: dict[str, Any], name_filters: Sequence[str] = ML_JOBS) -> Flow | Job:
+    """Merge ``manager_config`` keys into the config of jobs whose name contains a filter.
+
+    The update is *dynamic*: jobflow keeps it on every job and re-applies it to the jobs a
+    job creates with ``Response(replace=...)``, so the training/MD jobs of later fine-tune
+    iterations and the static jobs of each labelling fan-out are routed too. Keys already in a
+    job's ``manager_config`` that are not named here are kept.
+
+    Parameters
+    ----------
+    flow: the PFD flow (modified in place).
+    manager_config: keys for the manager, e.g. ``{"_fworker": "gpu"}`` (FireWorks).
+    name_filters: substrings of job names, see :data:`pfd_atomate.workflows.ML_JOBS`.
+
+    Returns
+    -------
+    The same flow.
+
+    Raises
+    ------
+    ValueError: empty ``manager_config`` or ``name_filters``.
+    """
+    if not manager_config:
+        raise ValueError("manager_config is empty: nothing to route")
+    if not name_filters or isinstance(name_filters, str):
+        raise ValueError("name_filters must be a non-empty sequence of job-name substrings")
+    update = {"_set": {f"manager_config->{key}": value for key, value in manager_config.items()}}
+    for name_filter in name_filters:
+        flow.update_config(update, name_filter=name_filter, dict_mod=True, dynamic=True)
+    return flow
+
+
+def route_fireworks(
+    flow: Flow | Job,
+    fworker: str | None = None,
+    category: str | None = None,
+    name_filters: Sequence[str] = ML_JOBS,
+) -> Flow | Job:
+    """Send matching jobs (default: training, MD, evaluation) to one FireWorks worker or category.
+
+    ``fworker`` sets ``spec._fworker``: only the launcher whose FWorker has that name runs them,
+    while un-pinned jobs (labels, ...) still run on any launcher. ``category`` sets
+    ``spec._category``: launchers whose FWorker ``category`` names it run them (a launcher
+    with no category runs every category).
+
+    Raises
+    ------
+    ValueError: neither ``fworker`` nor ``category`` given.
+    """
+    config = {k: v for k, v in (("_fworker", fworker), ("_category", category)) if v is not None}
+    if not config:
+        raise ValueError("give an fworker name or a category to route to")
+    return route_jobs(flow, config, name_filters)
+
+
+def launchpad(host: str = "127.0.0.1", port: int = 27017, name: str = "fireworks", **kwargs: Any) -> LaunchPad:
+    """A FireWorks ``LaunchPad`` on a MongoDB server (``name`` is the database)."""
+    from fireworks import LaunchPad
+
+    return LaunchPad(host=host, port=int(port), name=name, **kwargs)
+
+
+def write_launchpad_file(path: str | Path, host: str, port: int, name: str = "fireworks", **kwargs: Any) -> Path:
+    """Write ``my_launchpad.yaml`` for ``rlaunch -l`` / ``lpad -l``; returns the path."""
+    path = Path(path)
+    launchpad(host, port, name, **kwargs).to_file(str(path))
+    return path
+
+
+def write_fworker_file(path: str | Path, name: str, category: str | Sequence[str] = "", env: dict | None = None) -> Path:
+    """Write ``my_fworker.yaml`` for ``rlaunch -w``; returns the path.
+
+    Parameters
+    ----------
+    name: the worker's name (what ``_fworker`` pins to).
+    category: category or categories this worker accepts ("" = all; ``"__none__"`` = only
+        jobs without a category).
+    env: ``FWorker.env`` values available to jobs.
+    """
+    from fireworks import FWorker
+
+    path = Path(path)
+    category = category if isinstance(category, str) else list(category)
+    FWorker(name=name, category=category, env=env or {}).to_file(str(path))
+    return path
+
+
+def submit_flow(flow: Flow | Job, lp: LaunchPad, store: JobStore, **kwargs: Any) -> dict[int, int]:
+    """Convert ``flow`` to a FireWorks Workflow with ``store`` as its JobStore and add it to ``lp``.
+
+    Returns
+    -------
+    dict: ``LaunchPad.add_wf``'s mapping of temporary to database firework ids.
+    """
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    return lp.add_wf(flow_to_workflow(flow, store=store, **kwargs))
+
+
+def workflow_state(lp: LaunchPad, fw_id: int) -> str:
+    """State of the workflow that holds firework ``fw_id`` (READY, RUNNING, COMPLETED, FIZZLED, ...)."""
+    doc = lp.workflows.find_one({"nodes": fw_id}, {"state": 1})
+    if doc is None:
+        raise KeyError(f"no workflow holds firework {fw_id}")
+    return doc["state"]
+
+
+def launch_counts(lp: LaunchPad, fw_id: int) -> dict[int, int]:
+    """``{fw_id: number of launches}`` (current + archived) of every firework in ``fw_id``'s workflow.
+
+    A job that ran once has 1; a job rerun after a lost or fizzled run has more.
+    """
+    nodes = lp.workflows.find_one({"nodes": fw_id}, {"nodes": 1})["nodes"]
+    counts = {}
+    for fw in lp.fireworks.find({"fw_id": {"$in": nodes}}, {"fw_id": 1, "launches": 1, "archived_launches": 1}):
+        counts[fw["fw_id"]] = len(fw.get("launches") or []) + len(fw.get("archived_launches") or [])
+    return counts

@@ -1,0 +1,254 @@
+"""A jobflow JobStore on a MongoDB server, and a local SecantusDB server for tests and scripts.
+
+Job documents go to a maggma ``MongoStore``; the ``data`` additional store (frames, datasets,
+model files: ``@job(data=[...])``) is a ``GridFSStore``, so objects larger than MongoDB's
+16 MB document limit are chunked instead of raising ``DocumentTooLarge``.
+
+The same store description (:func:`jobstore_spec`) serves every manager: ``JobStore.from_dict_spec``
+(scripts, ``run_locally``, FireWorks' ``flow_to_workflow(store=...)``), the ``JOB_STORE`` entry of
+``jobflow.yaml`` and the ``jobstore`` entry of a jobflow-remote project.
+
+:func:`start_server` runs SecantusDB (a MongoDB wire-protocol server with WiredTiger storage,
+``pip install secantusdb``) in a child process on a free loopback port. It is the test and
+laptop stand-in for a real ``mongod``; every function here also works against MongoDB itself.
+
+Run ``python -m pfd_atomate.workflows.mongo --storage-path DIR --port-file FILE`` to start one
+by hand (see ``scripts/start_mongo.sh``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobflow import JobStore
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_loopback(host: str) -> None:
+    """Refuse any address a server started here would expose beyond this machine."""
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"the test server only listens on a loopback address (127.0.0.1, ::1), not {host!r}")
+
+
+def jobstore_spec(
+    host: str = "127.0.0.1",
+    port: int = 27017,
+    database: str = "pfd",
+    collection: str = "outputs",
+    data_collection: str = "outputs_data",
+    compression: bool = False,
+    **client_kwargs: Any,
+) -> dict:
+    """The ``JobStore.from_dict_spec`` description of a MongoDB JobStore with GridFS ``data``.
+
+    Parameters
+    ----------
+    host, port: the MongoDB server.
+    database: database of both stores.
+    collection: collection of the job documents.
+    data_collection: GridFS bucket (``<name>.files`` / ``<name>.chunks``) of the ``data`` store.
+    compression: zlib-compress GridFS blobs (smaller, slower; base64 model files shrink ~25 %).
+    **client_kwargs: extra store arguments (``username``, ``password``, ``auth_source``, ...).
+
+    Returns
+    -------
+    dict: ``{"docs_store": {"type": "MongoStore", ...}, "additional_stores": {"data": {"type":
+        "GridFSStore", ...}}}``, usable as ``JOB_STORE`` in jobflow.yaml and as the
+        ``jobstore`` of a jobflow-remote project.
+    """
+    common = {"database": database, "host": host, "port": int(port), **client_kwargs}
+    return {
+        "docs_store": {"type": "MongoStore", "collection_name": collection, **common},
+        "additional_stores": {
+            "data": {"type": "GridFSStore", "collection_name": data_collection, "compression": compression, **common}
+        },
+    }
+
+
+def mongo_jobstore(host: str = "127.0.0.1", port: int = 27017, database: str = "pfd", **kwargs: Any) -> JobStore:
+    """A JobStore with documents in MongoDB and the ``data`` store in GridFS.
+
+    Parameters are those of :func:`jobstore_spec`. The store is not connected yet
+    (jobflow, FireWorks and jobflow-remote connect it where the job runs).
+    """
+    return JobStore.from_dict_spec(jobstore_spec(host=host, port=port, database=database, **kwargs))
+
+
+@dataclass
+class MongoServer:
+    """A SecantusDB server running in a child process (see :func:`start_server`).
+
+    Attributes
+    ----------
+    host, port: where it listens (loopback only).
+    storage_path: WiredTiger folder (``":memory:"``: nothing kept after :meth:`stop`).
+    process: the child process.
+    log_path: the server's log file.
+    """
+
+    host: str
+    port: int
+    storage_path: str
+    process: subprocess.Popen = field(repr=False)
+    log_path: Path | None = None
+
+    @property
+    def uri(self) -> str:
+        """``mongodb://host:port/``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"mongodb://{host}:{self.port}/"
+
+    @property
+    def pid(self) -> int:
+        """Process id of the server."""
+        return self.process.pid
+
+    def client(self, **kwargs: Any):
+        """A ``pymongo.MongoClient`` connected to this server."""
+        from pymongo import MongoClient
+
+        return MongoClient(self.host, self.port, **{"serverSelectionTimeoutMS": 10_000, **kwargs})
+
+    def jobstore(self, database: str = "pfd", **kwargs: Any) -> JobStore:
+        """:func:`mongo_jobstore` on this server."""
+        return mongo_jobstore(self.host, self.port, database, **kwargs)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the server (WiredTiger closes cleanly), SIGKILL if it does not exit in time."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+
+    def __enter__(self) -> MongoServer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def start_server(
+    storage_path: str | Path = ":memory:",
+    host: str = "127.0.0.1",
+    port: int = 0,
+    log_path: str | Path | None = None,
+    timeout: float = 60.0,
+) -> MongoServer:
+    """Start SecantusDB in a child process and wait until it answers ``ping``.
+
+    Parameters
+    ----------
+    storage_path: WiredTiger folder (created; re-opened intact by a later server) or
+        ``":memory:"`` for a throw-away database.
+    host: loopback address to listen on.
+    port: TCP port; 0 lets the server pick a free one (no race with other processes).
+    log_path: server log file (default: a temporary file).
+    timeout: seconds to wait for the server.
+
+    Returns
+    -------
+    MongoServer: stop it with :meth:`MongoServer.stop` (or use it as a context manager).
+
+    Raises
+    ------
+    ValueError: ``host`` is not a loopback address.
+    ImportError: secantusdb is not installed.
+    RuntimeError: the server exited or did not answer within ``timeout`` seconds.
+    """
+    _check_loopback(host)
+    import secantus  # noqa: F401  (clear ImportError before spawning a child)
+
+    if str(storage_path) != ":memory:":
+        Path(storage_path).mkdir(parents=True, exist_ok=True)
+        storage_path = str(Path(storage_path).resolve())
+    port_file = Path(tempfile.mkstemp(prefix="secantus-port-")[1])
+    port_file.unlink()
+    log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="secantus-", suffix=".log")[1])
+    cmd = [sys.executable, "-m", "pfd_atomate.workflows.mongo", "--host", host, "--port", str(port),
+           "--storage-path", str(storage_path), "--port-file", str(port_file)]
+    with open(log_path, "ab") as log:
+        # own session: a Ctrl-C or a SIGKILL aimed at a launcher's process group spares the server
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not port_file.is_file() or not port_file.read_text().strip():
+        if process.poll() is not None:
+            raise RuntimeError(f"SecantusDB exited with code {process.returncode}; log: {log_path}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"SecantusDB did not start within {timeout} s; log: {log_path}")
+        time.sleep(0.05)
+    server = MongoServer(host, int(port_file.read_text()), str(storage_path), process, log_path)
+    port_file.unlink()
+    client = server.client(serverSelectionTimeoutMS=int(max(1.0, deadline - time.monotonic()) * 1000))
+    try:
+        client.admin.command("ping")
+    except Exception as err:
+        server.stop()
+        raise RuntimeError(f"SecantusDB on {server.uri} does not answer: {err}; log: {log_path}") from err
+    finally:
+        client.close()
+    return server
+
+
+def _serve(host: str, port: int, storage_path: str, port_file: str | None) -> None:
+    """Run a server in this process until SIGTERM/SIGINT (the child side of :func:`start_server`)."""
+    import logging
+
+    from secantus import SecantusDBServer
+
+    _check_loopback(host)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # standalone (no replica-set advertisement): clients connect directly, no oplog writes
+    server = SecantusDBServer(host=host, port=port, storage_path=storage_path, replica_set_name=None)
+
+    def _stop(signum, frame):  # noqa: ARG001
+        server.stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    server.start()
+    if port_file:
+        tmp = f"{port_file}.tmp{os.getpid()}"
+        Path(tmp).write_text(str(server.address[1]))
+        os.replace(tmp, port_file)  # atomic: the parent never reads a half-written port
+    print(f"SecantusDB listening on {server.uri} (storage {storage_path})", flush=True)
+    server.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m pfd_atomate.workflows.mongo [--host H] [--port P] [--storage-path DIR]``."""
+    parser = argparse.ArgumentParser(description="Run a SecantusDB (MongoDB wire protocol) server on loopback.")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
+    parser.add_argument("--storage-path", default=":memory:", help="WiredTiger folder, or :memory:")
+    parser.add_argument("--port-file", default=None, help="write the chosen port to this file")
+    args = parser.parse_args(argv)
+    if args.storage_path != ":memory:":
+        Path(args.storage_path).mkdir(parents=True, exist_ok=True)
+    _serve(args.host, args.port, args.storage_path, args.port_file)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Shared pieces of the workflow-manager tests (FireWorks, jobflow-remote, resume).
+
+Importable (tests/ is put on ``PYTHONPATH`` for the launcher and runner processes), because
+FireWorks and jobflow-remote workers import job functions by module name.
+
+The PFD settings here are the smallest that still run every PFD step and iterate twice:
+two exploration stages with one iteration each (``max_iterations=1``, ``"continue"``), so the
+loop job is replaced exactly twice whatever the test RMSEs are; EMT labels through atomate2's
+``ForceFieldStaticMaker``; CHGNet teacher with one epoch; a deepmd-kit ``se_e2_a`` student with
+a few dozen steps.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from atomate2.forcefields.jobs import ForceFieldStaticMaker
+from jobflow import job
+from pymatgen.core import Lattice, Structure
+
+from pfd_atomate.data import ModelFile
+from pfd_atomate.distill.flows import DistillMaker
+from pfd_atomate.evaluate.schemas import ConvergenceCriteria
+from pfd_atomate.explore.schemas import Stage, TaskGroup
+from pfd_atomate.finetune.jobs import FinetuneMaker
+from pfd_atomate.flows import PFDMaker
+from pfd_atomate.label.flows import LabelMaker
+from pfd_atomate.perturb.jobs import PerturbMaker
+from pfd_atomate.select.jobs import SelectMaker
+from pfd_atomate.train.chgnet import CHGNetBackend
+from pfd_atomate.train.deepmd import DeepMDBackend
+
+TESTS_DIR = Path(__file__).resolve().parent
+EMT = {"@module": "ase.calculators.emt", "@callable": "EMT"}
+N_INITIAL_FRAMES = 3
+N_SELECT = 2
+
+
+def cu_cell() -> Structure:
+    """8-atom fcc Cu (EMT knows Cu; CHGNet and deepmd handle it)."""
+    fcc = Structure(Lattice.cubic(3.61), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    return fcc * (2, 1, 1)
+
+
+def tiny_pfd_maker(distill: bool = True) -> PFDMaker:
+    """The smallest complete PFD configuration: perturb → label → 2 loop iterations → distill → report."""
+    teacher = CHGNetBackend(epochs=1, batch_size=4, learning_rate=2e-3, seed=0, n_threads=1)
+    group = TaskGroup(temperatures=[600.0], ensemble="nvt", n_steps=20, time_step=2.0, traj_interval=4)
+    return PFDMaker(
+        perturb=PerturbMaker(n_frames=N_INITIAL_FRAMES, cell_pert_fraction=0.02, atom_pert_distance=0.08, seed=3),
+        label=LabelMaker(static_maker=ForceFieldStaticMaker(force_field_name=EMT), min_success_ratio=0.5),
+        finetune=FinetuneMaker(
+            trainer=teacher,
+            stages=[Stage(task_groups=[group]), Stage(task_groups=[group.model_copy(update={"temperatures": [900.0]})])],
+            select=SelectMaker(n_select=N_SELECT, method="random", seed=0),
+            criteria=ConvergenceCriteria(energy_rmse=0.02, force_rmse=0.25, accurate_ratio=None),
+            max_iterations=1,
+            on_not_converged="continue",
+            init_from="previous",
+        ),
+        distill=DistillMaker(
+            student=DeepMDBackend(template="se_e2_a", numb_steps=30, rcut=4.5, rcut_smth=0.5, seed=0, n_threads=1),
+            task_groups=[TaskGroup(temperatures=[700.0], ensemble="nvt", n_steps=20, time_step=2.0, traj_interval=2)],
+            test_fraction=0.3,
+        )
+        if distill
+        else None,
+    )
+
+
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of launcher/runner processes: tests importable, one thread per worker, venv first on PATH."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS_DIR), env.get("PYTHONPATH", "")) if p)
+    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    # parallel workers on a 2-core machine: one thread each, no oversubscription
+    env["OMP_NUM_THREADS"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
+    """Poll ``predicate()`` until it returns a truthy value; ``TimeoutError`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM a process we started (SIGKILL when it does not exit)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+@job(data=["model"])
+def make_big_model(size_mb: float, seed: int = 0) -> dict:
+    """A job whose output holds a ``ModelFile`` of ``size_mb`` MiB of random bytes (GridFS round trip)."""
+    import hashlib
+
+    import numpy as np
+
+    raw = np.random.default_rng(seed).bytes(int(size_mb * 2**20))
+    path = Path(f"big-model-{seed}.bin")
+    path.write_bytes(raw)
+    model = ModelFile.from_path(path, backend="none", kind="scratch")
+    return {"model": model, "sha256": hashlib.sha256(raw).hexdigest()}
+
+
+@job
+def check_big_model(model: dict, sha256: str) -> int:
+    """Rebuild the model file from the store on the worker; return its size (bytes)."""
+    from pfd_atomate.data import as_model_file
+
+    mf = as_model_file(model)
+    if mf.sha256 != sha256:
+        raise ValueError("model came back with another sha256")
+    return len(mf.to_bytes())
+
+
+def start_launcher(workdir: Path, launchpad_file: Path, fworker_file: Path, until_done: bool = False) -> subprocess.Popen:
+    """Start ``rlaunch rapidfire`` in ``workdir`` (log: ``workdir/rlaunch.log``).
+
+    ``until_done=False`` keeps the launcher polling (``--nlaunches infinite``): a launcher
+    that sees no ready job while another launcher runs the loop job must not quit, because
+    the loop adds the next iteration's jobs only when it finishes. Stop it with
+    :func:`stop_process`.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    rlaunch = str(Path(sys.executable).parent / "rlaunch")
+    cmd = [rlaunch, "-l", str(launchpad_file), "-w", str(fworker_file), "rapidfire", "--sleep", "1"]
+    if not until_done:
+        cmd += ["--nlaunches", "infinite"]
+    log = open(workdir / "rlaunch.log", "ab")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=worker_env())
