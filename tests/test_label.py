@@ -206,3 +206,31 @@ def test_label_maker_round_trips_through_json():
     flow = restored.make(cu_frames(2))
     collect = Flow.from_dict(flow.as_dict()).jobs[-1]
     assert OnMissing(collect.config.on_missing_references) is OnMissing.NONE
+
+
+def test_adapter_rejects_unusable_documents():
+    from pfd_atomate.label.adapters import LabelError, labels_from_fields
+
+    structure = cu_frames(1)[0].to_structure()
+    good = {
+        "structure": structure.as_dict(),  # plain JSON, as the collector reads it
+        "energy": -1.5,
+        "forces": np.zeros((4, 3)).tolist(),
+        "stress": None,
+        "state": "successful",
+        "dir_name": "/somewhere",
+    }
+    labelled, energy, forces, virial = labels_from_fields(good, "ase")
+    assert labelled == structure and energy == -1.5 and forces.shape == (4, 3) and virial is None
+    bad_cases = {
+        "not finite": {"energy": float("nan")},
+        "shape": {"forces": np.zeros((3, 3)).tolist()},
+        "failed": {"state": "failed"},
+        "forces missing": {"forces": None},
+        "3x3": {"stress": [[1.0, 0.0], [0.0, 1.0]]},
+    }
+    for match, change in bad_cases.items():
+        with pytest.raises(LabelError, match=match):
+            labels_from_fields({**good, **change}, "ase")
+    with pytest.raises(LabelError, match="no output"):
+        labels_from_fields(dict.fromkeys(good), "ase")

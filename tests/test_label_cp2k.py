@@ -46,8 +46,9 @@ def test_preset_input_is_restricted_diagonalisation_with_kpoints():
     maker = cp2k_static_maker(kpoints=(4, 4, 4), smearing_temperature=500)
     structure = AseAtomsAdaptor.get_structure(bulk("Si", "diamond", a=5.43, cubic=True))
     text = str(maker.input_set_generator.get_input_set(structure).cp2k_input)
-    for expected in ("UKS False", "MONKHORST-PACK 4 4 4", "ELEC_TEMP 500", "&DIAGONALIZATION", "STRESS_TENSOR ANALYTICAL"):
-        assert expected in text
+    expected = ("UKS False", "MONKHORST-PACK 4 4 4", "ELEC_TEMP 500", "&DIAGONALIZATION", "STRESS_TENSOR ANALYTICAL")
+    for line in expected:
+        assert line in text
     assert "&OT" not in text
     # generating the input set made atomate2 able to parse restricted (RKS) outputs
     assert CalculationInput(dft={"rks": "RKS", "Multiplicity": 1}).dft["Multiplicity"] == 1
@@ -78,10 +79,10 @@ def test_cp2k_labels_agree_with_finite_differences(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the 2 cores are shared with other tests
     h, eps = 0.01, 0.005
     frames = si2_frames(h, eps)
-    maker = LabelMaker(static_maker=cp2k_static_maker(kpoints=(2, 2, 2), cutoff=250))
+    maker = LabelMaker(static_maker=cp2k_static_maker(kpoints=(2, 2, 2), cutoff=250, eps_default=1e-8))
     flow = maker.make(frames)
     store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
-    run_locally(flow, store=store, root_dir=tmp_path, ensure_success=True)
+    run_locally(flow, store=store, root_dir=tmp_path, create_folders=True, ensure_success=True)
     out = LabelOutput.model_validate(store.get_output(flow.output.uuid, load=True))
     assert (out.n_labelled, out.failed) == (5, [])
     base, plus, minus, expanded, compressed = out.dataset
@@ -95,10 +96,10 @@ def test_cp2k_labels_agree_with_finite_differences(tmp_path, monkeypatch):
 
     # force = -dE/dx: a Hartree/Bohr vs eV/Å slip would be off by a factor of 51
     fd_force = -(plus.energy - minus.energy) / (2 * h)
-    assert forces[0, 0] == pytest.approx(fd_force, rel=0.03, abs=5e-3)
+    assert forces[0, 0] == pytest.approx(fd_force, rel=0.01)
 
     # virial = -dE/d(strain): trace = -dE/d(eps) for a uniform scaling of the cell by (1 + eps)
     fd_trace = -(expanded.energy - compressed.energy) / (2 * eps)
     trace = np.trace(base.virial)
     assert trace > 0  # compressed cell pushes outwards
-    assert trace == pytest.approx(fd_trace, rel=0.05)
+    assert trace == pytest.approx(fd_trace, rel=0.02)

@@ -62,3 +62,19 @@ def test_vasp_static_label_matches_vasprun(mock_vasp, tmp_path):
     np.testing.assert_allclose(labelled.virial, dp_virial, atol=1e-6)
     # VASP reports -0.0477 kBar (slight tension): the cell wants to shrink, virial < 0
     assert np.trace(labelled.virial) < 0
+
+
+def test_file_based_jobs_sharing_a_directory_are_not_trusted(mock_vasp, tmp_path, caplog):
+    """Without create_folders, static jobs overwrite each other's files: the collector refuses."""
+    from pymatgen.core import Structure
+
+    frame = Frame.from_structure(Structure.from_file(REF / "inputs" / "POSCAR"))
+    for create_folders, n_labelled in ((False, 0), (True, 2)):
+        flow = LabelMaker(min_success_ratio=0.5).make(Dataset(frames=[frame, frame]))
+        names = [job.name for job in flow.jobs[:2]]
+        mock_vasp(dict.fromkeys(names, "Si_static"), dict.fromkeys(names, {"check_inputs": ["poscar", "potcar"]}))
+        store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+        run_locally(flow, store=store, root_dir=tmp_path / str(create_folders), create_folders=create_folders)
+        output = store.get_output(flow.output.uuid, load=True) if n_labelled else None
+        assert (LabelOutput.model_validate(output).n_labelled if output else 0) == n_labelled
+    assert "overwrote each other" in caplog.text

@@ -16,11 +16,12 @@ pytest.importorskip("deepmd.pt")
 
 from _labelled_data import emt_dataset  # noqa: E402
 
-from pfd_atomate.data import Dataset, Frame, ModelFile  # noqa: E402
+from pfd_atomate.data import Dataset, ModelFile  # noqa: E402
 from pfd_atomate.data.frames import virial_to_stress  # noqa: E402
 from pfd_atomate.train.deepmd import DeepMDBackend, checkpoint_from_frozen, read_type_map  # noqa: E402
 
-THREADS = 2
+# one thread: on the shared 2-core machine two OpenMP threads per process thrash (measured 10-30x slower)
+THREADS = 1
 
 
 def force_rmse(pred: Dataset, ref: Dataset) -> float:
@@ -84,7 +85,8 @@ def test_predict_units_against_finite_differences(scratch):
         shifted.append(frame.model_copy(update={"positions": p.tolist()}))
     for sign in (1, -1):  # strain ε_xx: r -> r (1 + ε), cell likewise
         deform = np.eye(3) + np.diag([sign * h, 0, 0])
-        shifted.append(frame.model_copy(update={"positions": (pos @ deform).tolist(), "cell": (cell @ deform).tolist()}))
+        strained = {"positions": (pos @ deform).tolist(), "cell": (cell @ deform).tolist()}
+        shifted.append(frame.model_copy(update=strained))
     # an 8-atom frame in between checks that frames of different formulas keep their order
     small = emt_dataset(1, seed=6, supercell=(2, 2, 2), cubic=False)[0]
     pred = backend.predict(model, Dataset(frames=[frame, shifted[0], small, shifted[1], shifted[2], shifted[3]]))
@@ -158,7 +160,8 @@ def test_weights_become_auto_prob(tmp_path):
     """Per-dataset weights map onto consecutive blocks of deepmd systems."""
     old = Dataset.concat([emt_dataset(3, seed=1), emt_dataset(2, seed=2, supercell=(2, 2, 2), cubic=False)])
     new = emt_dataset(4, seed=3)
-    backend = DeepMDBackend(numb_steps=10, input_overrides={"training": {"disp_freq": 7}, "model": {"fitting_net": {"neuron": [8]}}})
+    overrides = {"training": {"disp_freq": 7}, "model": {"fitting_net": {"neuron": [8]}}}
+    backend = DeepMDBackend(numb_steps=10, input_overrides=overrides)
     config = backend.write_inputs([old, Dataset(), new], tmp_path, weights=[1.0, 5.0, 3.0])
     systems = config["training"]["training_data"]["systems"]
     assert len(systems) == 3  # old: Cu32 + Cu8, the empty dataset is skipped, new: Cu32
@@ -196,6 +199,11 @@ def test_bad_input_fails_before_dp(scratch, tmp_path, monkeypatch):
         DeepMDBackend().check_elements(["Ag"], model)
     with pytest.raises(FileNotFoundError):
         DeepMDBackend(base_model=str(tmp_path / "missing.pt")).train([emt_dataset(2, seed=0)], tmp_path / "m")
+    # restarting from the previous model does not need the base model on this worker
+    config = DeepMDBackend(base_model=str(tmp_path / "missing.pt")).write_inputs(
+        [emt_dataset(2, seed=0)], tmp_path / "r", init_model=model
+    )
+    assert config["model"]["type_map"] == ["Cu"]
     with pytest.raises(ValueError, match="empty"):
         DeepMDBackend().train([Dataset()], tmp_path / "e")
     with pytest.raises(ValueError, match="labels"):
@@ -271,3 +279,28 @@ def test_templates_pass_deepmd_argcheck(template):
     normalized = normalize(config)
     assert normalized["model"]["descriptor"]["type"] == template
     assert normalized["learning_rate"]["decay_steps"] == 1
+
+
+def test_read_type_map_of_multitask_checkpoint(tmp_path):
+    """Branches (and their aliases) of a multi-task checkpoint carry their own type maps."""
+    import torch
+
+    params = {
+        "model_dict": {
+            "Alloy": {"type_map": ["Ag", "Cu", "Ni"], "model_branch_alias": ["metals"]},
+            "Water": {"type_map": ["H", "O"]},
+        }
+    }
+    path = tmp_path / "multitask.pt"
+    torch.save({"model": {"_extra_state": {"model_params": params, "train_infos": {"step": 0}}}}, path)
+    assert read_type_map(path, "Water") == ["H", "O"]
+    assert read_type_map(path, "metals") == ["Ag", "Cu", "Ni"]
+    assert read_type_map(path) == ["Ag", "Cu", "Ni"]  # deepmd's choice without a branch: the first
+    with pytest.raises(ValueError, match="Polymer"):
+        read_type_map(path, "Polymer")
+    backend = DeepMDBackend(base_model=str(path), model_branch="Water")
+    backend.check_elements(["O", "H"])
+    with pytest.raises(ValueError, match=r"\['Cu'\]"):
+        backend.check_elements(["Cu", "O"])
+    with pytest.raises(FileNotFoundError):
+        read_type_map(tmp_path / "nothing.pt")

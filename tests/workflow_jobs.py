@@ -1,7 +1,8 @@
 """Shared pieces of the workflow-manager tests (FireWorks, jobflow-remote, resume).
 
-Importable (tests/ is put on ``PYTHONPATH`` for the launcher and runner processes), because
-FireWorks and jobflow-remote workers import job functions by module name.
+Importable (tests/ is put on ``PYTHONPATH`` of the launcher and runner processes), because
+FireWorks and jobflow-remote workers import job functions and calculators by module name.
+Heavy imports stay inside functions: every launcher process imports this module.
 
 The PFD settings here are the smallest that still run every PFD step and iterate twice:
 two exploration stages with one iteration each (``max_iterations=1``, ``"continue"``), so the
@@ -18,41 +19,71 @@ import sys
 import time
 from pathlib import Path
 
-from atomate2.forcefields.jobs import ForceFieldStaticMaker
+from ase.calculators.emt import EMT
 from jobflow import job
-from pymatgen.core import Lattice, Structure
-
-from pfd_atomate.data import ModelFile
-from pfd_atomate.distill.flows import DistillMaker
-from pfd_atomate.evaluate.schemas import ConvergenceCriteria
-from pfd_atomate.explore.schemas import Stage, TaskGroup
-from pfd_atomate.finetune.jobs import FinetuneMaker
-from pfd_atomate.flows import PFDMaker
-from pfd_atomate.label.flows import LabelMaker
-from pfd_atomate.perturb.jobs import PerturbMaker
-from pfd_atomate.select.jobs import SelectMaker
-from pfd_atomate.train.chgnet import CHGNetBackend
-from pfd_atomate.train.deepmd import DeepMDBackend
 
 TESTS_DIR = Path(__file__).resolve().parent
-EMT = {"@module": "ase.calculators.emt", "@callable": "EMT"}
+BIN = Path(sys.executable).parent
 N_INITIAL_FRAMES = 3
 N_SELECT = 2
+N_LOOP_ITERATIONS = 2
 
 
-def cu_cell() -> Structure:
+class DelayedEMT(EMT):
+    """EMT that also waits ``delay`` seconds per calculation.
+
+    Stands in for the cost of a DFT label, so that label jobs on parallel launchers visibly
+    overlap in time (a bare EMT label finishes in ~0.1 s, faster than a launcher polls).
+    """
+
+    def __init__(self, delay: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.delay = delay
+
+    def calculate(self, *args, **kwargs):
+        time.sleep(self.delay)
+        super().calculate(*args, **kwargs)
+
+
+def emt_spec(delay: float | None = None) -> tuple[dict, dict]:
+    """``(force_field_name, calculator_kwargs)`` of the EMT labeller (``delay``: see DelayedEMT)."""
+    if delay is None:
+        return {"@module": "ase.calculators.emt", "@callable": "EMT"}, {}
+    return {"@module": "workflow_jobs", "@callable": "DelayedEMT"}, {"delay": delay}
+
+
+def cu_cell():
     """8-atom fcc Cu (EMT knows Cu; CHGNet and deepmd handle it)."""
+    from pymatgen.core import Lattice, Structure
+
     fcc = Structure(Lattice.cubic(3.61), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
     return fcc * (2, 1, 1)
 
 
-def tiny_pfd_maker(distill: bool = True) -> PFDMaker:
+def tiny_pfd_maker(distill: bool = True, label_delay: float | None = None):
     """The smallest complete PFD configuration: perturb → label → 2 loop iterations → distill → report."""
+    from atomate2.forcefields.jobs import ForceFieldStaticMaker
+
+    from pfd_atomate.distill.flows import DistillMaker
+    from pfd_atomate.evaluate.schemas import ConvergenceCriteria
+    from pfd_atomate.explore.schemas import Stage, TaskGroup
+    from pfd_atomate.finetune.jobs import FinetuneMaker
+    from pfd_atomate.flows import PFDMaker
+    from pfd_atomate.label.flows import LabelMaker
+    from pfd_atomate.perturb.jobs import PerturbMaker
+    from pfd_atomate.select.jobs import SelectMaker
+    from pfd_atomate.train.chgnet import CHGNetBackend
+    from pfd_atomate.train.deepmd import DeepMDBackend
+
+    force_field, kwargs = emt_spec(label_delay)
     teacher = CHGNetBackend(epochs=1, batch_size=4, learning_rate=2e-3, seed=0, n_threads=1)
     group = TaskGroup(temperatures=[600.0], ensemble="nvt", n_steps=20, time_step=2.0, traj_interval=4)
     return PFDMaker(
         perturb=PerturbMaker(n_frames=N_INITIAL_FRAMES, cell_pert_fraction=0.02, atom_pert_distance=0.08, seed=3),
-        label=LabelMaker(static_maker=ForceFieldStaticMaker(force_field_name=EMT), min_success_ratio=0.5),
+        label=LabelMaker(
+            static_maker=ForceFieldStaticMaker(force_field_name=force_field, calculator_kwargs=kwargs),
+            min_success_ratio=0.5,
+        ),
         finetune=FinetuneMaker(
             trainer=teacher,
             stages=[Stage(task_groups=[group]), Stage(task_groups=[group.model_copy(update={"temperatures": [900.0]})])],
@@ -72,11 +103,23 @@ def tiny_pfd_maker(distill: bool = True) -> PFDMaker:
     )
 
 
+def is_ml_job(name: str) -> bool:
+    """Training, MD or model-evaluation job (what ``ML_JOBS`` routes)."""
+    from pfd_atomate.workflows import ML_JOBS
+
+    return any(f in name for f in ML_JOBS)
+
+
+def is_static_label(name: str) -> bool:
+    """One static (labelling) calculation, not the fan-out or the collector."""
+    return name.startswith("pfd label ") and "static" in name
+
+
 def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of launcher/runner processes: tests importable, one thread per worker, venv first on PATH."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS_DIR), env.get("PYTHONPATH", "")) if p)
-    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    env["PATH"] = os.pathsep.join((str(BIN), env.get("PATH", "")))
     # parallel workers on a 2-core machine: one thread each, no oversubscription
     env["OMP_NUM_THREADS"] = "1"
     env.update(extra or {})
@@ -106,31 +149,6 @@ def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
             process.wait(timeout)
 
 
-@job(data=["model"])
-def make_big_model(size_mb: float, seed: int = 0) -> dict:
-    """A job whose output holds a ``ModelFile`` of ``size_mb`` MiB of random bytes (GridFS round trip)."""
-    import hashlib
-
-    import numpy as np
-
-    raw = np.random.default_rng(seed).bytes(int(size_mb * 2**20))
-    path = Path(f"big-model-{seed}.bin")
-    path.write_bytes(raw)
-    model = ModelFile.from_path(path, backend="none", kind="scratch")
-    return {"model": model, "sha256": hashlib.sha256(raw).hexdigest()}
-
-
-@job
-def check_big_model(model: dict, sha256: str) -> int:
-    """Rebuild the model file from the store on the worker; return its size (bytes)."""
-    from pfd_atomate.data import as_model_file
-
-    mf = as_model_file(model)
-    if mf.sha256 != sha256:
-        raise ValueError("model came back with another sha256")
-    return len(mf.to_bytes())
-
-
 def start_launcher(workdir: Path, launchpad_file: Path, fworker_file: Path, until_done: bool = False) -> subprocess.Popen:
     """Start ``rlaunch rapidfire`` in ``workdir`` (log: ``workdir/rlaunch.log``).
 
@@ -140,9 +158,44 @@ def start_launcher(workdir: Path, launchpad_file: Path, fworker_file: Path, unti
     :func:`stop_process`.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    rlaunch = str(Path(sys.executable).parent / "rlaunch")
-    cmd = [rlaunch, "-l", str(launchpad_file), "-w", str(fworker_file), "rapidfire", "--sleep", "1"]
+    cmd = [str(BIN / "rlaunch"), "-l", str(launchpad_file), "-w", str(fworker_file), "rapidfire", "--sleep", "1"]
     if not until_done:
         cmd += ["--nlaunches", "infinite"]
-    log = open(workdir / "rlaunch.log", "ab")  # noqa: SIM115 (closed with the process)
+    log = open(workdir / "rlaunch.log", "ab")  # noqa: SIM115 (the child keeps it)
     return subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=worker_env())
+
+
+def start_runner(log_path: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start a jobflow-remote runner in the foreground (``jf runner run``) as a child process."""
+    log = open(log_path, "ab")  # noqa: SIM115 (the child keeps it)
+    return subprocess.Popen([str(BIN / "jf"), "runner", "run"], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+@job(data=["model"])
+def make_big_model(size_mb: float, seed: int = 0) -> dict:
+    """A job whose output holds a ``ModelFile`` of ``size_mb`` MiB of random bytes (GridFS round trip)."""
+    import numpy as np
+
+    from pfd_atomate.data import ModelFile
+
+    raw = np.random.default_rng(seed).bytes(int(size_mb * 2**20))
+    path = Path(f"big-model-{seed}.bin")
+    path.write_bytes(raw)
+    model = ModelFile.from_path(path, backend="none", kind="scratch")
+    return {"model": model, "sha256": model.sha256, "size_bytes": len(raw)}
+
+
+@job
+def check_big_model(model: dict, sha256: str) -> int:
+    """Rebuild the model file from the store on the worker; return its size (bytes).
+
+    Raises
+    ------
+    ValueError: the bytes that came back do not match ``sha256``.
+    """
+    from pfd_atomate.data import as_model_file
+
+    mf = as_model_file(model)
+    if mf.sha256 != sha256:
+        raise ValueError("model came back with another sha256")
+    return len(mf.to_bytes())

@@ -45,7 +45,7 @@ def diamond_si(a: float = 5.43) -> Structure:
 
 def demo_maker(quick: bool = False) -> PFDMaker:
     """PFD settings of the demo (``quick``: a smoke run of a few minutes)."""
-    labeller = LabelMaker(static_maker=cp2k_static_maker(kpoints=(2, 2, 2)), min_success_ratio=0.75)
+    labeller = LabelMaker(static_maker=cp2k_static_maker(kpoints=(4, 4, 4)), min_success_ratio=0.75)
     teacher = CHGNetBackend(epochs=8 if quick else 30, learning_rate=1e-3, batch_size=4, seed=0)
     student = DeepMDBackend(template="se_e2_a", numb_steps=300 if quick else 4000, rcut=5.0, rcut_smth=0.5, seed=1)
     md_steps = 100 if quick else 400
@@ -109,7 +109,7 @@ def run_demo(run_dir: Path, quick: bool = False) -> dict:
     logger.info("PFD demo (%s) on %s: %d jobs to start with; run folder %s",
                 "quick" if quick else "full", structure.composition.reduced_formula, len(flow.jobs), run_dir)
     start = time.perf_counter()
-    run_locally(flow, store=store, root_dir=run_dir / "jobs", create_folders=True, ensure_success=True, log=True)
+    run_locally(flow, store=store, root_dir=run_dir / "jobs", create_folders=True, ensure_success=True, log=False)
     wall = time.perf_counter() - start
 
     store.connect()

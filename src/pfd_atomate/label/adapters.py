@@ -77,6 +77,7 @@ _FIELD_PATHS: dict[str, tuple[str, ...]] = {
     "forces": ("output", "forces"),
     "stress": ("output", "stress"),
     "state": ("state",),
+    "dir_name": ("dir_name",),  # where the code ran (to catch jobs sharing a directory)
 }
 
 
@@ -135,7 +136,7 @@ def code_of_task_doc(doc: Any) -> str:
 
 
 def task_doc_fields(doc: Any) -> dict[str, Any]:
-    """The task-document fields a label needs: structure, energy, forces, stress, state.
+    """The task-document fields a label needs: structure, energy, forces, stress, state, dir_name.
 
     Works on a task document object, its dict form, or a jobflow ``OutputReference`` to it
     (then each value is a reference to that field, resolved when a job runs).

@@ -38,7 +38,7 @@ _DATA_DIR_CANDIDATES = ("/usr/share/cp2k", "/usr/share/cp2k/data")
 
 def cp2k_static_maker(
     basis_and_potential: Mapping[str, tuple[str, str]] | None = None,
-    kpoints: tuple[int, int, int] | None = (2, 2, 2),
+    kpoints: tuple[int, int, int] | None = (4, 4, 4),
     cutoff: float = 300.0,
     rel_cutoff: float = 40.0,
     xc_functional: str = "PBE",
@@ -65,7 +65,9 @@ def cp2k_static_maker(
         ``potential_filename``. Default: :data:`SI_DZVP_GTH_PBE` (Si only).
     kpoints
         Monkhorst-Pack mesh ``(n1, n2, n3)``; ``None`` (or ``(1, 1, 1)``) for the Gamma
-        point only.
+        point only. The default suits the 8-atom cubic Si cell (a = 5.43 Å): measured on a
+        rattled, strained Si8, 2x2x2 / 3x3x3 differ from 4x4x4 by 81 / 13 meV/atom and
+        0.037 / 0.013 eV/Å (max force error), 6x6x6 by 1.3 meV/atom and 0.001 eV/Å.
     cutoff
         Plane-wave cutoff of the finest multigrid level, Ry.
     rel_cutoff
@@ -197,7 +199,12 @@ def patch_atomate2_rks_parsing() -> bool:
         validators["cleanup_dft"], func=classmethod(_cleanup_dft_rks_safe).__get__(None, CalculationInput)
     )
     CalculationInput.cleanup_dft = classmethod(_cleanup_dft_rks_safe)
-    CalculationInput.model_rebuild(force=True)
+    # models that nest CalculationInput keep a copy of its old validator until rebuilt
+    from atomate2.cp2k.schemas.calculation import Calculation
+    from atomate2.cp2k.schemas.task import TaskDocument
+
+    for model in (CalculationInput, Calculation, TaskDocument):
+        model.model_rebuild(force=True)
     return True
 
 

@@ -4,7 +4,10 @@ The frames to label usually come from an earlier job (known only at run time), s
 :func:`label_frames` fans out dynamically with ``Response(replace=...)``. The collector
 must run even when some static jobs failed: its ``on_missing_references`` is
 ``OnMissing.NONE``, so jobflow (``run_locally``, FireWorks via ``_allow_fizzled_parents``,
-jobflow-remote) runs it and hands it ``None`` for a failed job's fields.
+jobflow-remote) runs it, and a failed job's fields resolve to ``None``. The collector
+resolves its references itself, as plain JSON data: jobflow would otherwise rebuild every
+whole task document (slow, and it breaks when the worker's document classes differ from
+the ones that wrote them).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from jobflow import Flow, Job, JobConfig, Maker, OnMissing, OutputReference, Response, job
+from jobflow import CURRENT_JOB, Flow, Job, JobConfig, Maker, OnMissing, OutputReference, Response, job
+from jobflow.core.reference import find_and_resolve_references
 
 from pfd_atomate.data import Dataset, Frame, as_dataset
 from pfd_atomate.label.adapters import LabelError, code_of_maker, labels_from_fields, task_doc_fields
@@ -105,7 +109,7 @@ def build_label_flow(
                 {
                     "index": i,
                     "job_uuid": static_job.uuid,
-                    "formula": frames[i].to_structure().composition.formula,
+                    "formula": structures[k].composition.formula,
                     "source": frames[i].source,
                     "fields": task_doc_fields(doc),
                 }
@@ -118,8 +122,9 @@ def build_label_flow(
         name=f"{frames.name}:labelled" if frames.name else "labelled",
     )
     collect.name = f"{name_prefix} collect"
-    # run even when static jobs failed: their references resolve to None
-    collect.config = JobConfig(on_missing_references=OnMissing.NONE)
+    # run even when static jobs failed (their references resolve to None); the collector
+    # resolves the references itself without rebuilding task-document objects
+    collect.config = JobConfig(resolve_references=False, on_missing_references=OnMissing.NONE, expose_store=True)
     return Flow([*static_jobs, collect], output=collect.output, name=name_prefix)
 
 
@@ -150,6 +155,20 @@ def label_frames(
     return Response(replace=flow)
 
 
+# codes whose static jobs write and parse files in the job directory
+FILE_BASED_CODES = ("vasp", "cp2k")
+
+
+def _jobs_sharing_a_directory(entries: Sequence[dict[str, Any]], resolved: dict[int, Any]) -> dict[str, str]:
+    """``{job uuid: directory}`` for the static jobs that ran in a directory used by >1 job."""
+    by_dir: dict[str, set[str]] = {}
+    for entry in entries:
+        fields = resolved[int(entry["index"])]
+        if isinstance(fields, dict) and fields.get("dir_name"):
+            by_dir.setdefault(str(fields["dir_name"]), set()).add(str(entry["job_uuid"]))
+    return {uuid: d for d, uuids in by_dir.items() if len(uuids) > 1 for uuid in uuids}
+
+
 @job(output_schema=LabelOutput, data=["dataset"])
 def collect_labels(
     entries: Sequence[dict[str, Any]],
@@ -163,8 +182,9 @@ def collect_labels(
     Parameters
     ----------
     entries: one per frame: ``index`` (input position), ``job_uuid``, ``formula``
-        (expected composition), ``source`` (input provenance) and ``fields`` (resolved
-        task-document fields, ``None`` when the static job failed).
+        (expected composition), ``source`` (input provenance) and ``fields``
+        (task-document fields or references to them; resolved here from the job store
+        as plain data, ``None`` when the static job failed).
     code: task-document convention, key of :data:`~pfd_atomate.label.adapters.CONVENTIONS`.
     labeller: labeller description stored in the output.
     min_success_ratio: minimum fraction of labelled frames.
@@ -180,13 +200,33 @@ def collect_labels(
     """
     from pymatgen.core import Composition
 
+    store = CURRENT_JOB.store
+    cache: dict[str, Any] = {}
+    resolved: dict[int, dict[str, Any] | str] = {}
+    for entry in entries:
+        try:
+            resolved[int(entry["index"])] = find_and_resolve_references(
+                entry["fields"], store, cache=cache, on_missing=OnMissing.NONE, deserialize=False
+            )
+        except (KeyError, IndexError, TypeError) as err:  # the document lacks a field
+            resolved[int(entry["index"])] = f"task document has no {err} field"
+    shared = _jobs_sharing_a_directory(entries, resolved) if code in FILE_BASED_CODES else {}
+
     frames: list[Frame] = []
     indices: list[int] = []
     failed: list[FailedLabel] = []
     for entry in sorted(entries, key=lambda e: e["index"]):
         index, uuid = int(entry["index"]), str(entry["job_uuid"])
+        fields = resolved[index]
         try:
-            structure, energy, forces, virial = labels_from_fields(entry["fields"] or {}, code)
+            if isinstance(fields, str):
+                raise LabelError(fields)
+            if uuid in shared:
+                raise LabelError(
+                    f"several static jobs ran in {shared[uuid]}, so their files overwrote each "
+                    "other (run_locally needs create_folders=True)"
+                )
+            structure, energy, forces, virial = labels_from_fields(fields or {}, code)
             if structure.composition != Composition(entry["formula"]):
                 raise LabelError(f"labelled composition {structure.composition.formula} != {entry['formula']}")
         except LabelError as err:

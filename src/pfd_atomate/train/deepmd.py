@@ -263,7 +263,9 @@ class DeepMDBackend(TrainerBackend):
 
     # ------------------------------------------------------------------ training
 
-    def _validate(self, datasets: Sequence[Dataset], weights: Sequence[float] | None) -> None:
+    def _validate(
+        self, datasets: Sequence[Dataset], weights: Sequence[float] | None, init_model: ModelFile | None
+    ) -> None:
         if self.template not in TEMPLATES:
             raise ValueError(f"unknown deepmd template {self.template!r}; choose one of {TEMPLATES}")
         if self.numb_steps < 1:
@@ -276,7 +278,8 @@ class DeepMDBackend(TrainerBackend):
             raise ValueError("no frames to train on: every dataset is empty")
         for d in datasets:
             d._require_labels()
-        if self.base_model is not None and not Path(self.base_model).is_file():
+        # base_model is not used (and need not exist on this worker) when restarting from init_model
+        if init_model is None and self.base_model is not None and not Path(self.base_model).is_file():
             raise FileNotFoundError(f"base model not found: {self.base_model}")
 
     def write_inputs(
@@ -298,10 +301,10 @@ class DeepMDBackend(TrainerBackend):
         ------
         ValueError: no frames, unlabelled frames, bad weights, unknown template, or
             elements missing from the type map / starting model.
-        FileNotFoundError: :attr:`base_model` does not exist.
+        FileNotFoundError: :attr:`base_model` does not exist (and no ``init_model`` is given).
         """
         datasets = list(datasets)
-        self._validate(datasets, weights)
+        self._validate(datasets, weights, init_model)
         if weights is None:
             weights = [1.0] * len(datasets)
         kept = [(d, w) for d, w in zip(datasets, weights, strict=True) if len(d) > 0]

@@ -149,7 +149,7 @@ def energy_volume_curve(
     ValueError: too few or out-of-range strains, a non-periodic structure, or a fit
         whose minimum lies outside the sampled volumes (the range must bracket it).
     """
-    from pymatgen.analysis.eos import EOS
+    from pymatgen.analysis.eos import EOS, EOSError
 
     strains = _check_strains(strains)
     base = as_atoms(structure)
@@ -168,13 +168,15 @@ def energy_volume_curve(
         volumes.append(atoms.get_volume() / n_atoms)
         energies.append(atoms.get_potential_energy() / n_atoms)
     volumes_arr, energies_arr = np.array(volumes), np.array(energies)
-    fit = EOS("birch_murnaghan").fit(volumes_arr, energies_arr)
+    where = (f"phase {phase!r} with {calculator_name or 'the calculator'}: the energy minimum lies outside the "
+             f"sampled volumes {volumes_arr.min():.3f}..{volumes_arr.max():.3f} Å^3/atom; "
+             "start nearer the equilibrium or widen the strains")
+    try:
+        fit = EOS("birch_murnaghan").fit(volumes_arr, energies_arr)
+    except EOSError as err:  # pymatgen's initial parabola already has its minimum outside the range
+        raise ValueError(where) from err
     if not volumes_arr.min() < fit.v0 < volumes_arr.max():
-        raise ValueError(
-            f"phase {phase!r} with {calculator_name or 'the calculator'}: fitted V0 = {fit.v0:.3f} Å^3/atom lies "
-            f"outside the sampled volumes {volumes_arr.min():.3f}..{volumes_arr.max():.3f}; "
-            "start nearer the equilibrium or widen the strains"
-        )
+        raise ValueError(where)
     residual = energies_arr - np.asarray(fit.func(volumes_arr))
     return EOSFit(
         phase=phase,

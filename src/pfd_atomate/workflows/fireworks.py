@@ -1,12 +1,21 @@
 """Thin helpers to run a PFD flow on FireWorks.
 
-A PFD flow is an ordinary jobflow Flow: ``jobflow.managers.fireworks.flow_to_workflow`` turns it
-into a FireWorks Workflow, and the loop's ``Response(replace=...)`` becomes a FireWorks detour at
-run time. What this module adds:
+A PFD flow is an ordinary jobflow Flow and runs through jobflow's FireWorks manager, with one
+fix: the fine-tune loop replaces itself (``Response(replace=...)``) with an iteration whose jobs
+read outputs of jobs that finished earlier (the training sets, the previous model). Those are
+*external references* of the replacement, and jobflow 0.4's ``JobFiretask`` converts every
+replacement with ``allow_external_references=False``, so the loop job fizzles with "The following
+jobs were not found in the jobs array". :class:`DynamicJobFiretask` runs the job exactly like
+``JobFiretask`` but converts dynamic responses with external references allowed (they point
+to ancestors, which are complete; the launcher resolves them from the JobStore). It also
+writes the job with monty's JSON encoder: FireWorks' own serializer turns pydantic objects
+nested in a bound-method job (e.g. ``SelectMaker.frame_filter``) into strings.
+What this module gives:
 
+- :func:`flow_to_workflow`: jobflow's conversion, with :class:`DynamicJobFiretask` tasks;
 - :func:`route_fireworks`: pin job types (e.g. training and MD) to a FireWorks worker or
   category, for the jobs in the flow now *and* for those the loop creates later;
-- :func:`submit_flow`: ``flow_to_workflow`` + ``LaunchPad.add_wf`` with the MongoDB JobStore;
+- :func:`submit_flow`: :func:`flow_to_workflow` + ``LaunchPad.add_wf`` with the MongoDB JobStore;
 - :func:`write_launchpad_file` / :func:`write_fworker_file`: the YAML files ``rlaunch`` and
   ``lpad`` read (``-l my_launchpad.yaml -w my_fworker.yaml``);
 - :func:`workflow_state`, :func:`launch_counts`: what the tests and docs check.
@@ -18,12 +27,79 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import json
+
+from fireworks import explicit_serialize
+from fireworks.utilities.fw_serializers import recursive_serialize, serialize_fw
 from jobflow import Flow, Job, JobStore
+from jobflow.managers.fireworks import JobFiretask, job_to_firework
 
 from pfd_atomate.workflows import ML_JOBS
 
 if TYPE_CHECKING:
-    from fireworks import LaunchPad
+    from fireworks import LaunchPad, Workflow
+
+
+@explicit_serialize
+class DynamicJobFiretask(JobFiretask):
+    """jobflow's ``JobFiretask`` whose dynamic responses may reference finished jobs.
+
+    Runs the job as ``JobFiretask`` does; the Flows of ``Response(replace/addition/detour)``
+    become FireWorks detours/additions through :func:`flow_to_workflow` with
+    ``allow_external_references=True``, so they are made of this class again.
+    """
+
+    def run_task(self, fw_spec):
+        """Run the job (see ``JobFiretask.run_task``)."""
+        import jobflow.managers.fireworks as manager
+
+        def convert(flow, store=None, **kwargs):
+            return flow_to_workflow(flow, store, allow_external_references=True, **kwargs)
+
+        # JobFiretask calls the module-level converter; swap it for this call only
+        # (one firework runs at a time in a launcher process)
+        original = manager.flow_to_workflow
+        manager.flow_to_workflow = convert
+        try:
+            return super().run_task(fw_spec)
+        finally:
+            manager.flow_to_workflow = original
+
+    @serialize_fw
+    @recursive_serialize
+    def to_dict(self):
+        """The task as FireWorks stores it, with the job fully JSON-encoded (see module docstring)."""
+        from monty.json import MontyEncoder
+
+        task = dict(self)
+        if isinstance(task.get("job"), Job):
+            task["job"] = json.loads(json.dumps(task["job"], cls=MontyEncoder))
+        return task
+
+
+def flow_to_workflow(
+    flow: Flow | Job | list[Job], store: JobStore | None = None, allow_external_references: bool = False, **kwargs: Any
+) -> Workflow:
+    """Convert a Flow to a FireWorks Workflow whose fireworks run :class:`DynamicJobFiretask`.
+
+    Same arguments and spec as ``jobflow.managers.fireworks.flow_to_workflow`` (each firework's
+    spec gets the job's ``config.manager_config``, e.g. ``_fworker``/``_category``).
+
+    Raises
+    ------
+    ValueError: a job references a job outside ``flow`` and ``allow_external_references`` is False.
+    """
+    from fireworks import Workflow
+    from jobflow.core.flow import get_flow
+
+    flow = get_flow(flow, allow_external_references=allow_external_references)
+    parent_mapping: dict = {}
+    fireworks = []
+    for job, parents in flow.iterflow():
+        fw = job_to_firework(job, store, parents=parents, parent_mapping=parent_mapping)
+        fw.tasks = [DynamicJobFiretask(job=job, store=store)]
+        fireworks.append(fw)
+    return Workflow(fireworks, name=kwargs.pop("name", flow.name), **kwargs)
 
 
 def route_jobs(flow: Flow | Job, manager_config: dict[str, Any], name_filters: Sequence[str] = ML_JOBS) -> Flow | Job:
@@ -120,8 +196,6 @@ def submit_flow(flow: Flow | Job, lp: LaunchPad, store: JobStore, **kwargs: Any)
     -------
     dict: ``LaunchPad.add_wf``'s mapping of temporary to database firework ids.
     """
-    from jobflow.managers.fireworks import flow_to_workflow
-
     return lp.add_wf(flow_to_workflow(flow, store=store, **kwargs))
 
 

@@ -1,0 +1,155 @@
+"""Shared helpers of the benchmark scripts: command line, environment record, JSON output, cheap labels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """``--quick``, ``--threads`` and ``--out`` (plus script-specific options)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="smoke run of about 1-2 minutes")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch/OpenMP (default 2)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"output folder (default {RESULTS})")
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args()
+    set_threads(args.threads)
+    return args
+
+
+def set_threads(n: int) -> None:
+    """Limit OpenMP and torch to ``n`` threads (the machine may be shared)."""
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def environment(threads: int) -> dict[str, Any]:
+    """Where and with what the benchmark ran: CPU/GPU, versions, threads, load average."""
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "load_average_1_5_15min": list(os.getloadavg()),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["device"] = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        info["device"] = "cpu"
+    for pkg in ("deepmd", "chgnet", "quests", "ase", "jobflow", "phonopy"):
+        try:
+            info[pkg] = __import__(pkg).__version__
+        except Exception:  # noqa: BLE001 - a missing package is simply not recorded
+            pass
+    return info
+
+
+def save(name: str, payload: dict[str, Any], out: Path) -> Path:
+    """Write ``<out>/<name>.json`` and return its path."""
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(payload.get("environment"), dict):  # how busy the machine was when the run ended
+        payload["environment"]["load_average_end"] = list(os.getloadavg())
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=_jsonable))
+    print(f"wrote {path}")
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def pyplot():
+    """matplotlib.pyplot with the non-interactive backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+class Timer:
+    """``with Timer() as t: ...``; ``t.seconds`` afterwards."""
+
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def emt_cu_frames(
+    n_frames: int,
+    seed: int,
+    supercell: tuple[int, int, int] = (2, 1, 1),
+    displacement: float = 0.1,
+    strain: float = 0.03,
+    calculator: bool = True,
+    scale: float = 1.0,
+):
+    """Strained and rattled fcc Cu cells labelled with ASE's EMT (the benchmark's stand-in for DFT).
+
+    Parameters
+    ----------
+    n_frames: frames to make.
+    seed: random seed.
+    supercell: repetitions of the 4-atom cubic cell ((2, 1, 1): 8 atoms).
+    displacement: standard deviation of the Gaussian displacement per coordinate, Å.
+    strain: half-width of the uniform symmetric strain components.
+    calculator: label with EMT (energy eV, forces eV/Å, stress).
+    scale: lattice constant relative to EMT's 3.59 Å (0.95: compressed by 5 %).
+
+    Returns
+    -------
+    pfd_atomate Dataset.
+    """
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from pfd_atomate.data import Dataset, Frame
+
+    rng = np.random.default_rng(seed)
+    base = bulk("Cu", "fcc", a=3.59 * scale, cubic=True).repeat(supercell)
+    frames = []
+    for _ in range(n_frames):
+        atoms = base.copy()
+        eps = rng.uniform(-strain, strain, size=(3, 3))
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
+        atoms.positions += rng.normal(0.0, displacement, size=atoms.positions.shape)
+        if calculator:
+            atoms.calc = EMT()
+            atoms.get_potential_energy()
+            atoms.get_forces()
+            atoms.get_stress()
+        frames.append(Frame.from_atoms(atoms, source=f"emt:d{displacement:g}:s{strain:g}:a{scale:g}"))
+    return Dataset(frames=frames, name=f"emt-cu-{seed}")

@@ -1,0 +1,176 @@
+"""Inference speed: fine-tuned teacher vs distilled DeePMD student in MD, seconds per atom per step.
+
+PFD's promise (b): the distilled student is much faster than the fine-tuned foundation
+model. System: diamond Si (the PFD demo system), cells of 64, 512 and 4096 atoms
+(2x2x2, 4x4x4, 8x8x8 conventional cells), NVE velocity-Verlet at 300 K through ASE, one
+force/energy/stress call per step.
+
+Models (all trained here, in this run):
+- teacher: CHGNet 0.3.0 fine-tuned on Si frames (labels: the pretrained CHGNet itself, as a
+  stand-in for DFT - speed does not depend on the labels);
+- teacher (optional, ``--dpa2``; on by default in full mode): a *tiny* DPA-2 (the repo's
+  3-layer ``dpa2`` template), pretrained here from scratch and then fine-tuned with
+  ``dp --finetune``. No published DPA-2 weights can be downloaded here; the real DPA-2 is
+  several times larger, so its timings are a lower bound of a real DPA-2 teacher's cost;
+- student: deepmd-kit se_e2_a (rcut 5 Å, the demo's student), trained from scratch.
+
+Timings are the best of ``--repeats`` runs (the machine may be shared); the ratio
+teacher ÷ student is taken per size within the same run. Runs on the CPU unless torch
+sees a GPU (the JSON records which).
+
+Usage: ``python benchmarks/inference_speed.py [--quick] [--threads 2] [--dpa2/--no-dpa2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import Timer, environment, parse_args, pyplot, save
+
+
+def si_frames(n_frames: int, seed: int):
+    """Rattled, strained 8-atom diamond Si cells (unlabelled), as a Dataset."""
+    from ase.build import bulk
+
+    from pfd_atomate.data import Dataset, Frame
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n_frames):
+        atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+        eps = rng.uniform(-0.02, 0.02, size=(3, 3))
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
+        atoms.positions += rng.normal(0.0, 0.08, size=atoms.positions.shape)
+        frames.append(Frame.from_atoms(atoms, source="rattle"))
+    return Dataset(frames=frames, name="si-rattled")
+
+
+def seconds_per_atom_step(calc, n_rep: int, n_steps: int, repeats: int) -> float:
+    """Best-of-``repeats`` wall time of velocity-Verlet MD per atom per step (after 1 warm-up step), s."""
+    from ase import units
+    from ase.build import bulk
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((n_rep,) * 3)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    atoms.calc = calc
+    dyn = VelocityVerlet(atoms, timestep=1.0 * units.fs)
+    dyn.run(1)  # warm-up: model load, graph/neighbour-list set-up, TorchScript compilation
+    best = float("inf")
+    for _ in range(repeats):
+        with Timer() as t:
+            dyn.run(n_steps)
+        best = min(best, t.seconds / n_steps / len(atoms))
+    return best
+
+
+def train_models(quick: bool, dpa2: bool, threads: int, workdir: Path) -> tuple[dict, dict]:
+    """Fine-tune the teacher(s) and train the student; returns (models, training wall times s)."""
+    from pfd_atomate.train.chgnet import CHGNetBackend
+    from pfd_atomate.train.deepmd import DeepMDBackend
+
+    chgnet = CHGNetBackend(epochs=1 if quick else 3, batch_size=4, learning_rate=1e-3, n_threads=threads)
+    frames = si_frames(8 if quick else 24, seed=0)
+    labelled = chgnet.predict(None, frames)  # pretrained CHGNet as the stand-in labeller
+    models, walls = {}, {}
+    with Timer() as t:
+        models["teacher: CHGNet fine-tuned"] = (chgnet, chgnet.train([labelled], workdir / "chgnet"))
+    walls["teacher: CHGNet fine-tuned"] = t.seconds
+    if dpa2:
+        base = DeepMDBackend(template="dpa2", numb_steps=60, rcut=5.0, rcut_smth=0.5, n_threads=threads)
+        with Timer() as t:
+            pretrained = base.train([labelled], workdir / "dpa2-pretrain")
+            tuned_backend = DeepMDBackend(
+                template="dpa2", base_model=str(pretrained.materialize(workdir / "dpa2-base")), numb_steps=30,
+                n_threads=threads,
+            )
+            models["teacher: DPA-2 (tiny) fine-tuned"] = (tuned_backend, tuned_backend.train([labelled],
+                                                                                              workdir / "dpa2-ft"))
+        walls["teacher: DPA-2 (tiny) fine-tuned"] = t.seconds
+    student = DeepMDBackend(template="se_e2_a", numb_steps=100 if quick else 400, rcut=5.0, rcut_smth=0.5,
+                            n_threads=threads)
+    with Timer() as t:
+        models["student: DeePMD se_e2_a"] = (student, student.train([labelled], workdir / "student"))
+    walls["student: DeePMD se_e2_a"] = t.seconds
+    return models, walls
+
+
+def plot(result: dict, path: Path) -> None:
+    plt = pyplot()
+    fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(10, 4.2))
+    sizes = result["n_atoms"]
+    for name, values in result["seconds_per_atom_step"].items():
+        ax.plot(sizes, values, "o-", label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("atoms")
+    ax.set_ylabel("s / atom / MD step")
+    ax.set_title(f"MD inference cost on {result['environment']['device']}, {result['environment']['threads']} threads")
+    ax.legend(fontsize=8)
+    for name, ratios in result["teacher_over_student"].items():
+        ax_r.plot(sizes, ratios, "s-", label=name)
+    ax_r.set_xscale("log")
+    ax_r.set_xlabel("atoms")
+    ax_r.set_ylabel("teacher time ÷ student time")
+    ax_r.axhline(1.0, color="0.6", lw=0.8)
+    ax_r.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    def extra(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dpa2", action=argparse.BooleanOptionalAction, default=None,
+                       help="also time a tiny fine-tuned DPA-2 teacher (default: on in full mode)")
+        p.add_argument("--repeats", type=int, default=None, help="timing repeats per size (best is kept)")
+
+    args = parse_args("teacher vs student MD inference speed", extra)
+    dpa2 = (not args.quick) if args.dpa2 is None else args.dpa2
+    repeats = args.repeats or (1 if args.quick else 2)
+    reps = [2, 4] if args.quick else [2, 4, 8]  # 64, 512 (, 4096) atoms
+    steps = {2: 5, 4: 2, 8: 2} if args.quick else {2: 20, 4: 5, 8: 2}
+    start = time.perf_counter()
+    env = environment(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        models, train_walls = train_models(args.quick, dpa2, args.threads, Path(tmp))
+        timings: dict[str, list[float]] = {name: [] for name in models}
+        calcs = {name: backend.calculator(model) for name, (backend, model) in models.items()}
+        for n in reps:
+            for name, calc in calcs.items():
+                value = seconds_per_atom_step(calc, n, steps[n], repeats)
+                timings[name].append(value)
+                print(f"{8 * n**3:5d} atoms  {name:34s} {value:.3e} s/atom/step")
+    student = "student: DeePMD se_e2_a"
+    ratios = {name: [t / s for t, s in zip(values, timings[student])]
+              for name, values in timings.items() if name != student}
+    result = {
+        "benchmark": "inference_speed",
+        "mode": "quick" if args.quick else "full",
+        "system": "diamond Si, NVE velocity Verlet 1 fs from 300 K, ASE calculators",
+        "labels": "pretrained CHGNet 0.3.0 (stand-in for DFT; speed does not depend on the labels)",
+        "dpa2_note": "tiny 3-layer DPA-2 template pretrained and fine-tuned here (no published DPA-2 weights "
+                     "offline); a real DPA-2 teacher is larger and slower" if dpa2 else "not run",
+        "n_atoms": [8 * n**3 for n in reps],
+        "md_steps_timed": [steps[n] for n in reps],
+        "repeats": repeats,
+        "seconds_per_atom_step": timings,
+        "teacher_over_student": ratios,
+        "training_wall_s": train_walls,
+        "wall_s": time.perf_counter() - start,
+        "environment": env,
+    }
+    for name, r in ratios.items():
+        print(f"{name} ÷ student: " + ", ".join(f"{8 * n**3} atoms {x:.1f}x" for n, x in zip(reps, r)))
+    save("inference_speed", result, args.out)
+    plot(result, args.out / "inference_speed.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The MongoDB queries users run on a PFD JobStore.
+
+Every job of a PFD run writes one document to the JobStore's docs collection (``outputs`` by
+default) with ``uuid``, ``index``, ``name``, ``hosts`` (uuids of the flows holding the job,
+innermost first), ``completed_at`` (ISO time) and ``output``. Model files and datasets are in
+the ``data`` store (GridFS on MongoDB) and appear in ``output`` as references that
+``JobStore.get_output(..., load=True)`` follows. The names PFD gives its jobs (docs/design.md)
+make plain queries possible:
+
+- ``"pfd report"``: one per finished run; ``output`` is a :class:`~pfd_atomate.schemas.PFDOutput`
+  (formula, iterations with RMSEs and label counts, model lineage with store locations);
+- ``"pfd test s<stage> i<iteration>"``: the test of M_i on D_i in each fine-tune iteration
+  (``output.metrics``), stored as soon as the iteration ends, so also for a running flow.
+
+The functions below work on any jobflow ``JobStore`` (MongoDB, or the embedded montydb store);
+:func:`iterations_pipeline` is the same iteration table as a MongoDB aggregation pipeline for
+``pymongo``/``mongosh`` (see docs/workflows.md).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from jobflow import JobStore
+
+from pfd_atomate.data import ModelFile
+from pfd_atomate.store import fetch_model
+
+REPORT_JOB = "pfd report"
+#: name of a fine-tune iteration's test job; groups: stage, iteration
+TEST_JOB_PATTERN = r"^pfd test s(\d+) i(\d+)$"
+
+_ITERATION_FIELDS = (
+    "stage", "iteration", "energy_rmse", "force_rmse", "accurate_ratio", "n_labelled",
+    "n_label_failures", "n_train_frames", "n_added", "converged", "trained", "model_sha256",
+)
+
+
+def latest_run(store: JobStore, formula: str) -> dict[str, Any]:
+    """The newest finished PFD run for ``formula``: its report document.
+
+    Parameters
+    ----------
+    store: the run's JobStore.
+    formula: reduced formula of the input structures as the report writes it ("Cu", "Si",
+        several structures: "-"-joined sorted formulas, e.g. "GaN-Si").
+
+    Returns
+    -------
+    dict: ``uuid`` (report job), ``run_uuid`` (the PFD flow), ``completed_at`` (ISO time) and
+        ``output`` (the :class:`~pfd_atomate.schemas.PFDOutput` as a dict).
+
+    Raises
+    ------
+    LookupError: no finished run for ``formula`` in the store.
+    """
+    store.connect()
+    criteria = {"name": REPORT_JOB, "output.formula": formula}
+    docs = list(store.query(criteria, properties=["uuid", "hosts", "completed_at", "output"],
+                            sort={"completed_at": -1}, limit=1))
+    if not docs:
+        raise LookupError(f"no finished PFD run for formula {formula!r} in the store")
+    doc = docs[0]
+    return {"uuid": doc["uuid"], "run_uuid": (doc.get("hosts") or [None])[0],
+            "completed_at": doc["completed_at"], "output": doc["output"]}
+
+
+def iterations(store: JobStore, formula: str) -> list[dict[str, Any]]:
+    """Every fine-tune iteration of the latest run for ``formula``, in order.
+
+    Returns
+    -------
+    list of dict: per iteration ``stage``, ``iteration``, ``energy_rmse`` (eV/atom),
+        ``force_rmse`` (eV/Å), ``accurate_ratio``, ``n_labelled`` (DFT labels spent),
+        ``n_label_failures``, ``n_train_frames``, ``n_added``, ``converged``, ``trained``,
+        ``model_sha256``.
+
+    Raises
+    ------
+    LookupError: no finished run for ``formula``.
+    """
+    report = latest_run(store, formula)["output"]
+    return [{k: it.get(k) for k in _ITERATION_FIELDS} for it in report["iterations"]]
+
+
+def iteration_tests(store: JobStore, run_uuid: str) -> list[dict[str, Any]]:
+    """The iteration tests stored so far by run ``run_uuid`` (works while the run goes on).
+
+    Parameters
+    ----------
+    run_uuid: uuid of the PFD flow (``latest_run(...)["run_uuid"]``, or ``flow.uuid``).
+
+    Returns
+    -------
+    list of dict, sorted by iteration: ``stage``, ``iteration``, ``energy_rmse`` (eV/atom),
+        ``force_rmse`` (eV/Å), ``accurate_ratio``, ``n_frames`` (labelled frames tested = DFT
+        labels of the iteration), ``converged``, ``job_uuid``.
+    """
+    store.connect()
+    criteria = {"hosts": run_uuid, "name": {"$regex": TEST_JOB_PATTERN}}
+    rows = []
+    for doc in store.query(criteria, properties=["uuid", "name", "output.metrics", "output.converged"]):
+        stage, iteration = (int(g) for g in re.match(TEST_JOB_PATTERN, doc["name"]).groups())
+        metrics = doc["output"]["metrics"]
+        rows.append({
+            "stage": stage, "iteration": iteration, "energy_rmse": metrics["energy_rmse"],
+            "force_rmse": metrics["force_rmse"], "accurate_ratio": metrics.get("accurate_ratio"),
+            "n_frames": metrics["n_frames"], "converged": doc["output"].get("converged"), "job_uuid": doc["uuid"],
+        })
+    return sorted(rows, key=lambda r: r["iteration"])
+
+
+def model_location(store: JobStore, formula: str, role: str = "student") -> dict[str, Any]:
+    """Where the latest run for ``formula`` stored its ``role`` model ("student" or "teacher").
+
+    Returns
+    -------
+    dict: ``job_uuid``, ``field``, ``sha256`` (from the report's lineage).
+
+    Raises
+    ------
+    LookupError: no finished run, or the run has no such model (e.g. no distillation).
+    """
+    report = latest_run(store, formula)["output"]
+    for entry in report.get("lineage", []):
+        if entry.get("role") == role and entry.get("location"):
+            return dict(entry["location"])
+    raise LookupError(f"the latest PFD run for {formula!r} has no stored {role} model")
+
+
+def final_model(store: JobStore, formula: str, role: str = "student") -> ModelFile:
+    """The final ``role`` model file ("student" or "teacher") of the latest run for ``formula``.
+
+    The bytes come out of the ``data`` store (GridFS) and are checked against the SHA-256 the
+    report recorded; write them with :meth:`ModelFile.materialize`.
+
+    Raises
+    ------
+    LookupError: no finished run or no such model.
+    ValueError: the stored file does not match the recorded SHA-256.
+    """
+    location = model_location(store, formula, role)
+    model = fetch_model(store, location["job_uuid"], location.get("field", "model"))
+    if location.get("sha256") and model.sha256 != location["sha256"]:
+        raise ValueError(f"stored {role} model {model.sha256[:12]} != recorded {location['sha256'][:12]}")
+    model.to_bytes()  # verifies the content against its own digest
+    return model
+
+
+def iterations_pipeline(formula: str) -> list[dict[str, Any]]:
+    """MongoDB aggregation pipeline for the iteration table of the latest run for ``formula``.
+
+    Run it on the docs collection: ``db.outputs.aggregate(iterations_pipeline("Cu"))``; each
+    result has the fields of :func:`iterations` plus ``run_uuid`` and ``completed_at``.
+    """
+    return [
+        {"$match": {"name": REPORT_JOB, "output.formula": formula}},
+        {"$sort": {"completed_at": -1}},
+        {"$limit": 1},
+        {"$unwind": "$output.iterations"},
+        {"$project": {
+            "_id": 0,
+            "run_uuid": {"$arrayElemAt": ["$hosts", 0]},
+            "completed_at": 1,
+            **{k: f"$output.iterations.{k}" for k in _ITERATION_FIELDS},
+        }},
+        {"$sort": {"iteration": 1}},
+    ]

@@ -1,0 +1,101 @@
+"""The MongoDB JobStore (documents in MongoStore, ``data`` in GridFS) on a real MongoDB-protocol
+server: SecantusDB (WiredTiger storage) started here on a free loopback port.
+
+A model file larger than MongoDB's 16 MB document limit must round-trip through the ``data``
+store; the same job against a plain MongoStore for ``data`` must hit the limit (so the test
+would notice if GridFS were not used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from jobflow import Flow, JobStore, run_locally
+from maggma.stores import MongoStore
+from pymongo.errors import BulkWriteError, DocumentTooLarge
+from workflow_jobs import check_big_model, make_big_model
+
+from pfd_atomate.store import fetch_model
+from pfd_atomate.workflows import jobstore_spec, start_server
+
+BSON_LIMIT = 16 * 2**20
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("mongo") / "db")
+    yield srv
+    srv.stop()
+
+
+def test_server_refuses_non_loopback_addresses():
+    with pytest.raises(ValueError, match="loopback"):
+        start_server(host="0.0.0.0")
+    with pytest.raises(ValueError, match="loopback"):
+        start_server(host="192.168.1.10")
+
+
+def test_server_is_a_real_mongodb_endpoint(server):
+    client = server.client()
+    hello = client.admin.command("hello")
+    assert hello["maxBsonObjectSize"] == BSON_LIMIT
+    assert server.host == "127.0.0.1" and server.port > 0
+    # the port was free when the server took it: it is listening there now
+    assert client.address == (server.host, server.port)
+
+
+def test_model_larger_than_16mb_round_trips_through_gridfs(server, tmp_path):
+    store = server.jobstore("big_model")
+    producer = make_big_model(20.0, seed=1)
+    consumer = check_big_model(producer.output["model"], producer.output["sha256"])
+    run_locally(Flow([producer, consumer]), store=store, root_dir=tmp_path, create_folders=True, ensure_success=True)
+
+    store.connect()
+    assert store.get_output(consumer.uuid) == 20 * 2**20  # the next job rebuilt all bytes
+    model = fetch_model(store, producer.uuid)
+    raw = model.to_bytes()
+    assert len(raw) == 20 * 2**20 and hashlib.sha256(raw).hexdigest() == model.sha256
+
+    db = server.client()["big_model"]
+    # the job document holds a blob reference only; the base64 file (~27 MB) is chunked in GridFS
+    reference = db["outputs"].find_one({"uuid": producer.uuid})["output"]["model"]
+    assert reference["store"] == "data" and "content_b64" not in reference
+    gridfs_file = db["outputs_data.files"].find_one({"metadata.blob_uuid": reference["blob_uuid"]})
+    assert gridfs_file["length"] > BSON_LIMIT
+    assert db["outputs_data.chunks"].count_documents({"files_id": gridfs_file["_id"]}) > 1
+
+
+def test_plain_mongostore_for_data_hits_the_document_limit(server, tmp_path):
+    """Negative control: without GridFS the same object cannot be stored."""
+    spec = jobstore_spec(server.host, server.port, database="no_gridfs")
+    docs = MongoStore(**{k: v for k, v in spec["docs_store"].items() if k != "type"})
+    data = MongoStore(database="no_gridfs", collection_name="outputs_data", host=server.host, port=server.port)
+    store = JobStore(docs, additional_stores={"data": data})
+    store.connect()
+    job = make_big_model(20.0, seed=1)
+    # pymongo refuses it client-side, or the server answers code 17420 within the bulk write
+    with pytest.raises((DocumentTooLarge, BulkWriteError)) as err:
+        job.run(store)
+    if isinstance(err.value, BulkWriteError):
+        assert "larger than 16777216" in err.value.details["writeErrors"][0]["errmsg"]
+
+
+def test_storage_survives_a_server_restart(tmp_path):
+    path = tmp_path / "db"
+    first = start_server(path)
+    first.client()["keep"]["docs"].insert_one({"name": "pfd label s0 i0", "n_labelled": 7})
+    first.stop()
+    second = start_server(path)
+    try:
+        assert second.port != 0
+        assert second.client()["keep"]["docs"].find_one({"name": "pfd label s0 i0"})["n_labelled"] == 7
+    finally:
+        second.stop()
+
+
+def test_jobstore_spec_builds_mongo_and_gridfs_stores(server):
+    store = JobStore.from_dict_spec(jobstore_spec(server.host, server.port, database="spec"))
+    assert type(store.docs_store).__name__ == "MongoStore"
+    assert type(store.additional_stores["data"]).__name__ == "GridFSStore"
+    assert store.docs_store.port == server.port == store.additional_stores["data"].port

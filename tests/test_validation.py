@@ -1,0 +1,240 @@
+"""Validation tools: energy-volume curves, phonon bands, MD stability and their jobs.
+
+EMT (ASE's effective-medium potential for fcc metals) is the "reference"; the "model" is a
+deliberately different calculator (a Morse pair potential fitted to Cu, or EMT plus an
+Einstein tether that breaks translational invariance), or the pretrained CHGNet checkpoint
+carried as a ModelFile through a job.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+from ase import units
+from ase.build import bulk, molecule
+from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.emt import EMT
+from ase.calculators.mixing import SumCalculator
+from ase.calculators.morse import MorsePotential
+from jobflow import Flow, run_locally
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from _labelled_data import emt_dataset
+from pfd_atomate.data import ModelFile
+from pfd_atomate.validation.eos import compare_eos, energy_volume_curve
+from pfd_atomate.validation.jobs import (
+    CalculatorSpec,
+    EOSValidationMaker,
+    MDStabilityMaker,
+    ParityMaker,
+    PhononValidationMaker,
+)
+from pfd_atomate.validation.md_stability import md_stability
+from pfd_atomate.validation.phonons import band_path, compare_phonons, phonon_bands
+
+# Girifalco-Weizer Morse parameters of Cu (D = 0.3429 eV, alpha = 1.3588 1/Å, r0 = 2.866 Å):
+# a physical but different Cu model, so its E(V) and phonons must differ from EMT's
+MORSE_CU = {"epsilon": 0.3429, "r0": 2.866, "rho0": 1.3588 * 2.866, "rcut1": 4.5, "rcut2": 5.5}
+
+
+def morse_cu() -> MorsePotential:
+    return MorsePotential(**MORSE_CU)
+
+
+class EinsteinTether(Calculator):
+    """E = k/2 sum_i |u_i|^2, u_i the displacement of atom i from the nearest lattice point of ``lattice``.
+
+    Added to EMT it pins every atom to its site, which breaks translational invariance: the
+    acoustic modes at Γ move from 0 to sqrt(k/m) / 2π.
+    """
+
+    implemented_properties = ("energy", "forces")
+
+    def __init__(self, lattice: np.ndarray, k: float):
+        super().__init__()
+        self.lattice, self.k = np.asarray(lattice), k
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        frac = self.atoms.positions @ np.linalg.inv(self.lattice)
+        u = (frac - np.round(frac)) @ self.lattice
+        self.results = {"energy": 0.5 * self.k * float(np.sum(u**2)), "forces": -self.k * u}
+
+
+# --------------------------------------------------------------------------- energy-volume
+
+
+def test_emt_cu_equation_of_state_is_physical():
+    phases = {"fcc": bulk("Cu", "fcc", a=3.6), "bcc": bulk("Cu", "bcc", a=2.87)}
+    result = compare_eos(phases, EMT(), EMT(), model_name="EMT copy", reference_name="EMT")
+    fcc = result.reference["fcc"]
+    # EMT Cu: a0 ≈ 3.59 Å → V0 ≈ 11.6 Å^3/atom; B0 ≈ 135 GPa (experiment 11.8 Å^3, 137-142 GPa)
+    assert 11.2 < fcc.v0 < 12.0
+    assert 115 < fcc.b0 < 160
+    assert 3.0 < fcc.b0_prime < 6.0
+    assert fcc.fit_rmse < 1e-3
+    # the fitted minimum is a real minimum of the sampled energies
+    assert fcc.e0 <= min(fcc.energies) + 1e-6
+    # fcc is Cu's ground state: bcc lies tens of meV/atom above it
+    assert 0.01 < result.phase_energy_reference["bcc"] < 0.1
+    assert result.phase_energy_reference["fcc"] == 0.0
+    # a calculator compared with itself agrees exactly
+    assert result.v0_error_percent == {"fcc": 0.0, "bcc": 0.0}
+    assert result.b0_error_gpa == {"fcc": 0.0, "bcc": 0.0}
+
+
+def test_eos_comparison_sees_a_different_model(tmp_path):
+    result = compare_eos({"fcc": bulk("Cu", "fcc", a=3.6)}, morse_cu(), EMT(), model_name="Morse",
+                         plot_path=tmp_path / "eos.png")
+    # the Morse model puts the fcc minimum at a different volume and stiffness than EMT
+    assert abs(result.v0_error_percent["fcc"]) > 0.5
+    assert abs(result.b0_error_gpa["fcc"]) > 1.0
+    assert result.model["fcc"].v0 == pytest.approx(
+        result.reference["fcc"].v0 * (1 + result.v0_error_percent["fcc"] / 100)
+    )
+    assert (tmp_path / "eos.png").stat().st_size > 10_000
+
+
+def test_eos_rejects_bad_input():
+    cu = bulk("Cu", "fcc", a=3.6)
+    with pytest.raises(ValueError, match="at least 5"):
+        energy_volume_curve(cu, EMT(), strains=[-0.01, 0.0, 0.01])
+    with pytest.raises(ValueError, match="no phases"):
+        compare_eos({}, EMT(), EMT())
+    with pytest.raises(ValueError, match="periodic"):
+        compare_eos({"molecule": molecule("H2O")}, EMT(), EMT())
+    # only expanded cells: the minimum is not bracketed, the fit must not be trusted
+    with pytest.raises(ValueError, match="outside the sampled volumes"):
+        energy_volume_curve(cu, EMT(), strains=[0.04, 0.06, 0.08, 0.10, 0.12])
+
+
+# --------------------------------------------------------------------------- phonons
+
+
+@pytest.fixture(scope="module")
+def cu_primitive():
+    return bulk("Cu", "fcc", a=3.59)
+
+
+def test_phonon_band_rmse_zero_against_itself_positive_against_other_model(cu_primitive, tmp_path):
+    same = compare_phonons(cu_primitive, EMT(), EMT(), min_length=8.0, npoints=21)
+    assert same.band_rmse == 0.0
+    other = compare_phonons(cu_primitive, morse_cu(), EMT(), min_length=8.0, npoints=21, model_name="Morse",
+                            plot_path=tmp_path / "bands.png")
+    assert other.band_rmse > 0.3
+    assert other.max_abs_error >= other.band_rmse
+    ref = other.reference.all_frequencies()
+    assert ref.shape[1] == 3  # one atom per primitive cell: three branches
+    # EMT Cu: acoustic modes vanish at Γ, no imaginary modes, top of the spectrum near
+    # Cu's measured 7.3 THz (EMT gives about 8 THz)
+    assert other.gamma_acoustic_max["reference"] < 0.01
+    assert other.gamma_acoustic_max["Morse"] < 0.01
+    assert other.min_frequency["reference"] > -0.01
+    assert 6.5 < ref.max() < 9.5
+    assert (tmp_path / "bands.png").stat().st_size > 10_000
+
+
+def test_phonons_expose_broken_translational_invariance(cu_primitive):
+    k = 1.0  # eV/Å^2
+    tethered = SumCalculator([EMT(), EinsteinTether(cu_primitive.cell.array, k)])
+    path = band_path(cu_primitive, npoints=5)
+    bands = phonon_bands(cu_primitive, tethered, path, supercell_matrix=[4, 4, 4])
+    gamma = bands.all_frequencies()[0]  # the path starts at Γ
+    mass = cu_primitive.get_masses()[0] * units._amu
+    expected = np.sqrt(k * units._e * 1e20 / mass) / (2 * np.pi) / 1e12  # THz
+    assert expected == pytest.approx(1.96, abs=0.02)
+    assert np.sort(gamma)[:3] == pytest.approx([expected] * 3, rel=0.02)
+
+
+def test_phonons_reject_bad_supercell(cu_primitive):
+    with pytest.raises(ValueError, match="supercell_matrix"):
+        phonon_bands(cu_primitive, EMT(), supercell_matrix=[2, 2])
+    with pytest.raises(ValueError, match="displacement"):
+        phonon_bands(cu_primitive, EMT(), displacement=0.0)
+
+
+# --------------------------------------------------------------------------- MD stability
+
+
+@pytest.fixture(scope="module")
+def cu32():
+    return bulk("Cu", "fcc", a=3.59, cubic=True).repeat((2, 2, 2))
+
+
+def test_md_drift_catches_too_large_time_step(cu32):
+    good = md_stability(cu32, EMT(), n_steps=200, time_step=2.0, temperature=1200.0, interval=5)
+    assert good.stable, good.reason
+    assert abs(good.energy_drift) < 1e-4 and good.n_steps_run == 200
+    # equipartition: kinetic temperature settles near half the initial 1200 K
+    assert 400 < np.mean(good.temperatures[len(good.temperatures) // 2:]) < 800
+    # 25 fs is beyond velocity Verlet's stability limit for Cu at this temperature
+    bad = md_stability(cu32, EMT(), n_steps=200, time_step=25.0, temperature=1200.0, interval=5)
+    assert not bad.stable
+    assert abs(bad.energy_drift) > bad.max_drift
+    assert "energy drift" in bad.reason
+
+
+def test_md_catches_collapsing_atoms(cu32):
+    # a pair potential whose minimum sits at 1.2 Å pulls the 2.54 Å neighbours together
+    collapsing = MorsePotential(epsilon=1.0, r0=1.2, rho0=2.0, rcut1=3.0, rcut2=4.0)
+    result = md_stability(cu32, collapsing, n_steps=300, time_step=1.0, temperature=300.0, interval=5)
+    assert not result.stable
+    assert result.min_pair_distance < result.min_distance == pytest.approx(0.6 * 2 * 1.32)
+    assert result.n_steps_run < 300  # stopped at the collapse
+    assert "apart" in result.reason
+
+
+def test_md_rejects_bad_settings(cu32):
+    with pytest.raises(ValueError, match="time_step"):
+        md_stability(cu32, EMT(), time_step=0.0)
+    with pytest.raises(ValueError, match="already has atoms"):
+        md_stability(cu32, EMT(), min_distance=3.0)
+    with pytest.raises(ValueError, match="n_steps"):
+        md_stability(cu32, EMT(), n_steps=5, interval=5)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def test_calculator_spec_validation():
+    with pytest.raises(ValueError, match="either backend"):
+        CalculatorSpec(name="x")
+    from pfd_atomate.train.deepmd import DeepMDBackend
+
+    with pytest.raises(ValueError, match="needs a model file"):
+        CalculatorSpec.from_model(None, DeepMDBackend())
+    with pytest.raises(ValueError, match="dotted"):
+        CalculatorSpec.from_ase("EMT").build()
+
+
+def test_validation_jobs_run_through_jobflow(memory_store, tmp_path):
+    from pfd_atomate.train.chgnet import CHGNetBackend, pretrained_checkpoint
+
+    emt = CalculatorSpec.from_ase("ase.calculators.emt.EMT", name="EMT")
+    morse = CalculatorSpec.from_ase({"@module": "ase.calculators.morse", "@callable": "MorsePotential"},
+                                    name="Morse", **MORSE_CU)
+    # a model file + backend, as a PFD training job hands it over
+    chgnet_file = ModelFile.from_path(pretrained_checkpoint(), backend="chgnet", kind="pretrained")
+    chgnet = CalculatorSpec.from_model(chgnet_file, CHGNetBackend(n_threads=2), name="CHGNet")
+    fcc = AseAtomsAdaptor.get_structure(bulk("Cu", "fcc", a=3.59))
+    jobs = [
+        EOSValidationMaker().make({"fcc": fcc}, morse, emt),
+        PhononValidationMaker(min_length=7.0, npoints=11).make(fcc, morse, emt),
+        MDStabilityMaker(n_steps=40, time_step=2.0, temperature=300.0).make(fcc * (2, 2, 2), emt),
+        ParityMaker(reference_name="EMT").make(emt_dataset(2, seed=5, supercell=(2, 1, 1)), [chgnet, emt]),
+    ]
+    run_locally(Flow(jobs), store=memory_store, root_dir=tmp_path, create_folders=True, ensure_success=True)
+    eos, phonons, md, parity = (memory_store.get_output(j.uuid, load=True) for j in jobs)
+
+    assert eos["calculators"] == ["Morse", "EMT"]
+    assert abs(eos["result"]["v0_error_percent"]["fcc"]) > 0.5
+    assert phonons["result"]["band_rmse"] > 0.3
+    assert md["passed"] is True and md["result"]["n_steps_run"] == 40
+    metrics = parity["result"]["metrics"]
+    assert metrics["EMT"]["force_rmse"] == 0.0  # the labeller reproduces its own labels
+    # the pretrained CHGNet is a DFT-PBE model: its absolute energies are far from EMT's
+    assert metrics["CHGNet"]["energy_rmse"] > 1.0 and 0.0 < metrics["CHGNet"]["force_rmse"] < 1.0
+    for out in (eos, phonons, md, parity):
+        assert base64.b64decode(out["plot_png"])[:8] == b"\x89PNG\r\n\x1a\n"
