@@ -33,7 +33,8 @@ from jobflow.core.reference import OnMissing
 from pfd_atomate.workflows import ML_JOBS
 from pfd_atomate.workflows.mongo import jobstore_spec
 
-#: runner delays (s) for small flows and tests; jobflow-remote's defaults are 30 s per step
+#: runner delays (s) for small flows and tests; jobflow-remote's defaults are 30 s per step, and
+#: its runner loop wakes up once a second, so 1 s is the floor
 FAST_RUNNER = {"delay_checkout": 1, "delay_check_run_status": 1, "delay_advance_status": 1, "delay_refresh_limited": 5}
 
 

@@ -1,0 +1,130 @@
+"""Resume a PFD flow after its FireWorks launcher is SIGKILLed in the middle of the fine-tune loop.
+
+The launcher process is killed for real while a job of the second loop iteration runs. The
+firework it ran stays RUNNING (a lost run); ``lpad detect_lostruns --rerun`` marks it for a
+rerun, a new ``rlaunch rapidfire`` finishes the flow. Everything that had finished (the
+labels of the first iteration and the initial labels) is not computed again, and every job
+has exactly one output in the JobStore. (The jobflow-remote runner kill is in
+tests/test_jobflow_remote.py, on that run.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from datetime import datetime, timezone
+
+import pytest
+from workflow_jobs import (
+    BIN,
+    N_INITIAL_FRAMES,
+    N_LOOP_ITERATIONS,
+    N_SELECT,
+    cu_cell,
+    is_static_label,
+    start_launcher,
+    tiny_pfd_maker,
+    wait_for,
+    worker_env,
+)
+
+from pfd_atomate.workflows import start_server
+from pfd_atomate.workflows.fireworks import (
+    launch_counts,
+    launchpad,
+    submit_flow,
+    workflow_state,
+    write_fworker_file,
+    write_launchpad_file,
+)
+
+#: jobs of the second iteration, one of which the launcher is running when it is killed
+SECOND_ITERATION = r"^pfd (train|explore|test) s1 i1"
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fw-resume")
+    server = start_server(root / "db")
+    try:
+        lp = launchpad(server.host, server.port, name="fw_resume")
+        lp.reset("", require_password=False)
+        store = server.jobstore("fw_resume_out")
+        flow = tiny_pfd_maker(distill=False).make(cu_cell())
+        first = min(submit_flow(flow, lp, store).values())
+        lp_file = write_launchpad_file(root / "my_launchpad.yaml", server.host, server.port, "fw_resume")
+        fworker = write_fworker_file(root / "my_fworker.yaml", "node1")
+
+        launcher = start_launcher(root / "first", lp_file, fworker)
+        running = wait_for(
+            lambda: lp.fireworks.find_one({"state": "RUNNING", "name": {"$regex": SECOND_ITERATION}}),
+            timeout=900, interval=0.2, what="second loop iteration running")
+        os.kill(launcher.pid, signal.SIGKILL)
+        kill_time = datetime.now(timezone.utc)
+        launcher.wait(30)
+        state_after_kill = lp.get_fw_dict_by_id(running["fw_id"])["state"]
+        time.sleep(1)  # nothing may change once the launcher is gone
+        assert lp.get_fw_dict_by_id(running["fw_id"])["state"] == state_after_kill
+
+        # the commands of docs/workflows.md: find the lost run, rerun it, launch again
+        detect = subprocess.run(
+            [str(BIN / "lpad"), "-l", str(lp_file), "detect_lostruns", "--time", "0", "--rerun"],
+            capture_output=True, text=True, env=worker_env(), timeout=300, check=True)
+        second = start_launcher(root / "second", lp_file, fworker, until_done=True)
+        state = wait_for(lambda: (s := workflow_state(lp, first)) in ("COMPLETED", "FIZZLED") and s,
+                         timeout=900, interval=1.0, what="workflow end")
+        second.wait(120)  # a single rapidfire launcher stops by itself when the flow is done
+        store.connect()
+        yield {"lp": lp, "store": store, "flow": flow, "first": first, "running": running,
+               "kill_time": kill_time, "killed_rc": launcher.returncode, "state_after_kill": state_after_kill,
+               "detect": detect.stdout + detect.stderr, "state": state}
+    finally:
+        server.stop()
+
+
+def test_launcher_was_killed_mid_loop(killed_and_resumed):
+    run = killed_and_resumed
+    assert run["killed_rc"] == -signal.SIGKILL
+    # the firework it ran was left RUNNING: a lost run, not a failure FireWorks saw
+    assert run["state_after_kill"] == "RUNNING"
+    assert str(run["running"]["fw_id"]) in run["detect"]
+
+
+def test_flow_finishes_after_restart(killed_and_resumed):
+    run = killed_and_resumed
+    assert run["state"] == "COMPLETED"
+    report = run["store"].get_output(run["flow"].jobs[-1].uuid, load=True)
+    assert report["n_iterations"] == N_LOOP_ITERATIONS
+    assert report["n_dft_labels"] == N_INITIAL_FRAMES + N_LOOP_ITERATIONS * N_SELECT
+
+
+def test_only_the_interrupted_job_ran_again(killed_and_resumed):
+    run = killed_and_resumed
+    counts = launch_counts(run["lp"], run["first"])
+    rerun = {fw_id for fw_id, n in counts.items() if n != 1}
+    assert rerun == {run["running"]["fw_id"]}
+    assert counts[run["running"]["fw_id"]] == 2
+    # ... and the JobStore holds one output per job
+    keys = [(d["uuid"], d["index"]) for d in run["store"].query({}, properties=["uuid", "index"])]
+    assert len(keys) == len(set(keys)) == len(counts)
+
+
+def test_finished_labels_were_not_recomputed(killed_and_resumed):
+    run = killed_and_resumed
+    lp = run["lp"]
+    labels = [fw for fw in lp.fireworks.find({}, {"fw_id": 1, "name": 1, "launches": 1}) if is_static_label(fw["name"])]
+    before = []
+    for fw in labels:
+        (launch_id,) = fw["launches"]
+        end = datetime.fromisoformat(lp.launches.find_one({"launch_id": launch_id})["time_end"])
+        if end < run["kill_time"]:
+            before.append(fw)
+    # the initial labels and those of the first iteration were done before the kill ...
+    assert len(before) == N_INITIAL_FRAMES + N_SELECT
+    # ... and their outputs are the ones written then
+    for fw in before:
+        uuid = lp.get_fw_by_id(fw["fw_id"]).tasks[0]["job"].uuid
+        (doc,) = run["store"].query({"uuid": uuid}, properties=["completed_at"])
+        assert datetime.fromisoformat(doc["completed_at"]).astimezone(timezone.utc) < run["kill_time"]
