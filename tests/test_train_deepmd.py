@@ -226,7 +226,6 @@ def test_dp_failure_raises_with_log_tail(tmp_path):
         backend.train([emt_dataset(2, seed=0)], tmp_path)
 
 
-@pytest.mark.slow
 def test_finetune_tiny_dpa2_foundation(tmp_path):
     """PFD fine-tuning: a pretrained (tiny) DPA-2 adapts to a shifted distribution with few frames.
 

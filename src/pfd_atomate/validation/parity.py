@@ -39,6 +39,7 @@ def parity_plot(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(10, 4.6))
     e_ref = reference.energies_per_atom()
@@ -56,6 +57,8 @@ def parity_plot(
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.yaxis.set_major_locator(MaxNLocator(5))
         ax.set_xlabel(f"{reference_name} {unit}")
         ax.set_ylabel(f"model {unit}")
         ax.legend(fontsize=8, loc="upper left")
