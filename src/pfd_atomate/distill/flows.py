@@ -12,7 +12,7 @@ from pymatgen.core import Structure
 
 from pfd_atomate.distill.jobs import gather_distill, teacher_label
 from pfd_atomate.evaluate.jobs import EvaluateMaker
-from pfd_atomate.explore.jobs import ExploreMaker
+from pfd_atomate.explore.jobs import ExploreMaker, explore_task_jobs
 from pfd_atomate.explore.schemas import TaskGroup
 from pfd_atomate.select.filters import FrameFilter
 from pfd_atomate.train.base import TrainerBackend
@@ -77,17 +77,15 @@ class DistillMaker(Maker):
         if not self.task_groups:
             raise ValueError("DistillMaker needs at least one task group for the teacher MD")
         structures = [structures] if isinstance(structures, Structure) else list(structures)
-        starts = [s * self.md_supercell if self.md_supercell else s for s in structures]
-        explore = ExploreMaker(backend=self.teacher, md_maker=self.md_maker)
-        jobs = []
-        for g, group in enumerate(self.task_groups):
-            for temperature, pressure in group.conditions():
-                for k, start in enumerate(starts):
-                    md = explore.make(teacher_model, start, temperature, pressure, group, seed=self.seed + len(jobs))
-                    md.name = f"pfd distill explore g{g} T{temperature:g}" + (
-                        "" if pressure is None else f" P{pressure:g}"
-                    ) + f" #{k}"
-                    jobs.append(md)
+        jobs = explore_task_jobs(
+            ExploreMaker(backend=self.teacher, md_maker=self.md_maker),
+            teacher_model,
+            structures,
+            self.task_groups,
+            name_prefix="pfd distill explore",
+            seed=self.seed,
+            supercell=self.md_supercell,
+        )
         label = teacher_label(
             self.teacher,
             teacher_model,

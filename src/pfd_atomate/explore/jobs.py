@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from ase import units
@@ -149,3 +151,34 @@ class ExploreMaker(Maker):
             mean_temperature=float(np.mean(temps[1:])) if len(temps) > 1 else None,
             wall_time_s=wall,
         )
+
+
+def explore_task_jobs(
+    maker: ExploreMaker,
+    model: Any,
+    structures: Sequence[Structure],
+    task_groups: Sequence[TaskGroup],
+    name_prefix: str,
+    seed: int = 0,
+    supercell: tuple[int, int, int] | None = None,
+) -> list:
+    """One exploration job per task group × (temperature, pressure) × starting structure.
+
+    Parameters
+    ----------
+    maker: the exploration Maker (backend and MD template).
+    model: the model driving the MD (usually an OutputReference to a ModelFile).
+    structures: starting structures (expanded to ``supercell`` if given).
+    task_groups: MD conditions.
+    name_prefix: job names are ``"{name_prefix} g<group> T<K>[ P<GPa>] #<structure>"``.
+    seed: seed of the first job's initial velocities; each further job adds one.
+    """
+    starts = [s * supercell if supercell else s for s in structures]
+    jobs = []
+    for g, group in enumerate(task_groups):
+        for temperature, pressure in group.conditions():
+            for k, start in enumerate(starts):
+                md = maker.make(model, start, temperature, pressure, group, seed=seed + len(jobs))
+                md.name = f"{name_prefix} g{g} T{temperature:g}" + ("" if pressure is None else f" P{pressure:g}") + f" #{k}"
+                jobs.append(md)
+    return jobs

@@ -20,7 +20,7 @@ from pymatgen.core import Structure
 from pfd_atomate.data import Dataset, as_dataset, as_model_file
 from pfd_atomate.evaluate.jobs import EvaluateMaker
 from pfd_atomate.evaluate.schemas import ConvergenceCriteria, TrustWindow
-from pfd_atomate.explore.jobs import ExploreMaker
+from pfd_atomate.explore.jobs import ExploreMaker, explore_task_jobs
 from pfd_atomate.explore.schemas import Stage
 from pfd_atomate.finetune.schemas import FinetuneOutput, IterationRecord, LoopState
 from pfd_atomate.label.flows import LabelMaker
@@ -241,17 +241,15 @@ def _next_iteration(maker: FinetuneMaker, structures: list[Structure], state: Lo
     state.model_trained_this_iteration = need_train
     model = _ref(state.model_job, [["a", "model"]])
 
-    explore_maker = ExploreMaker(backend=maker.trainer, md_maker=maker.md_maker)
-    starts = [s * maker.md_supercell if maker.md_supercell else s for s in structures]
-    explores = []
-    for g, group in enumerate(maker.stages[state.stage].task_groups):
-        for temperature, pressure in group.conditions():
-            for k, start in enumerate(starts):
-                md = explore_maker.make(
-                    model, start, temperature, pressure, group, seed=maker.seed + 1000 * state.iteration + len(explores)
-                )
-                md.name = f"pfd explore {tag} g{g} T{temperature:g}" + ("" if pressure is None else f" P{pressure:g}") + f" #{k}"
-                explores.append(md)
+    explores = explore_task_jobs(
+        ExploreMaker(backend=maker.trainer, md_maker=maker.md_maker),
+        model,
+        structures,
+        maker.stages[state.stage].task_groups,
+        name_prefix=f"pfd explore {tag}",
+        seed=maker.seed + 1000 * state.iteration,
+        supercell=maker.md_supercell,
+    )
     jobs.extend(explores)
 
     select = maker.select.make([e.output.frames for e in explores], reference=train_sets)

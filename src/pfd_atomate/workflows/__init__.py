@@ -15,9 +15,17 @@ PFD jobs are named after their step, see docs/design.md):
 Everything else (perturb, select, the loop's decide step, report) is light and may run anywhere.
 """
 
-from pfd_atomate.workflows.mongo import MongoServer, jobstore_spec, mongo_jobstore, start_server
-
 ML_JOBS: tuple[str, ...] = ("pfd train", "pfd explore", "pfd test", "pfd distill")
 DFT_JOBS: tuple[str, ...] = ("pfd label",)
 
 __all__ = ["DFT_JOBS", "ML_JOBS", "MongoServer", "jobstore_spec", "mongo_jobstore", "start_server"]
+_FROM_MONGO = ("MongoServer", "jobstore_spec", "mongo_jobstore", "start_server")
+
+
+def __getattr__(name: str):
+    # lazy: ``python -m pfd_atomate.workflows.mongo`` must not import the module twice
+    if name in _FROM_MONGO:
+        from pfd_atomate.workflows import mongo
+
+        return getattr(mongo, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
