@@ -49,16 +49,19 @@ def si_frames(n_frames: int, seed: int):
     return Dataset(frames=frames, name="si-rattled")
 
 
-def seconds_per_atom_step(calc, n_rep: int, n_steps: int, repeats: int) -> float:
+def seconds_per_atom_step(backend, model, n_rep: int, n_steps: int, repeats: int, threads: int) -> float:
     """Best-of-``repeats`` wall time of velocity-Verlet MD per atom per step (after 1 warm-up step), s."""
     from ase import units
     from ase.build import bulk
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from ase.md.verlet import VelocityVerlet
 
+    from _common import set_threads
+
+    set_threads(threads)
     atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((n_rep,) * 3)
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
-    atoms.calc = calc
+    atoms.calc = backend.calculator(model)
     dyn = VelocityVerlet(atoms, timestep=1.0 * units.fs)
     dyn.run(1)  # warm-up: model load, graph/neighbour-list set-up, TorchScript compilation
     best = float("inf")
@@ -67,6 +70,33 @@ def seconds_per_atom_step(calc, n_rep: int, n_steps: int, repeats: int) -> float
             dyn.run(n_steps)
         best = min(best, t.seconds / n_steps / len(atoms))
     return best
+
+
+def _child(queue, mem_limit_bytes: int, args: tuple) -> None:
+    """Run one timing under an address-space limit, so a model that needs too much memory fails
+    alone instead of waking the kernel's OOM killer on a shared machine."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (mem_limit_bytes, mem_limit_bytes))
+    try:
+        queue.put(("ok", seconds_per_atom_step(*args)))
+    except (MemoryError, RuntimeError) as err:  # torch reports failed allocations as RuntimeError
+        queue.put(("error", f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"))
+
+
+def timed_in_subprocess(mem_limit_gb: float, *args) -> tuple[float | None, str]:
+    """(s/atom/step or None, error message) of :func:`seconds_per_atom_step` in a fresh process."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, int(mem_limit_gb * 2**30), args))
+    proc.start()
+    proc.join()
+    if not queue.empty():
+        status, value = queue.get()
+        return (value, "") if status == "ok" else (None, value)
+    return None, f"no result: the process ended with exit code {proc.exitcode} (out of memory or killed)"
 
 
 def train_models(quick: bool, dpa2: bool, threads: int, workdir: Path) -> tuple[dict, dict]:
@@ -105,7 +135,7 @@ def plot(result: dict, path: Path) -> None:
     fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(10, 4.2))
     sizes = result["n_atoms"]
     for name, values in result["seconds_per_atom_step"].items():
-        ax.plot(sizes, values, "o-", label=name)
+        ax.plot(sizes, [np.nan if v is None else v for v in values], "o-", label=name)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("atoms")
@@ -113,7 +143,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_title(f"MD inference cost on {result['environment']['device']}, {result['environment']['threads']} threads")
     ax.legend(fontsize=8)
     for name, ratios in result["teacher_over_student"].items():
-        ax_r.plot(sizes, ratios, "s-", label=name)
+        ax_r.plot(sizes, [np.nan if v is None else v for v in ratios], "s-", label=name)
     ax_r.set_xscale("log")
     ax_r.set_xlabel("atoms")
     ax_r.set_ylabel("teacher time ÷ student time")
@@ -130,6 +160,8 @@ def main() -> None:
         p.add_argument("--dpa2", action=argparse.BooleanOptionalAction, default=None,
                        help="also time a tiny fine-tuned DPA-2 teacher (default: on in full mode)")
         p.add_argument("--repeats", type=int, default=None, help="timing repeats per size (best is kept)")
+        p.add_argument("--mem-limit-gb", type=float, default=10.0,
+                       help="address-space limit of each timing process, GiB (default 10)")
 
     args = parse_args("teacher vs student MD inference speed", extra)
     dpa2 = (not args.quick) if args.dpa2 is None else args.dpa2
@@ -140,16 +172,21 @@ def main() -> None:
     env = environment(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         models, train_walls = train_models(args.quick, dpa2, args.threads, Path(tmp))
-        timings: dict[str, list[float]] = {name: [] for name in models}
-        calcs = {name: backend.calculator(model) for name, (backend, model) in models.items()}
+        timings: dict[str, list[float | None]] = {name: [] for name in models}
+        failures: dict[str, str] = {}
         for n in reps:
-            for name, calc in calcs.items():
+            for name, (backend, model) in models.items():
                 # one repeat at 4096 atoms: a teacher step takes tens of seconds there on 2 CPU cores
-                value = seconds_per_atom_step(calc, n, steps[n], repeats if n < 8 else 1)
+                value, error = timed_in_subprocess(args.mem_limit_gb, backend, model, n, steps[n],
+                                                   repeats if n < 8 else 1, args.threads)
                 timings[name].append(value)
-                print(f"{8 * n**3:5d} atoms  {name:34s} {value:.3e} s/atom/step")
+                if error:
+                    failures[f"{name} @ {8 * n**3} atoms"] = error
+                    print(f"{8 * n**3:5d} atoms  {name:34s} FAILED: {error}")
+                else:
+                    print(f"{8 * n**3:5d} atoms  {name:34s} {value:.3e} s/atom/step")
     student = "student: DeePMD se_e2_a"
-    ratios = {name: [t / s for t, s in zip(values, timings[student])]
+    ratios = {name: [None if t is None or s is None else t / s for t, s in zip(values, timings[student])]
               for name, values in timings.items() if name != student}
     result = {
         "benchmark": "inference_speed",
@@ -162,13 +199,16 @@ def main() -> None:
         "md_steps_timed": [steps[n] for n in reps],
         "repeats": repeats,
         "seconds_per_atom_step": timings,
+        "failures": failures,
+        "memory_limit_gb": args.mem_limit_gb,
         "teacher_over_student": ratios,
         "training_wall_s": train_walls,
         "wall_s": time.perf_counter() - start,
         "environment": env,
     }
     for name, r in ratios.items():
-        print(f"{name} ÷ student: " + ", ".join(f"{8 * n**3} atoms {x:.1f}x" for n, x in zip(reps, r)))
+        print(f"{name} ÷ student: "
+              + ", ".join(f"{8 * n**3} atoms " + ("n/a" if x is None else f"{x:.1f}x") for n, x in zip(reps, r)))
     save("inference_speed", result, args.out)
     plot(result, args.out / "inference_speed.png")
 

@@ -100,9 +100,9 @@ def pfd_maker(quick: bool):
     from pfd_atomate.train.chgnet import CHGNetBackend
     from pfd_atomate.train.deepmd import DeepMDBackend
 
-    teacher = CHGNetBackend(epochs=4 if quick else 10, batch_size=4, learning_rate=2e-3, seed=0, n_threads=2)
-    student = DeepMDBackend(template="se_e2_a", numb_steps=200 if quick else 1000, rcut=4.5, rcut_smth=0.5, seed=0)
-    group = TaskGroup(temperatures=[600.0], ensemble="nvt", n_steps=30 if quick else 150, time_step=2.0,
+    teacher = CHGNetBackend(epochs=4 if quick else 6, batch_size=4, learning_rate=2e-3, seed=0, n_threads=2)
+    student = DeepMDBackend(template="se_e2_a", numb_steps=200 if quick else 600, rcut=4.5, rcut_smth=0.5, seed=0)
+    group = TaskGroup(temperatures=[600.0], ensemble="nvt", n_steps=30 if quick else 80, time_step=2.0,
                       traj_interval=5)
     return PFDMaker(
         perturb=PerturbMaker(n_frames=4 if quick else 8, cell_pert_fraction=0.02, atom_pert_distance=0.08, seed=3),
@@ -118,7 +118,7 @@ def pfd_maker(quick: bool):
         ),
         distill=DistillMaker(
             student=student,
-            task_groups=[TaskGroup(temperatures=[700.0], ensemble="nvt", n_steps=60 if quick else 300, time_step=2.0,
+            task_groups=[TaskGroup(temperatures=[700.0], ensemble="nvt", n_steps=60 if quick else 150, time_step=2.0,
                                    traj_interval=2 if quick else 5)],
             test_fraction=0.2,
         ),

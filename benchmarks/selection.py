@@ -141,7 +141,7 @@ def main() -> None:
     for s in seeds:
         picks[f"random seed {s}"] = random_select(len(pool), budget, seed=s)
 
-    backend = DeepMDBackend(template="se_e2_a", numb_steps=steps, rcut=4.5, rcut_smth=0.5, seed=0,
+    backend = DeepMDBackend(template="se_e2_a", numb_steps=steps, start_lr=3e-3, rcut=4.5, rcut_smth=0.5, seed=0,
                             n_threads=args.threads)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,7 +180,7 @@ def main() -> None:
         "pool_conditions": {c: pool_tags.count(c) for c in CONDITIONS},
         "test_conditions": {c: test_tags.count(c) for c in CONDITIONS},
         "budget": budget,
-        "model": f"DeePMD se_e2_a from scratch, {steps} steps, rcut 4.5 Å",
+        "model": f"DeePMD se_e2_a from scratch, {steps} steps, start_lr 3e-3, rcut 4.5 Å",
         "entropy_select_pool_s": t_sel.seconds,
         "runs": runs,
         "summary": summary,

@@ -57,7 +57,11 @@ def _fizzled_report(lp) -> str:
 def run_workflow(lp, first_fw_id: int, launchers: list, timeout: float = 1500) -> str:
     """Wait until the workflow of ``first_fw_id`` reaches a final state, then stop the launchers."""
     try:
-        return wait_for(lambda: (s := workflow_state(lp, first_fw_id)) in FINAL_STATES and s, timeout, 1.0, "workflow end")
+        def final_state():
+            state = workflow_state(lp, first_fw_id)
+            return state if state in FINAL_STATES else None
+
+        return wait_for(final_state, timeout, 1.0, "workflow end")
     finally:
         for process in launchers:
             stop_process(process)
@@ -85,8 +89,9 @@ def fw_run(server, tmp_path_factory):
     lp = launchpad(server.host, server.port, name="fw_parallel")
     lp.reset("", require_password=False)
     store = server.jobstore("fw_parallel_out")
-    # labels cost ~1 s each (EMT + delay), so two launchers can be seen working at once
-    flow = tiny_pfd_maker(label_delay=1.0).make(cu_cell())
+    # labels cost ~2 s each (EMT + delay, longer than a launcher's 1 s poll), so two
+    # launchers can be seen labelling at once
+    flow = tiny_pfd_maker(label_delay=2.0).make(cu_cell())
     route_fireworks(flow, fworker="gpu")
     first = min(submit_flow(flow, lp, store).values())
     lp_file = write_launchpad_file(root / "my_launchpad.yaml", server.host, server.port, "fw_parallel")
@@ -198,6 +203,9 @@ def test_latest_run_picks_the_newest_report(fw_run, server):
     docs.insert_many([older, other])
     try:
         assert queries.latest_run(fw_run.store, "Cu")["uuid"] == real["uuid"]
+        # the plain pymongo form of the same query (docs/workflows.md)
+        newest = docs.find_one({"name": "pfd report", "output.formula": "Cu"}, sort=[("completed_at", -1)])
+        assert newest["uuid"] == real["uuid"]
         assert queries.latest_run(fw_run.store, "Si")["run_uuid"] == "other-flow"
     finally:
         docs.delete_many({"uuid": {"$in": ["older-run", "other-run"]}})
@@ -219,3 +227,15 @@ def test_object_larger_than_16mb_between_launcher_jobs(server, tmp_path):
     assert store.get_output(consumer.uuid) == 20 * 2**20
     files = server.client()["fw_big_out"]["outputs_data.files"]
     assert max(f["length"] for f in files.find({}, {"length": 1})) > 16 * 2**20
+
+
+def test_routing_needs_a_target_and_name_filters():
+    from pfd_atomate.workflows.fireworks import route_jobs
+
+    flow = Flow([make_big_model(0.001)])
+    with pytest.raises(ValueError, match="fworker name or a category"):
+        route_fireworks(flow)
+    with pytest.raises(ValueError, match="sequence"):
+        route_jobs(flow, {"_fworker": "gpu"}, "pfd train")  # a bare string is not a list of filters
+    with pytest.raises(ValueError, match="empty"):
+        route_jobs(flow, {})

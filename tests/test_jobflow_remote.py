@@ -163,3 +163,15 @@ def test_runner_sigkill_mid_loop_lost_nothing(jfr_run):
         assert datetime.fromisoformat(doc["completed_at"]).astimezone(timezone.utc) < jfr_run["kill_time"]
     keys = [(d["uuid"], d["index"]) for d in store.query({}, properties=["uuid", "index"])]
     assert len(keys) == len(set(keys)) == len(jobs)
+
+
+def test_project_is_checked_before_it_is_written(tmp_path):
+    with pytest.raises(ValueError, match="at least one worker"):
+        project_config("p", "127.0.0.1", 27017, "db", workers={})
+    bad = project_config("p", "127.0.0.1", 27017, "db",
+                         workers={"w": {**local_worker(tmp_path / "w"), "scheduler_type": "no-such-scheduler"}})
+    with pytest.raises(ValueError, match="scheduler"):
+        write_project(tmp_path / "projects", bad)
+    assert not (tmp_path / "projects" / "p.yaml").exists()
+    with pytest.raises(ValueError, match="worker, an exec_config or resources"):
+        route_jobflow_remote(tiny_pfd_maker(distill=False).make(cu_cell()))

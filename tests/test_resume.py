@@ -25,6 +25,7 @@ from workflow_jobs import (
     cu_cell,
     is_static_label,
     start_launcher,
+    stop_process,
     tiny_pfd_maker,
     wait_for,
     worker_env,
@@ -48,6 +49,7 @@ SECOND_ITERATION = r"^pfd (train|explore|test) s1 i1"
 def killed_and_resumed(tmp_path_factory):
     root = tmp_path_factory.mktemp("fw-resume")
     server = start_server(root / "db")
+    launchers = []
     try:
         lp = launchpad(server.host, server.port, name="fw_resume")
         lp.reset("", require_password=False)
@@ -58,6 +60,7 @@ def killed_and_resumed(tmp_path_factory):
         fworker = write_fworker_file(root / "my_fworker.yaml", "node1")
 
         launcher = start_launcher(root / "first", lp_file, fworker)
+        launchers.append(launcher)
         running = wait_for(
             lambda: lp.fireworks.find_one({"state": "RUNNING", "name": {"$regex": SECOND_ITERATION}}),
             timeout=900, interval=0.2, what="second loop iteration running")
@@ -73,7 +76,8 @@ def killed_and_resumed(tmp_path_factory):
             [str(BIN / "lpad"), "-l", str(lp_file), "detect_lostruns", "--time", "0", "--rerun"],
             capture_output=True, text=True, env=worker_env(), timeout=300, check=True)
         second = start_launcher(root / "second", lp_file, fworker, until_done=True)
-        state = wait_for(lambda: (s := workflow_state(lp, first)) in ("COMPLETED", "FIZZLED") and s,
+        launchers.append(second)
+        state = wait_for(lambda: workflow_state(lp, first) in ("COMPLETED", "FIZZLED") and workflow_state(lp, first),
                          timeout=900, interval=1.0, what="workflow end")
         second.wait(120)  # a single rapidfire launcher stops by itself when the flow is done
         store.connect()
@@ -81,6 +85,8 @@ def killed_and_resumed(tmp_path_factory):
                "kill_time": kill_time, "killed_rc": launcher.returncode, "state_after_kill": state_after_kill,
                "detect": detect.stdout + detect.stderr, "state": state}
     finally:
+        for process in launchers:
+            stop_process(process)
         server.stop()
 
 

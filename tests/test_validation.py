@@ -18,7 +18,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.calculators.mixing import SumCalculator
 from ase.calculators.morse import MorsePotential
-from jobflow import Flow, run_locally
+from jobflow import Flow, job, run_locally
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from _labelled_data import emt_dataset
@@ -148,11 +148,14 @@ def test_phonons_expose_broken_translational_invariance(cu_primitive):
     assert np.sort(gamma)[:3] == pytest.approx([expected] * 3, rel=0.02)
 
 
-def test_phonons_reject_bad_supercell(cu_primitive):
+def test_phonons_reject_bad_input(cu_primitive):
     with pytest.raises(ValueError, match="supercell_matrix"):
         phonon_bands(cu_primitive, EMT(), supercell_matrix=[2, 2])
     with pytest.raises(ValueError, match="displacement"):
         phonon_bands(cu_primitive, EMT(), displacement=0.0)
+    # q-points in reduced coordinates of bcc's reciprocal lattice are meaningless for fcc
+    with pytest.raises(ValueError, match="another primitive cell"):
+        phonon_bands(cu_primitive, EMT(), path=band_path(bulk("Cu", "bcc", a=2.87)))
 
 
 # --------------------------------------------------------------------------- MD stability
@@ -198,6 +201,12 @@ def test_md_rejects_bad_settings(cu32):
 # --------------------------------------------------------------------------- jobs
 
 
+@job(data=["model"])
+def _provide_model(model: ModelFile) -> dict:
+    """Stands in for a PFD training job: its model goes to the ``data`` store."""
+    return {"model": model}
+
+
 def test_calculator_spec_validation():
     with pytest.raises(ValueError, match="either backend"):
         CalculatorSpec(name="x")
@@ -215,18 +224,20 @@ def test_validation_jobs_run_through_jobflow(memory_store, tmp_path):
     emt = CalculatorSpec.from_ase("ase.calculators.emt.EMT", name="EMT")
     morse = CalculatorSpec.from_ase({"@module": "ase.calculators.morse", "@callable": "MorsePotential"},
                                     name="Morse", **MORSE_CU)
-    # a model file + backend, as a PFD training job hands it over
+    # a model file + backend, handed over as an OutputReference as from a PFD training job
     chgnet_file = ModelFile.from_path(pretrained_checkpoint(), backend="chgnet", kind="pretrained")
-    chgnet = CalculatorSpec.from_model(chgnet_file, CHGNetBackend(n_threads=2), name="CHGNet")
+    provider = _provide_model(chgnet_file)
+    chgnet = CalculatorSpec.from_model(provider.output["model"], CHGNetBackend(n_threads=2), name="CHGNet")
     fcc = AseAtomsAdaptor.get_structure(bulk("Cu", "fcc", a=3.59))
     jobs = [
+        provider,
         EOSValidationMaker().make({"fcc": fcc}, morse, emt),
         PhononValidationMaker(min_length=7.0, npoints=11).make(fcc, morse, emt),
         MDStabilityMaker(n_steps=40, time_step=2.0, temperature=300.0).make(fcc * (2, 2, 2), emt),
         ParityMaker(reference_name="EMT").make(emt_dataset(2, seed=5, supercell=(2, 1, 1)), [chgnet, emt]),
     ]
     run_locally(Flow(jobs), store=memory_store, root_dir=tmp_path, create_folders=True, ensure_success=True)
-    eos, phonons, md, parity = (memory_store.get_output(j.uuid, load=True) for j in jobs)
+    eos, phonons, md, parity = (memory_store.get_output(j.uuid, load=True) for j in jobs[1:])
 
     assert eos["calculators"] == ["Morse", "EMT"]
     assert abs(eos["result"]["v0_error_percent"]["fcc"]) > 0.5

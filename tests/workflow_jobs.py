@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -86,7 +87,10 @@ def tiny_pfd_maker(distill: bool = True, label_delay: float | None = None):
         ),
         finetune=FinetuneMaker(
             trainer=teacher,
-            stages=[Stage(task_groups=[group]), Stage(task_groups=[group.model_copy(update={"temperatures": [900.0]})])],
+            stages=[
+                Stage(task_groups=[group]),
+                Stage(task_groups=[group.model_copy(update={"temperatures": [900.0]})]),
+            ],
             select=SelectMaker(n_select=N_SELECT, method="random", seed=0),
             criteria=ConvergenceCriteria(energy_rmse=0.02, force_rmse=0.25, accurate_ratio=None),
             max_iterations=1,
@@ -122,6 +126,8 @@ def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PATH"] = os.pathsep.join((str(BIN), env.get("PATH", "")))
     # parallel workers on a 2-core machine: one thread each, no oversubscription
     env["OMP_NUM_THREADS"] = "1"
+    # model files rebuilt by workers go to a scratch cache, not the user's
+    env.setdefault("PFD_MODEL_CACHE", str(Path(tempfile.gettempdir()) / "pfd-test-model-cache"))
     env.update(extra or {})
     return env
 
@@ -149,7 +155,9 @@ def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
             process.wait(timeout)
 
 
-def start_launcher(workdir: Path, launchpad_file: Path, fworker_file: Path, until_done: bool = False) -> subprocess.Popen:
+def start_launcher(
+    workdir: Path, launchpad_file: Path, fworker_file: Path, until_done: bool = False
+) -> subprocess.Popen:
     """Start ``rlaunch rapidfire`` in ``workdir`` (log: ``workdir/rlaunch.log``).
 
     ``until_done=False`` keeps the launcher polling (``--nlaunches infinite``): a launcher

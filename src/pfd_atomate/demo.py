@@ -74,8 +74,13 @@ def demo_maker(quick: bool = False) -> PFDMaker:
     )
     distill = DistillMaker(
         student=student,
-        task_groups=[TaskGroup(temperatures=[300.0, 600.0, 900.0], ensemble="nvt",
-                               n_steps=200 if quick else 1000, time_step=2.0, traj_interval=5)],
+        task_groups=[
+            TaskGroup(temperatures=[300.0, 600.0, 900.0], ensemble="nvt", n_steps=200 if quick else 1000,
+                      time_step=2.0, traj_interval=5),
+            # the student must know how energy changes with volume: the teacher explores NPT too
+            TaskGroup(temperatures=[600.0], pressures=[-1.0, 2.0], ensemble="npt", n_steps=100 if quick else 1000,
+                      time_step=2.0, traj_interval=5),
+        ],
         test_fraction=0.1,
     )
     return PFDMaker(

@@ -72,7 +72,12 @@ class PFDMaker(Maker):
         distill = None
         if self.distill is not None:
             distill_maker = dataclasses.replace(self.distill, teacher=self.distill.teacher or self.finetune.trainer)
-            distill = distill_maker.make(finetune.output.model, structures, dft_test_set=finetune.output.test_set)
+            distill = distill_maker.make(
+                finetune.output.model,
+                structures,
+                dft_test_set=finetune.output.test_set,
+                extra_frames=[perturb.output.dataset],
+            )
             jobs.append(distill)
         base = getattr(self.finetune.trainer, "base_model", None)
         report = pfd_report(

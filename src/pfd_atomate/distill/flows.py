@@ -59,6 +59,7 @@ class DistillMaker(Maker):
         teacher_model: Any,
         structures: Structure | Sequence[Structure],
         dft_test_set: Any = None,
+        extra_frames: Sequence[Any] = (),
     ) -> Flow:
         """Build the distillation flow.
 
@@ -67,6 +68,9 @@ class DistillMaker(Maker):
         teacher_model: the teacher ModelFile (usually ``finetune.output.model``).
         structures: starting structures of the teacher MD.
         dft_test_set: held-out DFT frames to test the student on (optional).
+        extra_frames: more frame sets for the teacher to label, e.g. the perturbed frames of the
+            fine-tuning data (PFD paper: "in addition to the relabeled fine-tuning dataset"),
+            which cover strained cells that fixed-volume MD does not visit.
 
         Raises
         ------
@@ -89,7 +93,7 @@ class DistillMaker(Maker):
         label = teacher_label(
             self.teacher,
             teacher_model,
-            [md.output.frames for md in jobs],
+            [md.output.frames for md in jobs] + list(extra_frames),
             frame_filter=self.frame_filter,
             max_frames=self.max_frames,
             test_fraction=self.test_fraction,

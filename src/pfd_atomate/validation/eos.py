@@ -220,8 +220,11 @@ def compare_eos(
 
     Raises
     ------
-    ValueError: no phases, bad strains, or a fit minimum outside the sampled range.
+    ValueError: no phases, bad strains, a fit minimum outside the sampled range, or equal
+        model and reference names.
     """
+    if model_name == reference_name:
+        raise ValueError(f"model and reference need different names, both are {model_name!r}")
     if not phases:
         raise ValueError("compare_eos: no phases given")
     strains = _check_strains(strains)

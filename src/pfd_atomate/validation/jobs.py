@@ -70,7 +70,8 @@ class CalculatorSpec(MSONable):
     @classmethod
     def from_model(cls, model: ModelFile | None, backend: TrainerBackend, name: str | None = None) -> CalculatorSpec:
         """Spec of a trained model (``model=None``: the backend's pretrained model)."""
-        default = "pretrained" if model is None else f"{backend.name}:{getattr(model, 'kind', 'model')}"
+        # model may still be an OutputReference while a flow is built: name it without touching it
+        default = "pretrained" if model is None else f"{backend.name}:{model.kind if isinstance(model, ModelFile) else 'model'}"
         return cls(name=name or default, backend=backend, model=model)
 
     @classmethod

@@ -41,11 +41,13 @@ class BandPath(BaseModel):
     connections: whether segment i is continuous with segment i + 1 (phonopy convention).
     labels: high-symmetry point labels along the path (phonopy convention: one label per
         segment start plus one per discontinuity and the end).
+    lattice: lattice vectors (rows, Å) of the primitive cell the reduced coordinates refer to.
     """
 
     segments: list[list[list[float]]]
     connections: list[bool]
     labels: list[str]
+    lattice: list[list[float]]
 
 
 class PhononBands(BaseModel):
@@ -124,7 +126,8 @@ def band_path(structure, npoints: int = 51) -> BandPath:
 
     if npoints < 2:
         raise ValueError(f"npoints must be >= 2, got {npoints}")
-    kpath = HighSymmKpath(AseAtomsAdaptor.get_structure(as_atoms(structure))).kpath
+    high_symm = HighSymmKpath(AseAtomsAdaptor.get_structure(as_atoms(structure)))
+    kpath = high_symm.kpath
     points = kpath["kpoints"]
     branches = [[np.asarray(points[label], dtype=float) for label in branch] for branch in kpath["path"]]
     qpoints, connections = get_band_qpoints_and_path_connections(branches, npoints=npoints)
@@ -135,6 +138,7 @@ def band_path(structure, npoints: int = 51) -> BandPath:
         segments=[np.asarray(q).tolist() for q in qpoints],
         connections=[bool(c) for c in connections],
         labels=labels,
+        lattice=np.asarray(high_symm.prim.lattice.matrix).tolist(),
     )
 
 
@@ -203,7 +207,8 @@ def phonon_bands(
 
     Raises
     ------
-    ValueError: bad ``supercell_matrix``, ``displacement <= 0``, non-periodic structure.
+    ValueError: bad ``supercell_matrix``, ``displacement <= 0``, non-periodic structure,
+        or a ``path`` made for another cell.
     """
     from ase import Atoms
     from phonopy import Phonopy
@@ -217,6 +222,9 @@ def phonon_bands(
     primitive = primitive_cell(atoms)
     matrix = _supercell_matrix(supercell_matrix, primitive, min_length)
     path = path if path is not None else band_path(primitive)
+    # reduced q-points only mean something in the reciprocal lattice they were made for
+    if not np.allclose(path.lattice, primitive.cell.array, atol=1e-4):
+        raise ValueError("the band path was made for another primitive cell; build it with band_path(structure)")
 
     unitcell = PhonopyAtoms(
         symbols=primitive.get_chemical_symbols(),
@@ -325,8 +333,10 @@ def compare_phonons(
 
     Raises
     ------
-    ValueError: bad input (see :func:`phonon_bands`).
+    ValueError: bad input (see :func:`phonon_bands`) or equal model and reference names.
     """
+    if model_name == reference_name:
+        raise ValueError(f"model and reference need different names, both are {model_name!r}")
     primitive = primitive_cell(structure)
     matrix = _supercell_matrix(supercell_matrix, primitive, min_length)
     path = band_path(primitive, npoints=npoints)

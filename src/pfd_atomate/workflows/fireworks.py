@@ -23,11 +23,10 @@ What this module gives:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import json
 
 from fireworks import explicit_serialize
 from fireworks.utilities.fw_serializers import recursive_serialize, serialize_fw
@@ -171,7 +170,9 @@ def write_launchpad_file(path: str | Path, host: str, port: int, name: str = "fi
     return path
 
 
-def write_fworker_file(path: str | Path, name: str, category: str | Sequence[str] = "", env: dict | None = None) -> Path:
+def write_fworker_file(
+    path: str | Path, name: str, category: str | Sequence[str] = "", env: dict | None = None
+) -> Path:
     """Write ``my_fworker.yaml`` for ``rlaunch -w``; returns the path.
 
     Parameters

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,6 +33,8 @@ from jobflow.core.reference import OnMissing
 
 from pfd_atomate.workflows import ML_JOBS
 from pfd_atomate.workflows.mongo import jobstore_spec
+
+logger = logging.getLogger(__name__)
 
 #: runner delays (s) for small flows and tests; jobflow-remote's defaults are 30 s per step, and
 #: its runner loop wakes up once a second, so 1 s is the floor
@@ -199,7 +202,8 @@ def _project_jobstore() -> JobStore | None:
         from jobflow_remote import ConfigManager
 
         return ConfigManager().get_project().get_jobstore()
-    except Exception:  # noqa: BLE001  (no project on this worker: keep jobflow-remote's behaviour)
+    except Exception as err:  # noqa: BLE001  (no project here: keep jobflow-remote's behaviour)
+        logger.warning("no jobflow-remote project on this worker (%s): the job reads only its own store", err)
         return None
 
 
