@@ -44,8 +44,10 @@ if [ ! -f "$stamp" ]; then
   fi
   touch "$stamp"
 fi
-log "pip install -e . (pfd-atomate)"
-pip install -q --no-deps -e .
+if ! python -c "import pfd_atomate, pathlib, sys; sys.exit(pathlib.Path(pfd_atomate.__file__).resolve().is_relative_to(pathlib.Path('src').resolve()) is False)" 2>/dev/null; then
+  log "pip install -e . (pfd-atomate)"
+  pip install -q --no-deps -e .
+fi
 python - <<'PY'
 import torch, deepmd, atomate2, jobflow
 print(f"torch {torch.__version__}  deepmd-kit {deepmd.__version__}  atomate2 {atomate2.__version__}  jobflow {jobflow.__version__}")

@@ -99,3 +99,31 @@ def test_jobstore_spec_builds_mongo_and_gridfs_stores(server):
     assert type(store.docs_store).__name__ == "MongoStore"
     assert type(store.additional_stores["data"]).__name__ == "GridFSStore"
     assert store.docs_store.port == server.port == store.additional_stores["data"].port
+
+
+def test_queries_also_work_on_the_embedded_store(tmp_path):
+    """The same queries on montydb (the default store of ``run_locally`` runs): the newest report
+    wins, and a running flow's test jobs are found through ``hosts``."""
+    from pfd_atomate import queries
+    from pfd_atomate.store import embedded_store
+
+    store = embedded_store(tmp_path)
+    store.connect()
+    it = {"stage": 0, "iteration": 0, "energy_rmse": 0.01, "force_rmse": 0.1, "n_labelled": 2}
+
+    def report(uuid, flow, when, n):
+        return {"uuid": uuid, "index": 1, "name": "pfd report", "hosts": [flow], "completed_at": when,
+                "output": {"formula": "Cu", "iterations": [{**it, "iteration": i} for i in range(n)], "lineage": []}}
+
+    test_job = {"uuid": "t1", "index": 1, "name": "pfd test s0 i0", "hosts": ["iteration-flow", "run-b"],
+                "completed_at": "2026-02-01T00:00:00",
+                "output": {"converged": True, "metrics": {"energy_rmse": 0.02, "force_rmse": 0.2, "n_frames": 3}}}
+    store.docs_store.update([report("a", "run-a", "2026-01-01T00:00:00", 1), report("b", "run-b", "2026-02-01T00:00:00", 2),
+                             test_job], key=["uuid", "index"])
+    assert queries.latest_run(store, "Cu")["run_uuid"] == "run-b"
+    assert [r["iteration"] for r in queries.iterations(store, "Cu")] == [0, 1]
+    (row,) = queries.iteration_tests(store, "run-b")
+    assert (row["stage"], row["iteration"], row["n_frames"], row["force_rmse"]) == (0, 0, 3, 0.2)
+    assert queries.iteration_tests(store, "run-a") == []
+    with pytest.raises(LookupError, match="student"):
+        queries.model_location(store, "Cu", "student")
