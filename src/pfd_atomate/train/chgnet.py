@@ -173,7 +173,7 @@ class CHGNetBackend(TrainerBackend):
         FileNotFoundError: ``base_model`` is set (and no ``model`` given) but does not exist.
         """
         if model is None and self.base_model is not None and not Path(self.base_model).is_file():
-            raise FileNotFoundError(f"CHGNet base model not found: {self.base_model}")
+            raise FileNotFoundError(f"CHGNet base_model not found: {self.base_model}")
         if model is not None and model.backend != self.name:
             raise ValueError(f"model {model.filename} is a {model.backend!r} model, not {self.name!r}")
         unknown = sorted({e for e in elements if e not in atomic_numbers})
