@@ -26,6 +26,7 @@ Usage: ``python benchmarks/overhead.py [--quick] [--threads 2]``.
 from __future__ import annotations
 
 import functools
+import os
 import tempfile
 import time
 from collections import defaultdict
@@ -158,6 +159,7 @@ def main() -> None:
                           [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]) * (2, 1, 1)
     maker = pfd_maker(args.quick)
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["PFD_MODEL_CACHE"] = str(Path(tmp) / "model-cache")  # keep the user's model cache clean
         run_dir = Path(tmp)
         flow = maker.make(structure)
         store = embedded_store(run_dir)

@@ -19,6 +19,7 @@ Usage: ``python benchmarks/selection.py [--quick] [--threads 2]``.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -145,6 +146,7 @@ def main() -> None:
                             n_threads=args.threads)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["PFD_MODEL_CACHE"] = str(Path(tmp) / "model-cache")  # keep the user's model cache clean
         for name, idx in picks.items():
             train = pool.subset(idx, name=name)
             model = backend.train([train], Path(tmp) / name.replace(" ", "-"))
