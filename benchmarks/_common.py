@@ -97,6 +97,16 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path, rect: tuple[float, float, float, float] | None = None) -> None:
+    """Lay out ``fig`` (within ``rect`` if given), write it to ``path`` at 120 dpi, close it, say so."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout(rect=rect)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 class Timer:
     """``with Timer() as t: ...``; ``t.seconds`` afterwards."""
 

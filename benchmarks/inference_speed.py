@@ -1,12 +1,13 @@
 """Inference speed: fine-tuned teacher vs distilled DeePMD student in MD, seconds per atom per step.
 
 PFD's promise (b): the distilled student is much faster than the fine-tuned foundation
-model. System: diamond Si (the PFD demo system), cells of 64, 512 and 1728 atoms
-(2x2x2, 4x4x4, 6x6x6 conventional cells; ``--reps 2 4 8`` asks for 4096 atoms), NVE
+model. System: diamond Si (the PFD demo system), cells of 64, 512, 1728 and 4096 atoms
+(2x2x2, 4x4x4, 6x6x6, 8x8x8 conventional cells; ``--reps`` picks others), NVE
 velocity-Verlet at 300 K through ASE, one force/energy/stress call per step. Each timing
 runs in its own process under an address-space limit (``--mem-limit-gb``), so a size that
-does not fit fails alone: on CPU, deepmd-kit 3.2's built-in neighbour list (used when
-``vesin`` is not installed) needs more than 14 GB for one 4096-atom frame, CHGNet about 20 GB.
+does not fit fails alone, and records that process's peak memory. deepmd-kit builds its
+neighbour list with ``vesin`` (O(N), a project dependency); without it deepmd-kit 3.2 falls
+back to an all-pairs list that needs more than 14 GB for one 4096-atom frame.
 
 Models (all trained here, in this run):
 - teacher: CHGNet 0.3.0 fine-tuned on Si frames (labels: the pretrained CHGNet itself, as a
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import Timer, environment, parse_args, pyplot, save
+from _common import Timer, environment, parse_args, pyplot, save, save_figure
 
 
 def si_frames(n_frames: int, seed: int):
@@ -84,13 +85,16 @@ def _child(queue, mem_limit_bytes: int, args: tuple) -> None:
 
     resource.setrlimit(resource.RLIMIT_AS, (mem_limit_bytes, mem_limit_bytes))
     try:
-        queue.put(("ok", seconds_per_atom_step(*args)))
+        value = seconds_per_atom_step(*args)
+        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+        queue.put(("ok", (value, peak_gb)))
     except (MemoryError, RuntimeError) as err:  # torch reports failed allocations as RuntimeError
         queue.put(("error", f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"))
 
 
-def timed_in_subprocess(mem_limit_gb: float, *args) -> tuple[float | None, str]:
-    """(s/atom/step or None, error message) of :func:`seconds_per_atom_step` in a fresh process."""
+def timed_in_subprocess(mem_limit_gb: float, *args) -> tuple[tuple[float, float] | None, str]:
+    """((s/atom/step, peak resident memory GiB) or None, error message) of :func:`seconds_per_atom_step`,
+    run in a fresh process."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -102,6 +106,16 @@ def timed_in_subprocess(mem_limit_gb: float, *args) -> tuple[float | None, str]:
         status, value = queue.get()
         return (value, "") if status == "ok" else (None, value)
     return None, f"no result: the process ended with exit code {proc.exitcode} (out of memory or killed)"
+
+
+def deepmd_neighbour_list() -> str:
+    """Which neighbour-list builder deepmd-kit's inference uses here (vesin if importable)."""
+    try:
+        import vesin.torch  # noqa: F401
+
+        return "vesin (O(N) cell list)"
+    except ImportError:
+        return "deepmd-kit built-in all-pairs (vesin not installed)"
 
 
 def train_models(quick: bool, dpa2: bool, threads: int, workdir: Path) -> tuple[dict, dict]:
@@ -137,27 +151,34 @@ def train_models(quick: bool, dpa2: bool, threads: int, workdir: Path) -> tuple[
 
 def plot(result: dict, path: Path) -> None:
     plt = pyplot()
-    fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, (ax, ax_m, ax_r) = plt.subplots(1, 3, figsize=(15, 4.4))
     sizes = result["n_atoms"]
+    limit = result["memory_limit_gb"]
     for name, values in result["seconds_per_atom_step"].items():
-        ax.plot(sizes, [np.nan if v is None else v for v in values], "o-", label=name)
-    ax.set_xscale("log")
+        line, = ax.plot(sizes, [np.nan if v is None else v for v in values], "o-", label=name)
+        memory = result.get("peak_memory_gib", {}).get(name, [None] * len(sizes))
+        ax_m.plot(sizes, [np.nan if v is None else v for v in memory], "o-", color=line.get_color(), label=name)
+        for n, v in zip(sizes, values):
+            if v is None:  # the size did not fit under the memory limit: mark it where it would be
+                ax_m.plot([n], [limit], "x", color=line.get_color(), ms=10, mew=2)
+                ax_m.annotate(f"failed at {limit:g} GiB", (n, limit), textcoords="offset points", xytext=(-60, 8),
+                              fontsize=7, color=line.get_color())
     ax.set_yscale("log")
-    ax.set_xlabel("atoms")
     ax.set_ylabel("s / atom / MD step")
     ax.set_title(f"MD inference cost on {result['environment']['device']}, {result['environment']['threads']} threads")
-    ax.legend(fontsize=8)
+    ax_m.axhline(limit, color="0.6", lw=0.8, ls=":")
+    ax_m.set_ylabel("peak resident memory of the MD process (GiB)")
+    ax_m.set_title("memory")
     for name, ratios in result["teacher_over_student"].items():
         ax_r.plot(sizes, [np.nan if v is None else v for v in ratios], "s-", label=name)
-    ax_r.set_xscale("log")
-    ax_r.set_xlabel("atoms")
     ax_r.set_ylabel("teacher time ÷ student time")
     ax_r.axhline(1.0, color="0.6", lw=0.8)
-    ax_r.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote {path}")
+    ax_r.set_title("speed-up of the distilled student")
+    for a in (ax, ax_m, ax_r):
+        a.set_xscale("log")
+        a.set_xlabel("atoms")
+        a.legend(fontsize=7)
+    save_figure(fig, path)
 
 
 def main() -> None:
@@ -167,32 +188,34 @@ def main() -> None:
         p.add_argument("--repeats", type=int, default=None, help="timing repeats per size (best is kept)")
         p.add_argument("--reps", type=int, nargs="+", default=None,
                        help="cell repetitions of the 8-atom cubic cell (default: 2 4 6; quick: 2 4)")
-        p.add_argument("--mem-limit-gb", type=float, default=10.0,
-                       help="address-space limit of each timing process, GiB (default 10)")
+        p.add_argument("--mem-limit-gb", type=float, default=16.0,
+                       help="address-space limit of each timing process, GiB (default 16)")
 
     args = parse_args("teacher vs student MD inference speed", extra)
     dpa2 = (not args.quick) if args.dpa2 is None else args.dpa2
     repeats = args.repeats or (1 if args.quick else 2)
-    reps = args.reps or ([2, 4] if args.quick else [2, 4, 6])  # 64, 512 (, 1728) atoms
-    # fewer timed steps for bigger cells: a teacher step on 1728 atoms takes several seconds on 2 cores
-    steps = {n: (5 if n <= 2 else 2) if args.quick else max(1, round(10 * (2 / n) ** 2)) for n in reps}
+    reps = args.reps or ([2, 4] if args.quick else [2, 4, 6, 8])  # 64, 512 (, 1728, 4096) atoms
+    # fewer timed steps for bigger cells: a teacher step on 4096 atoms takes several seconds on 2 cores
+    steps = {n: (5 if n <= 2 else 2) if args.quick else max(2, round(10 * (2 / n) ** 2)) for n in reps}
     start = time.perf_counter()
     env = environment(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PFD_MODEL_CACHE"] = str(Path(tmp) / "model-cache")  # keep the user's model cache clean
         models, train_walls = train_models(args.quick, dpa2, args.threads, Path(tmp))
         timings: dict[str, list[float | None]] = {name: [] for name in models}
+        peak_memory: dict[str, list[float | None]] = {name: [] for name in models}
         failures: dict[str, str] = {}
         for n in reps:
             for name, (backend, model) in models.items():
                 value, error = timed_in_subprocess(args.mem_limit_gb, backend, model, n, steps[n],
                                                    repeats if n <= 4 else 1, args.threads)
-                timings[name].append(value)
+                timings[name].append(None if value is None else value[0])
+                peak_memory[name].append(None if value is None else value[1])
                 if error:
                     failures[f"{name} @ {8 * n**3} atoms"] = error
                     print(f"{8 * n**3:5d} atoms  {name:34s} FAILED: {error}")
                 else:
-                    print(f"{8 * n**3:5d} atoms  {name:34s} {value:.3e} s/atom/step")
+                    print(f"{8 * n**3:5d} atoms  {name:34s} {value[0]:.3e} s/atom/step, peak {value[1]:.2f} GiB")
     student = "student: DeePMD se_e2_a"
     ratios = {name: [None if t is None or s is None else t / s for t, s in zip(values, timings[student])]
               for name, values in timings.items() if name != student}
@@ -207,8 +230,10 @@ def main() -> None:
         "md_steps_timed": [steps[n] for n in reps],
         "repeats": repeats,
         "seconds_per_atom_step": timings,
+        "peak_memory_gib": peak_memory,
         "failures": failures,
         "memory_limit_gb": args.mem_limit_gb,
+        "deepmd_neighbour_list": deepmd_neighbour_list(),
         "teacher_over_student": ratios,
         "training_wall_s": train_walls,
         "wall_s": time.perf_counter() - start,
@@ -222,4 +247,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--replot":  # redraw a saved result without rerunning
+        import json
+
+        plot(json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[2]).with_suffix(".png"))
+    else:
+        main()

@@ -32,7 +32,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from _common import environment, parse_args, pyplot, save
+from _common import environment, parse_args, pyplot, save, save_figure
 
 EMT = {"@module": "ase.calculators.emt", "@callable": "EMT"}
 
@@ -140,10 +140,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_title(f"PFD run ({result['mode']}): {result['wall_s']:.0f} s, {result['n_jobs_run']} jobs; "
                  f"overhead {100 * result['overhead_share']:.1f} %", fontsize=9)
     ax.invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 def main() -> None:

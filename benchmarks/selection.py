@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import Timer, emt_cu_frames, environment, parse_args, pyplot, save
+from _common import Timer, emt_cu_frames, environment, parse_args, pyplot, save, save_figure
 
 #: condition -> (share of the pool, rattle σ Å, strain half-width, lattice scale)
 CONDITIONS = {
@@ -114,10 +114,7 @@ def plot(result: dict, path: Path) -> None:
     ax_f.legend(fontsize=7)
     fig.suptitle(f"entropy vs random selection, {result['budget']} labels of a {result['pool_size']}-frame pool "
                  "(labels: EMT Cu)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 def main() -> None:

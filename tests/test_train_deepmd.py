@@ -124,6 +124,26 @@ def test_frozen_model_round_trip_and_calculator(scratch, cu_test, tmp_path):
     assert backend.calculator(model).dp.get_type_map() == ["Cu"]
 
 
+def test_large_cells_use_the_linear_neighbour_list(scratch):
+    """Inference builds neighbour lists with vesin (O(N)), not deepmd-kit's all-pairs fallback that needs
+    >14 GB at 4096 atoms, and both give the same energy, forces and virial on a 500-atom cell."""
+    from ase.build import bulk
+    from deepmd.infer import DeepPot
+
+    backend, model, _ = scratch
+    assert type(backend.calculator(model).dp.deep_eval._nlist_builder).__name__ == "VesinNeighborList"
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(5)  # 500 atoms, 18 Å box: many cells for vesin
+    atoms.rattle(0.1, seed=3)
+    path = str(model.materialize())
+    args = (atoms.positions.reshape(1, -1), atoms.cell.array.reshape(1, 9), [0] * len(atoms))
+    linear = DeepPot(path).eval(*args)[:3]
+    dense = DeepPot(path, nlist_backend="native").eval(*args)[:3]
+    assert np.abs(linear[1]).max() > 0.05  # rattled: the forces are not trivially zero
+    for a, b in zip(linear, dense, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
 def test_checkpoint_from_frozen_is_the_same_model(scratch, cu_test, tmp_path):
     """`--finetune` needs a .pt: the checkpoint rebuilt from the frozen model predicts identically."""
     from deepmd.infer import DeepPot
@@ -161,7 +181,7 @@ def test_weights_become_auto_prob(tmp_path):
     old = Dataset.concat([emt_dataset(3, seed=1), emt_dataset(2, seed=2, supercell=(2, 2, 2), cubic=False)])
     new = emt_dataset(4, seed=3)
     overrides = {"training": {"disp_freq": 7}, "model": {"fitting_net": {"neuron": [8]}}}
-    backend = DeepMDBackend(numb_steps=10, input_overrides=overrides)
+    backend = DeepMDBackend(numb_steps=10, input_overrides=overrides, use_virial=False)
     config = backend.write_inputs([old, Dataset(), new], tmp_path, weights=[1.0, 5.0, 3.0])
     systems = config["training"]["training_data"]["systems"]
     assert len(systems) == 3  # old: Cu32 + Cu8, the empty dataset is skipped, new: Cu32
@@ -174,9 +194,14 @@ def test_weights_become_auto_prob(tmp_path):
     assert sorted(n_frames[:2]) == [2, 3] and n_frames[2] == 4
     assert not any((tmp_path / s / "set.000" / "virial.npy").exists() for s in systems)
 
-    with_virial = DeepMDBackend(use_virial=True).write_inputs([new], tmp_path / "v")
+    with_virial = DeepMDBackend().write_inputs([new], tmp_path / "v")  # the virial is trained by default
     assert with_virial["loss"]["limit_pref_v"] > 0
     assert (tmp_path / "v" / with_virial["training"]["training_data"]["systems"][0] / "set.000" / "virial.npy").exists()
+
+    # one frame without a virial: all are trained without (dpdata cannot mix), not an error
+    mixed = Dataset(frames=[new[0].model_copy(update={"virial": None}), *new.frames[1:]])
+    without = DeepMDBackend().write_inputs([mixed], tmp_path / "nv")
+    assert without["loss"]["limit_pref_v"] == 0.0
 
 
 def test_bad_input_fails_before_dp(scratch, tmp_path, monkeypatch):

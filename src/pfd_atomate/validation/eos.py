@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from pfd_atomate.data import Frame
+from pfd_atomate.validation.figures import pyplot, save_figure
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -269,10 +270,7 @@ def plot_eos(
     -------
     The path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from pymatgen.analysis.eos import EOS
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
@@ -294,9 +292,4 @@ def plot_eos(
     ax.set_ylabel("E - E0,min (eV/atom)")
     ax.set_title("energy-volume curves (Birch-Murnaghan fits)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

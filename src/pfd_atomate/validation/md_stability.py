@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from pfd_atomate.validation.eos import as_atoms
+from pfd_atomate.validation.figures import pyplot, save_figure
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -211,10 +212,7 @@ def plot_md_stability(results: dict[str, MDStabilityResult], path: str | Path) -
     -------
     The path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_e, ax_d) = plt.subplots(1, 2, figsize=(10, 4.2))
     for name, res in results.items():
@@ -231,9 +229,4 @@ def plot_md_stability(results: dict[str, MDStabilityResult], path: str | Path) -
     ax_d.set_ylabel("shortest pair distance (Å)")
     ax_d.legend(fontsize=7)
     fig.suptitle("NVE stability")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

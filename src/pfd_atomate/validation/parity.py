@@ -8,6 +8,7 @@ import numpy as np
 
 from pfd_atomate.data import Dataset
 from pfd_atomate.evaluate.metrics import frame_errors
+from pfd_atomate.validation.figures import pyplot, save_figure
 
 
 def parity_plot(
@@ -35,10 +36,7 @@ def parity_plot(
     ------
     ValueError: a prediction set does not match the reference frames.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(10, 4.6))
@@ -63,9 +61,4 @@ def parity_plot(
         ax.set_ylabel(f"model {unit}")
         ax.legend(fontsize=8, loc="upper left")
     fig.suptitle(title or f"parity vs {reference_name} ({len(reference)} frames)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from pfd_atomate.validation.eos import as_atoms
+from pfd_atomate.validation.figures import pyplot, save_figure
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -365,10 +366,7 @@ def plot_phonon_bands(comparison: PhononComparison, path: str | Path, title: str
     -------
     The path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for bands, style, colour in ((comparison.reference, "-", "k"), (comparison.model, "--", "tab:red")):
@@ -396,9 +394,4 @@ def plot_phonon_bands(comparison: PhononComparison, path: str | Path, title: str
     ax.set_ylabel("frequency (THz)")
     ax.set_title(title or f"phonon bands: band RMSE {comparison.band_rmse:.3f} THz")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

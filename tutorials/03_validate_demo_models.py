@@ -1,0 +1,97 @@
+"""Tutorial 3: validate the models of a finished PFD run beyond RMSEs.
+
+After ``bash scripts/demo.sh`` (or any PFD run on an embedded store), this script reads the teacher
+(fine-tuned CHGNet) and the distilled student (DeePMD se_e2_a) back from the run's JobStore, with a
+plain query for the ``pfd report`` document, and compares them the way a user would before trusting
+the student in production MD:
+
+1. parity of both models against the held-out DFT frames (energy per atom, force components);
+2. energy-volume curve of diamond Si, student against teacher (Birch-Murnaghan V0, B0);
+3. phonon band structure of diamond Si (phonopy finite displacements), student against teacher,
+   with the band RMSE in THz (the autoplex SI's measure);
+4. NVE stability of each model on a 64-atom cell at 600 K: energy drift (eV/atom/ps) and the
+   shortest pair distance.
+
+The teacher is the reference in 2 and 3 because it is the model the student was distilled from
+(a CP2K phonon calculation is out of reach on two cores). Figures and ``validation.json`` go to
+``<run-dir>/validation/``. The same checks run as jobflow jobs with the Makers of
+``pfd_atomate.validation.jobs`` (see docs/validation.md).
+
+Usage: ``.venv/bin/python tutorials/03_validate_demo_models.py [runs/demo-si]``
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from pfd_atomate.demo import diamond_si
+from pfd_atomate.store import embedded_store, fetch_dataset, fetch_model
+from pfd_atomate.train.chgnet import CHGNetBackend
+from pfd_atomate.train.deepmd import DeepMDBackend
+from pfd_atomate.validation.eos import compare_eos
+from pfd_atomate.validation.md_stability import md_stability, plot_md_stability
+from pfd_atomate.validation.parity import parity_plot
+from pfd_atomate.validation.phonons import compare_phonons
+
+
+def main(run_dir: Path) -> dict:
+    store = embedded_store(run_dir)
+    store.connect()
+    report = store.query_one({"name": "pfd report"}, properties=["output"], load=True)
+    if report is None:
+        raise SystemExit(f"no 'pfd report' document in {run_dir / 'store'}: did the PFD run finish?")
+    doc = report["output"]
+    where = {m["role"]: m["location"] for m in doc["lineage"] if m.get("location")}
+    teacher = fetch_model(store, where["teacher"]["job_uuid"])
+    student = fetch_model(store, where["student"]["job_uuid"])
+    dft = fetch_dataset(store, doc["datasets"]["held_out_dft"]["job_uuid"], "test_set")
+    # one thread each: the machine may be shared
+    teacher_backend, student_backend = CHGNetBackend(n_threads=1), DeepMDBackend(n_threads=1)
+    out = run_dir / "validation"
+    out.mkdir(exist_ok=True)
+    result: dict = {"run": str(run_dir), "teacher_sha256": teacher.sha256, "student_sha256": student.sha256}
+    start = time.perf_counter()
+
+    parity_plot(dft, {"teacher (PF)": teacher_backend.predict(teacher, dft),
+                      "student (PFD)": student_backend.predict(student, dft)},
+                out / "parity.png", title=f"held-out CP2K frames ({len(dft)})", reference_name="CP2K")
+
+    si = diamond_si()
+    t_calc, s_calc = teacher_backend.calculator(teacher), student_backend.calculator(student)
+    try:
+        eos = compare_eos({"diamond": si}, s_calc, t_calc, model_name="student", reference_name="teacher",
+                          plot_path=out / "eos.png")
+        result["eos"] = {"v0_error_percent": eos.v0_error_percent["diamond"],
+                         "b0_error_gpa": eos.b0_error_gpa["diamond"],
+                         "teacher_v0": eos.reference["diamond"].v0, "teacher_b0_gpa": eos.reference["diamond"].b0,
+                         "student_v0": eos.model["diamond"].v0, "student_b0_gpa": eos.model["diamond"].b0}
+    except ValueError as err:  # e.g. no minimum within ±12 % volume: a failed check, not a crash
+        result["eos"] = {"failed": str(err)}
+
+    phonons = compare_phonons(si, s_calc, t_calc, model_name="student", reference_name="teacher",
+                              plot_path=out / "phonons.png")
+    result["phonons"] = {"band_rmse_thz": phonons.band_rmse, "max_abs_error_thz": phonons.max_abs_error,
+                         "min_frequency_thz": phonons.min_frequency,
+                         "gamma_acoustic_max_thz": phonons.gamma_acoustic_max}
+
+    cell = si.copy()
+    cell.make_supercell([2, 2, 2])  # 64 atoms
+    md = {name: md_stability(cell, calc, n_steps=1000, time_step=1.0, temperature=600.0, seed=0)
+          for name, calc in (("teacher", teacher_backend.calculator(teacher)),
+                             ("student", student_backend.calculator(student)))}
+    plot_md_stability(md, out / "md_stability.png")
+    result["md_stability"] = {name: {"stable": r.stable, "reason": r.reason,
+                                     "energy_drift_ev_per_atom_ps": r.energy_drift,
+                                     "min_pair_distance": r.min_pair_distance} for name, r in md.items()}
+    result["wall_s"] = time.perf_counter() - start
+    (out / "validation.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print(f"figures and validation.json in {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/demo-si"))
