@@ -11,7 +11,7 @@ One run, one system, both sides of the trade measured together:
    from scratch once;
 3. an ablation student trained on the *same* teacher frames with the previous default
    (3000 steps, no virial), to show what the virial and the longer training buy;
-4. accuracy of teacher and students on 40 held-out CP2K frames (never trained on) and of the
+4. accuracy of teacher and students on 39 held-out CP2K frames (never trained on) and of the
    students against the teacher on held-out teacher frames;
 5. speed: seconds per atom per MD step of teacher and student on 64- and 512-atom cells
    (``inference_speed.seconds_per_atom_step``), each timing in its own process.
