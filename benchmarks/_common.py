@@ -163,3 +163,34 @@ def emt_cu_frames(
             atoms.get_stress()
         frames.append(Frame.from_atoms(atoms, source=f"emt:d{displacement:g}:s{strain:g}:a{scale:g}"))
     return Dataset(frames=frames, name=f"emt-cu-{seed}")
+
+
+def si_frames(n_frames: int, seed: int, strain: float = 0.04, displacements=(0.05, 0.1, 0.15, 0.2)):
+    """Strained, rattled 8-atom diamond Si cells (unlabelled).
+
+    Parameters
+    ----------
+    n_frames: frames to make.
+    seed: random seed.
+    strain: half-width of the uniform symmetric strain components.
+    displacements: Gaussian displacement σ per coordinate, Å, cycled over the frames (roughly the
+        thermal displacements of 300 K to over 1000 K in diamond Si).
+
+    Returns
+    -------
+    pfd_atomate Dataset of ``n_frames`` unlabelled frames.
+    """
+    from ase.build import bulk
+
+    from pfd_atomate.data import Dataset, Frame
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n_frames):
+        atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+        eps = rng.uniform(-strain, strain, size=(3, 3))
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
+        sigma = displacements[i % len(displacements)]
+        atoms.positions += rng.normal(0.0, sigma, size=atoms.positions.shape)
+        frames.append(Frame.from_atoms(atoms, source=f"rattle:d{sigma:g}:s{strain:g}"))
+    return Dataset(frames=frames, name=f"si8-{seed}")

@@ -12,44 +12,14 @@ import gzip
 import json
 import multiprocessing as mp
 import os
+import queue as queue_module
 import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
+from _common import si_frames
 
 DATA = Path(__file__).resolve().parent / "data"
-
-
-def si_frames(n_frames: int, seed: int, strain: float = 0.04, displacements=(0.05, 0.1, 0.15, 0.2)):
-    """Strained, rattled 8-atom diamond Si cells (unlabelled).
-
-    Parameters
-    ----------
-    n_frames: frames to make.
-    seed: random seed.
-    strain: half-width of the uniform symmetric strain components.
-    displacements: Gaussian displacement σ per coordinate, Å, cycled over the frames (roughly the
-        thermal displacements of 300 K to over 1000 K in diamond Si).
-
-    Returns
-    -------
-    pfd_atomate Dataset of ``n_frames`` unlabelled frames.
-    """
-    from ase.build import bulk
-
-    from pfd_atomate.data import Dataset, Frame
-
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(n_frames):
-        atoms = bulk("Si", "diamond", a=5.43, cubic=True)
-        eps = rng.uniform(-strain, strain, size=(3, 3))
-        atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
-        sigma = displacements[i % len(displacements)]
-        atoms.positions += rng.normal(0.0, sigma, size=atoms.positions.shape)
-        frames.append(Frame.from_atoms(atoms, source=f"rattle:d{sigma:g}:s{strain:g}"))
-    return Dataset(frames=frames, name=f"si8-{seed}")
 
 
 def _label_chunk(k: int, frames_json: str, kpoints: tuple[int, int, int], workdir: str, queue) -> None:
@@ -105,9 +75,9 @@ def label_with_cp2k(frames, kpoints: tuple[int, int, int], n_procs: int = 2):
         while len(results) < len(procs):  # read before join: a full queue would block the child
             try:
                 results.append(queue.get(timeout=5))
-            except Exception:  # noqa: BLE001 - queue.Empty: check that no child died without a word
+            except queue_module.Empty:  # nothing yet: check that no child died without a word
                 dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-                if dead or all(p.exitcode == 0 for p in procs) and queue.empty():
+                if dead or (all(p.exitcode == 0 for p in procs) and queue.empty()):
                     raise RuntimeError(f"a CP2K labelling process ended without a result (exit codes {dead})")
         for proc in procs:
             proc.join()
@@ -131,6 +101,8 @@ def cached_si_labels(n_frames: int, seed: int, kpoints: tuple[int, int, int], re
     -------
     (Dataset, metadata dict: settings, frames labelled, CP2K wall time, whether it came from the cache)
     """
+    import time
+
     from pfd_atomate.data import Dataset
 
     settings = {"system": "diamond Si, 8-atom cubic cell", "n_frames": n_frames, "seed": seed,
@@ -141,8 +113,6 @@ def cached_si_labels(n_frames: int, seed: int, kpoints: tuple[int, int, int], re
         stored = json.loads(gzip.decompress(path.read_bytes()))
         if stored["settings"] == settings:
             return Dataset.model_validate(stored["dataset"]), {**stored["meta"], "from_cache": str(path.name)}
-    import time
-
     start = time.perf_counter()
     dataset, order = label_with_cp2k(si_frames(n_frames, seed), kpoints, n_procs=n_procs)
     meta = {"settings": settings, "n_labelled": len(dataset), "input_indices": order,

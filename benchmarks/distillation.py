@@ -36,10 +36,8 @@ def errors(backend, model, reference) -> dict:
     """Energy RMSE (eV/atom; also with the mean offset removed) and force RMSE (eV/Å) against ``reference``."""
     from pfd_atomate.evaluate.metrics import frame_errors
 
-    pred = backend.predict(model, reference)
-    err = frame_errors(reference, pred)
-    de = np.array([(p.energy - r.energy) / len(r.species) for p, r in zip(pred, reference)])
-    return {"energy_rmse": err.energy_rmse, "energy_rmse_offset_removed": float(np.std(de)),
+    err = frame_errors(reference, backend.predict(model, reference))
+    return {"energy_rmse": err.energy_rmse, "energy_rmse_offset_removed": float(np.std(err.frame_energy_error)),
             "force_rmse": err.force_rmse, "n_frames": len(reference)}
 
 

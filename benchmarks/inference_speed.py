@@ -35,24 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import Timer, environment, parse_args, pyplot, save, save_figure
-
-
-def si_frames(n_frames: int, seed: int):
-    """Rattled, strained 8-atom diamond Si cells (unlabelled), as a Dataset."""
-    from ase.build import bulk
-
-    from pfd_atomate.data import Dataset, Frame
-
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n_frames):
-        atoms = bulk("Si", "diamond", a=5.43, cubic=True)
-        eps = rng.uniform(-0.02, 0.02, size=(3, 3))
-        atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
-        atoms.positions += rng.normal(0.0, 0.08, size=atoms.positions.shape)
-        frames.append(Frame.from_atoms(atoms, source="rattle"))
-    return Dataset(frames=frames, name="si-rattled")
+from _common import Timer, environment, parse_args, pyplot, save, save_figure, si_frames
 
 
 def seconds_per_atom_step(backend, model, n_rep: int, n_steps: int, repeats: int, threads: int) -> float:
@@ -124,7 +107,7 @@ def train_models(quick: bool, dpa2: bool, threads: int, workdir: Path) -> tuple[
     from pfd_atomate.train.deepmd import DeepMDBackend
 
     chgnet = CHGNetBackend(epochs=1 if quick else 3, batch_size=4, learning_rate=1e-3, n_threads=threads)
-    frames = si_frames(8 if quick else 24, seed=0)
+    frames = si_frames(8 if quick else 24, seed=0, strain=0.02, displacements=(0.08,))
     labelled = chgnet.predict(None, frames)  # pretrained CHGNet as the stand-in labeller
     models, walls = {}, {}
     with Timer() as t:

@@ -1,8 +1,8 @@
 """Tutorial 3: validate the models of a finished PFD run beyond RMSEs.
 
 After ``bash scripts/demo.sh`` (or any PFD run on an embedded store), this script reads the teacher
-(fine-tuned CHGNet) and the distilled student (DeePMD se_e2_a) back from the run's JobStore, with a
-plain query for the ``pfd report`` document, and compares them the way a user would before trusting
+(fine-tuned CHGNet) and the distilled student (DeePMD se_e2_a) back from the run's JobStore with
+``pfd_atomate.queries`` (the newest finished run for Si), and compares them the way a user would before trusting
 the student in production MD:
 
 1. parity of both models against the held-out DFT frames (energy per atom, force components);
@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from pfd_atomate.demo import diamond_si
-from pfd_atomate.store import embedded_store, fetch_dataset, fetch_model
+from pfd_atomate.queries import final_model, latest_run
+from pfd_atomate.store import embedded_store, fetch_dataset
 from pfd_atomate.train.chgnet import CHGNetBackend
 from pfd_atomate.train.deepmd import DeepMDBackend
 from pfd_atomate.validation.eos import compare_eos
@@ -39,14 +40,11 @@ from pfd_atomate.validation.phonons import compare_phonons
 
 def main(run_dir: Path) -> dict:
     store = embedded_store(run_dir)
-    store.connect()
-    report = store.query_one({"name": "pfd report"}, properties=["output"], load=True)
-    if report is None:
-        raise SystemExit(f"no 'pfd report' document in {run_dir / 'store'}: did the PFD run finish?")
-    doc = report["output"]
-    where = {m["role"]: m["location"] for m in doc["lineage"] if m.get("location")}
-    teacher = fetch_model(store, where["teacher"]["job_uuid"])
-    student = fetch_model(store, where["student"]["job_uuid"])
+    try:  # the newest finished run for Si in this store, and its models (SHA-256 checked)
+        doc = latest_run(store, "Si")["output"]
+        teacher, student = final_model(store, "Si", "teacher"), final_model(store, "Si", "student")
+    except LookupError as err:
+        raise SystemExit(f"{err} ({run_dir / 'store'}): did the PFD run finish?") from None
     dft = fetch_dataset(store, doc["datasets"]["held_out_dft"]["job_uuid"], "test_set")
     # one thread each: the machine may be shared
     teacher_backend, student_backend = CHGNetBackend(n_threads=1), DeepMDBackend(n_threads=1)
