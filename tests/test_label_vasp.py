@@ -39,7 +39,7 @@ def test_vasp_static_label_matches_vasprun(mock_vasp, tmp_path):
 
     frame = Frame.from_structure(Structure.from_file(REF / "inputs" / "POSCAR"), source="poscar")
     flow = LabelMaker().make(Dataset(frames=[frame]))  # atomate2's VASP StaticMaker by default
-    static_name = flow.jobs[0].name
+    static_name = LabelMaker().static_maker.name  # the mock matches atomate2's own job name
     mock_vasp({static_name: "Si_static"}, {static_name: {"check_inputs": ["poscar", "potcar"]}})
 
     store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
@@ -70,8 +70,8 @@ def test_file_based_jobs_sharing_a_directory_are_not_trusted(mock_vasp, tmp_path
 
     frame = Frame.from_structure(Structure.from_file(REF / "inputs" / "POSCAR"))
     for create_folders, n_labelled in ((False, 0), (True, 2)):
-        flow = LabelMaker(min_success_ratio=0.5).make(Dataset(frames=[frame, frame]))
-        names = [job.name for job in flow.jobs[:2]]
+        flow = LabelMaker(min_success_ratio=0.5, reuse_labels=False).make(Dataset(frames=[frame, frame]))
+        names = [LabelMaker().static_maker.name]
         mock_vasp(dict.fromkeys(names, "Si_static"), dict.fromkeys(names, {"check_inputs": ["poscar", "potcar"]}))
         store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
         run_locally(flow, store=store, root_dir=tmp_path / str(create_folders), create_folders=create_folders)

@@ -41,7 +41,7 @@ def cu_cell() -> Structure:
 
 def small_pfd_maker() -> PFDMaker:
     teacher = CHGNetBackend(epochs=4, batch_size=4, learning_rate=2e-3, seed=0, n_threads=2)
-    student = DeepMDBackend(template="se_e2_a", numb_steps=200, rcut=4.5, rcut_smth=0.5, seed=0)
+    student = DeepMDBackend(template="se_e2_a", numb_steps=400, rcut=4.5, rcut_smth=0.5, seed=0)
     group = TaskGroup(temperatures=[600.0], ensemble="nvt", n_steps=30, time_step=2.0, traj_interval=5)
     return PFDMaker(
         perturb=PerturbMaker(n_frames=4, cell_pert_fraction=0.02, atom_pert_distance=0.08, seed=3),

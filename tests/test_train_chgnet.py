@@ -18,6 +18,7 @@ from _labelled_data import emt_dataset  # noqa: E402
 from ase.build import bulk  # noqa: E402
 
 from pfd_atomate.data import Dataset, Frame, ModelFile  # noqa: E402
+from pfd_atomate.data.models import sha256_of_file  # noqa: E402
 from pfd_atomate.train import chgnet as chgnet_backend  # noqa: E402
 from pfd_atomate.train.chgnet import (  # noqa: E402
     CALCULATOR_PATH,
@@ -88,7 +89,7 @@ def test_check_elements():
         backend.check_elements(["Si", "Am"])  # Z = 95, beyond CHGNet's embedding
     with pytest.raises(ValueError, match="unknown"):
         backend.check_elements(["Xx"])
-    other = ModelFile(backend="deepmd", filename="m.pth", sha256="0", size_bytes=0, content_b64="")
+    other = ModelFile(backend="deepmd", filename="m.pth", sha256="0" * 64, size_bytes=0, content_b64="")
     with pytest.raises(ValueError, match="deepmd"):
         backend.check_elements(["Si"], other)
 
@@ -126,7 +127,7 @@ def test_bad_inputs_fail_before_any_model_is_loaded(monkeypatch, tmp_path, cu_da
         backend.train([molecule], tmp_path)
     with pytest.raises(FileNotFoundError, match="base_model"):
         CHGNetBackend(base_model=str(tmp_path / "missing.pth.tar")).train([good], tmp_path)
-    deepmd_model = ModelFile(backend="deepmd", filename="m.pth", sha256="0", size_bytes=0, content_b64="")
+    deepmd_model = ModelFile(backend="deepmd", filename="m.pth", sha256="0" * 64, size_bytes=0, content_b64="")
     with pytest.raises(ValueError, match="deepmd"):
         backend.train([good], tmp_path, init_model=deepmd_model)
     for bad in ({"epochs": -1}, {"batch_size": 0}, {"learning_rate": 0.0}, {"force_loss_weight": -1.0}):
@@ -209,7 +210,7 @@ def test_finetuning_lowers_heldout_errors(cu_data, finetuned):
 
     pretrained_file = chgnet_backend.pretrained_checkpoint()
     assert model.backend == "chgnet" and model.type_map == ["Cu"] and model.kind == "finetuned"
-    assert model.parent_sha256 == chgnet_backend._sha256(pretrained_file)
+    assert model.parent_sha256 == sha256_of_file(pretrained_file)
 
 
 @pytest.mark.usefixtures("_restore_torch_threads")

@@ -46,8 +46,35 @@ class DelayedEMT(EMT):
         super().calculate(*args, **kwargs)
 
 
-def emt_spec(delay: float | None = None) -> tuple[dict, dict]:
-    """``(force_field_name, calculator_kwargs)`` of the EMT labeller (``delay``: see DelayedEMT)."""
+class CountingEMT(DelayedEMT):
+    """DelayedEMT that appends one line per *finished* label to ``log`` (a DFT label paid).
+
+    EMT computes energy, forces and stress in the static job's first call (each call waits
+    ``delay`` first), so that is when the line is written. A label killed before leaves no
+    line: the file counts the labels that were actually computed, across processes and restarts.
+    """
+
+    def __init__(self, log: str, delay: float = 1.0, **kwargs):
+        super().__init__(delay=delay, **kwargs)
+        self.log = log
+        self._counted: set[str] = set()
+
+    def calculate(self, atoms=None, properties=("energy",), *args, **kwargs):
+        super().calculate(atoms, properties, *args, **kwargs)
+        import hashlib
+
+        digest = hashlib.sha1(self.atoms.positions.round(6).tobytes()).hexdigest()[:16]
+        if "energy" in properties and digest not in self._counted:
+            self._counted.add(digest)
+            with open(self.log, "a") as fh:
+                fh.write(f"{digest} {os.getpid()}\n")
+
+
+def emt_spec(delay: float | None = None, count_log: str | Path | None = None) -> tuple[dict, dict]:
+    """``(force_field_name, calculator_kwargs)`` of the EMT labeller (``delay``: see DelayedEMT;
+    ``count_log``: see CountingEMT)."""
+    if count_log is not None:
+        return {"@module": "workflow_jobs", "@callable": "CountingEMT"}, {"log": str(count_log), "delay": delay or 0.0}
     if delay is None:
         return {"@module": "ase.calculators.emt", "@callable": "EMT"}, {}
     return {"@module": "workflow_jobs", "@callable": "DelayedEMT"}, {"delay": delay}
@@ -61,7 +88,7 @@ def cu_cell():
     return fcc * (2, 1, 1)
 
 
-def tiny_pfd_maker(distill: bool = True, label_delay: float | None = None):
+def tiny_pfd_maker(distill: bool = True, label_delay: float | None = None, count_log: str | Path | None = None):
     """The smallest complete PFD configuration: perturb → label → 2 loop iterations → distill → report."""
     from atomate2.forcefields.jobs import ForceFieldStaticMaker
 
@@ -76,7 +103,7 @@ def tiny_pfd_maker(distill: bool = True, label_delay: float | None = None):
     from pfd_atomate.train.chgnet import CHGNetBackend
     from pfd_atomate.train.deepmd import DeepMDBackend
 
-    force_field, kwargs = emt_spec(label_delay)
+    force_field, kwargs = emt_spec(label_delay, count_log)
     teacher = CHGNetBackend(epochs=1, batch_size=4, learning_rate=2e-3, seed=0, n_threads=1)
     group = TaskGroup(temperatures=[600.0], ensemble="nvt", n_steps=20, time_step=2.0, traj_interval=4)
     return PFDMaker(

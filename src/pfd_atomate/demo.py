@@ -1,16 +1,23 @@
-"""The PFD demo: diamond Si from CP2K labels to a fine-tuned CHGNet and a DeePMD student.
+"""The PFD demo: diamond Si from CP2K labels to a fine-tuned DPA-4 teacher and a compressed DeePMD student.
 
 Run ``bash scripts/demo.sh`` (installs everything first) or, in the venv,
-``python -m pfd_atomate.demo [--quick] [--run-dir DIR]``. Everything runs with
-``jobflow.run_locally`` on the embedded on-disk JobStore under the run folder; the
-results are written to ``<run-dir>/report.json`` with parity plots next to it.
+``python -m pfd_atomate.demo [--quick] [--run-dir DIR] [--workers N] [--teacher dpa4|chgnet]``.
+The flow runs on the local engine (:mod:`pfd_atomate.workflows.local`: FireWorks workers on the
+run folder's own database), so a second call on the same run folder resumes a killed run
+instead of paying its CP2K labels again. Results go to ``<run-dir>/report.json`` with parity
+plots next to it.
+
+The models are judged on held-out CP2K frames that no PFD run made: the 39 held-out frames of
+the benchmarks' Si8 set (``benchmarks/data/``, strained and rattled cells, same CP2K settings).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
+import os
 import platform
 import shutil
 import sys
@@ -30,13 +37,16 @@ from pfd_atomate.flows import PFDMaker
 from pfd_atomate.label.cp2k import cp2k_static_maker
 from pfd_atomate.label.flows import LabelMaker
 from pfd_atomate.perturb.jobs import PerturbMaker
+from pfd_atomate.presets import chgnet_teacher, dpa4_teacher, se_e2_a_student
 from pfd_atomate.select.jobs import SelectMaker
-from pfd_atomate.store import embedded_store, fetch_dataset, fetch_model
-from pfd_atomate.train.chgnet import CHGNetBackend
-from pfd_atomate.train.deepmd import DeepMDBackend
+from pfd_atomate.store import fetch_dataset, fetch_model
 from pfd_atomate.validation.parity import parity_plot
 
 logger = logging.getLogger("pfd_atomate.demo")
+
+#: the benchmarks' CP2K Si8 labels (3x3x3 k-points), whose last 39 filtered frames are held out
+HELD_OUT_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "si8_cp2k_k333_n200_s11.json.gz"
+KPOINTS = (3, 3, 3)  # the held-out set's CP2K settings: labels of the run and of the test agree
 
 
 def diamond_si(a: float = 5.43) -> Structure:
@@ -44,15 +54,17 @@ def diamond_si(a: float = 5.43) -> Structure:
     return Structure.from_spacegroup("Fd-3m", Lattice.cubic(a), ["Si"], [[0, 0, 0]])
 
 
-def demo_maker(quick: bool = False) -> PFDMaker:
-    """PFD settings of the demo (``quick``: a smoke run of a few minutes)."""
-    labeller = LabelMaker(static_maker=cp2k_static_maker(kpoints=(4, 4, 4)), min_success_ratio=0.75)
-    # one thread per model: two torch threads per process thrash as soon as anything else runs
-    teacher = CHGNetBackend(epochs=8 if quick else 20, learning_rate=1e-3, batch_size=4, seed=0, n_threads=1)
-    # the student learns energy vs volume from the virial (DeepMDBackend default); 12000 steps on ~900
-    # teacher frames: 1.8 meV/atom against the teacher where 3000 steps gave 3.6 (about 3.5 min on one core)
-    student = DeepMDBackend(template="se_e2_a", numb_steps=300 if quick else 12000, rcut=5.0, rcut_smth=0.5, seed=1,
-                            n_threads=1)
+def demo_maker(quick: bool = False, teacher: str = "dpa4") -> PFDMaker:
+    """PFD settings of the demo (``quick``: a smoke run of a few minutes; ``teacher``: "dpa4" or "chgnet")."""
+    labeller = LabelMaker(static_maker=cp2k_static_maker(kpoints=KPOINTS), min_success_ratio=0.75)
+    # one thread per model: the local engine runs two single-threaded workers side by side
+    if teacher == "dpa4":
+        backend = dpa4_teacher(n_threads=1, numb_steps=100 if quick else 400)
+    elif teacher == "chgnet":
+        backend = chgnet_teacher(epochs=8 if quick else 20, n_threads=1)
+    else:
+        raise ValueError(f"teacher must be 'dpa4' or 'chgnet', got {teacher!r}")
+    student = se_e2_a_student(numb_steps=300 if quick else 12000, rcut=5.0, n_threads=1)
     md_steps = 100 if quick else 300
     stages = [
         Stage(name="nvt", task_groups=[TaskGroup(temperatures=[300.0, 900.0], ensemble="nvt", n_steps=md_steps,
@@ -64,7 +76,7 @@ def demo_maker(quick: bool = False) -> PFDMaker:
                                                      n_steps=md_steps, time_step=2.0, traj_interval=20)])
         )
     finetune = FinetuneMaker(
-        trainer=teacher,
+        trainer=backend,
         stages=stages,
         select=SelectMaker(n_select=2 if quick else 4, method="entropy", chunk_size=1),
         criteria=ConvergenceCriteria(energy_rmse=0.005, force_rmse=0.10, frame_energy=0.005, frame_force=0.12,
@@ -93,6 +105,17 @@ def demo_maker(quick: bool = False) -> PFDMaker:
     )
 
 
+def held_out_dft_frames() -> Dataset | None:
+    """The 39 independent held-out CP2K Si8 frames (``None`` when the benchmarks' file is absent)."""
+    if not HELD_OUT_FILE.is_file():
+        return None
+    from pfd_atomate.select.filters import FrameFilter
+
+    stored = json.loads(gzip.decompress(HELD_OUT_FILE.read_bytes()))
+    kept, _ = FrameFilter().apply(Dataset.model_validate(stored["dataset"]))
+    return kept.subset(range(160, len(kept)), name="si8-cp2k-held-out")
+
+
 def _setup_logging(run_dir: Path) -> None:
     fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S")
     root = logging.getLogger()
@@ -104,57 +127,67 @@ def _setup_logging(run_dir: Path) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_demo(run_dir: Path, quick: bool = False) -> dict:
-    """Run the demo flow and write ``report.json`` and parity plots into ``run_dir``."""
-    from jobflow import run_locally
+def _rmse(reference: Dataset, predicted: Dataset | None) -> dict | None:
+    if predicted is None:
+        return None
+    err = frame_errors(reference, predicted)
+    e = np.asarray(err.frame_energy_error)
+    return {
+        "n_frames": err.n_frames,
+        "energy_rmse_ev_per_atom": err.energy_rmse,
+        # a foundation model's energies sit on another reference: compare shapes too
+        "energy_rmse_mean_offset_removed_ev_per_atom": float(np.sqrt(np.mean((e - e.mean()) ** 2))),
+        "force_rmse_ev_per_a": err.force_rmse,
+    }
+
+
+def run_demo(run_dir: Path, quick: bool = False, workers: int = 2, teacher: str = "dpa4") -> dict:
+    """Run (or resume) the demo flow and write ``report.json`` and parity plots into ``run_dir``."""
+    from pfd_atomate.workflows.local import open_run_store, run_flow
 
     if shutil.which("cp2k.psmp") is None and shutil.which("cp2k") is None:
         raise RuntimeError("CP2K is not installed: run `bash scripts/setup_env.sh` (apt-get install cp2k cp2k-data)")
     run_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(run_dir)
     structure = diamond_si()
-    maker = demo_maker(quick=quick)
+    maker = demo_maker(quick=quick, teacher=teacher)
     flow = maker.make(structure)
-    store = embedded_store(run_dir)
-    logger.info("PFD demo (%s) on %s: %d jobs to start with; run folder %s",
-                "quick" if quick else "full", structure.composition.reduced_formula, len(flow.jobs), run_dir)
-    start = time.perf_counter()
-    run_locally(flow, store=store, root_dir=run_dir / "jobs", create_folders=True, ensure_success=True, log=False)
-    wall = time.perf_counter() - start
+    logger.info("PFD demo (%s, %s teacher) on %s with %d workers; run folder %s",
+                "quick" if quick else "full", teacher, structure.composition.reduced_formula, workers, run_dir)
 
-    store.connect()
-    doc = store.get_output(flow.jobs[-1].uuid, load=True)
-    teacher_loc = next(m for m in doc["lineage"] if m["role"] == "teacher")["location"]
-    student_loc = next(m for m in doc["lineage"] if m["role"] == "student")["location"]
-    teacher = fetch_model(store, teacher_loc["job_uuid"])
-    student = fetch_model(store, student_loc["job_uuid"])
-    test_set = fetch_dataset(store, doc["datasets"]["held_out_dft"]["job_uuid"], "test_set")
-    teacher_pred = maker.finetune.trainer.predict(teacher, test_set)
-    student_pred = maker.distill.student.predict(student, test_set)
-    foundation_pred = maker.finetune.trainer.predict(None, test_set) if _predicts_base(maker) else None
+    def progress(states: dict) -> None:
+        done = sum(1 for s, _ in states.values() if s == "COMPLETED")
+        running = sorted(name for s, name in states.values() if s == "RUNNING")
+        logger.info("jobs %d/%d done; running: %s", done, len(states), "; ".join(running) or "-")
 
-    def rmse(pred: Dataset | None) -> dict | None:
-        if pred is None:
-            return None
-        err = frame_errors(test_set, pred)
-        e = np.asarray(err.frame_energy_error)
-        return {
-            "energy_rmse_ev_per_atom": err.energy_rmse,
-            # a foundation model's energies sit on another reference: compare shapes too
-            "energy_rmse_mean_offset_removed_ev_per_atom": float(np.sqrt(np.mean((e - e.mean()) ** 2))),
-            "force_rmse_ev_per_a": err.force_rmse,
-        }
+    result = run_flow(flow, run_dir, workers=workers, on_progress=progress)
+    if not result.completed:
+        raise RuntimeError(f"the demo flow ended {result.state}: {result.failed}")
 
-    preds = {"PF (fine-tuned CHGNet)": teacher_pred, "PFD (DeePMD se_e2_a student)": student_pred}
-    parity_plot(test_set, {k: v for k, v in preds.items()}, run_dir / "parity_dft_test.png",
-                title=f"Si, {len(test_set)} held-out CP2K frames")
-    parity_plot(test_set, {"PF (fine-tuned CHGNet)": teacher_pred}, run_dir / "parity_pf.png",
-                title="fine-tuned teacher vs CP2K (held out)")
-    parity_plot(test_set, {"PFD (DeePMD student)": student_pred}, run_dir / "parity_pfd.png",
-                title="distilled student vs CP2K (held out)")
+    with open_run_store(run_dir) as (store, _, _):
+        (doc,) = store.query({"name": "pfd report", "hosts": result.flow_uuid}, properties=["uuid"])
+        doc = store.get_output(doc["uuid"], load=True)
+        lineage = {m["role"]: m for m in doc["lineage"]}
+        teacher_model = fetch_model(store, lineage["teacher"]["location"]["job_uuid"])
+        student_model = fetch_model(store, lineage["student"]["location"]["job_uuid"])
+        last_iteration = fetch_dataset(store, doc["datasets"]["held_out_dft"]["job_uuid"], "test_set")
+    independent = held_out_dft_frames()
+    test_set = independent if independent is not None else last_iteration
+    teacher_backend, student_backend = maker.finetune.trainer, maker.distill.student
+    teacher_pred = teacher_backend.predict(teacher_model, test_set)
+    student_pred = student_backend.predict(student_model, test_set)
+    foundation_pred = _foundation_predictions(teacher_backend, test_set)
+
+    name_pf, name_pfd = f"PF (fine-tuned {teacher.upper()})", "PFD (compressed se_e2_a student)"
+    title = f"Si8, {len(test_set)} held-out CP2K frames"
+    parity_plot(test_set, {name_pf: teacher_pred, name_pfd: student_pred}, run_dir / "parity_dft_test.png", title=title)
+    parity_plot(test_set, {name_pf: teacher_pred}, run_dir / "parity_pf.png", title=f"teacher vs CP2K ({title})")
+    parity_plot(test_set, {name_pfd: student_pred}, run_dir / "parity_pfd.png", title=f"student vs CP2K ({title})")
     report = {
         "system": "diamond Si (8-atom cell)",
         "mode": "quick" if quick else "full",
+        "teacher": teacher,
+        "workers": workers,
         "labeller": doc["labeller"],
         "dft_labels_spent": doc["n_dft_labels"],
         "dft_labels_initial": doc["n_initial_labels"],
@@ -167,10 +200,12 @@ def run_demo(run_dir: Path, quick: bool = False) -> dict:
                                 "accurate_ratio", "converged", "n_added")}
             for it in doc["iterations"]
         ],
-        "held_out_dft_frames": len(test_set),
-        "PF_teacher_on_held_out_dft": rmse(teacher_pred),
-        "PFD_student_on_held_out_dft": rmse(student_pred),
-        "foundation_on_held_out_dft": rmse(foundation_pred),
+        "held_out_set": "independent: 39 strained/rattled Si8 frames of benchmarks/data (CP2K, same settings)"
+        if independent is not None else "the last iteration set (benchmarks/data not found)",
+        "PF_teacher_on_held_out_dft": _rmse(test_set, teacher_pred),
+        "PFD_student_on_held_out_dft": _rmse(test_set, student_pred),
+        "foundation_on_held_out_dft": _rmse(test_set, foundation_pred),
+        "PF_teacher_on_last_iteration_set": _rmse(last_iteration, teacher_backend.predict(teacher_model, last_iteration)),
         "student_vs_teacher_held_out": doc["student_teacher_test"] and {
             "energy_rmse_ev_per_atom": doc["student_teacher_test"]["energy_rmse"],
             "force_rmse_ev_per_a": doc["student_teacher_test"]["force_rmse"],
@@ -179,36 +214,40 @@ def run_demo(run_dir: Path, quick: bool = False) -> dict:
         "distill_train_frames": doc["n_distill_frames"],
         "models": {m["role"]: {"backend": m["backend"], "sha256": m["sha256"],
                                "job_uuid": (m.get("location") or {}).get("job_uuid")} for m in doc["lineage"]},
-        "wall_time_s": round(wall, 1),
-        "machine": {"cpus": _cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "resumed": result.resumed,
+        "jobs_rerun_on_resume": result.rerun,
+        "wall_time_s": round(result.wall_time_s, 1),
+        "machine": {"cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+                    "platform": platform.platform(), "device": teacher_backend.compute_device},
         "plots": ["parity_dft_test.png", "parity_pf.png", "parity_pfd.png"],
-        "store": str(run_dir / "store"),
+        "store": str(run_dir / "db"),
     }
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
-    logger.info("report written to %s (wall time %.0f s)", run_dir / "report.json", wall)
+    logger.info("report written to %s (wall time %.0f s)", run_dir / "report.json", result.wall_time_s)
     return report
 
 
-def _predicts_base(maker: PFDMaker) -> bool:
-    return getattr(maker.finetune.trainer, "name", "") == "chgnet"
+def _foundation_predictions(backend, test_set: Dataset) -> Dataset | None:
+    """The foundation model's own predictions (zero-shot), for comparison."""
+    from pfd_atomate.data import ModelFile
 
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+    if getattr(backend, "name", "") == "chgnet":
+        return backend.predict(None, test_set)
+    path = backend.base_model_path() if hasattr(backend, "base_model_path") else None
+    return None if path is None else backend.predict(ModelFile.from_path(path, backend="deepmd"), test_set)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point of the demo."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer labels, steps and epochs")
-    parser.add_argument("--run-dir", type=Path, default=None, help="run folder (default runs/demo-si[-quick])")
+    parser.add_argument("--run-dir", type=Path, default=None, help="run folder (default runs/demo-si[-quick]); "
+                        "an existing one is resumed")
+    parser.add_argument("--workers", type=int, default=2, help="parallel single-threaded workers (default 2)")
+    parser.add_argument("--teacher", choices=("dpa4", "chgnet"), default="dpa4", help="foundation model")
     args = parser.parse_args(argv)
     run_dir = args.run_dir or Path("runs") / ("demo-si-quick" if args.quick else "demo-si")
-    if (run_dir / "store").exists():
-        raise SystemExit(f"{run_dir} already holds a run; pass another --run-dir or remove it")
-    report = run_demo(run_dir.resolve(), quick=args.quick)
+    report = run_demo(run_dir.resolve(), quick=args.quick, workers=args.workers, teacher=args.teacher)
     print(json.dumps({k: report[k] for k in ("dft_labels_spent", "iterations", "PF_teacher_on_held_out_dft",
                                             "PFD_student_on_held_out_dft", "wall_time_s")}, indent=2))
     return 0

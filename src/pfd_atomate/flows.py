@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
@@ -13,8 +16,15 @@ from pfd_atomate.distill.flows import DistillMaker
 from pfd_atomate.finetune.jobs import FinetuneMaker
 from pfd_atomate.jobs import pfd_report
 from pfd_atomate.label.flows import LabelMaker
-from pfd_atomate.perturb.core import check_structures
+from pfd_atomate.perturb.core import as_structures, check_structures
 from pfd_atomate.perturb.jobs import PerturbMaker
+
+logger = logging.getLogger(__name__)
+
+
+def _machine_memory_gib() -> float:
+    """Physical memory of this machine, GiB."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 
 @dataclass
@@ -31,27 +41,38 @@ class PFDMaker(Maker):
     perturb: initial perturbed frames.
     label: labeller for the initial frames and for every iteration set (DFT).
     finetune: the iterative fine-tune loop (its ``label`` is replaced by ``label``).
-    distill: distillation; None skips it.
+    distill: distillation (default: a compressed se_e2_a student); None skips it.
+    max_memory_gib: refuse cells whose estimated peak memory of training or MD (per backend,
+        :meth:`TrainerBackend.memory_estimate_gib`) exceeds this; ``None``: this machine's
+        memory. Past half of it a warning is logged.
     """
 
     name: str = "pfd"
     perturb: PerturbMaker = field(default_factory=PerturbMaker)
     label: LabelMaker = field(default_factory=LabelMaker)
     finetune: FinetuneMaker = field(default_factory=FinetuneMaker)
-    distill: DistillMaker | None = None
+    distill: DistillMaker | None = field(default_factory=DistillMaker)
+    max_memory_gib: float | None = None
 
     def make(self, structures: Structure | Sequence[Structure]) -> Flow:
         """Build the PFD flow for ``structures``.
 
-        Input is checked before any job exists: overlapping atoms, elements the foundation
-        model does not know and a missing foundation model file raise here.
+        Input is checked before any job exists: the type of the input, singular lattices,
+        overlapping atoms, elements the foundation model does not know, a missing foundation
+        model file and cells too large for this machine's memory raise here.
+
+        Parameters
+        ----------
+        structures: a pymatgen ``Structure``, ASE ``Atoms`` with a cell, or a list of them.
 
         Raises
         ------
-        ValueError: empty input, overlapping atoms, unknown elements, missing settings.
+        TypeError: input that is not a periodic structure (a ``Molecule``, a file name, ...).
+        ValueError: empty input, singular lattice, overlapping atoms, unknown elements, missing
+            settings, or an estimated peak memory above :attr:`max_memory_gib`.
         FileNotFoundError: a configured model file does not exist.
         """
-        structures = [structures] if isinstance(structures, Structure) else list(structures)
+        structures = as_structures(structures)
         check_structures(structures)
         elements = sorted({el.symbol for s in structures for el in s.composition.elements})
         if self.finetune.trainer is None:
@@ -61,6 +82,8 @@ class PFDMaker(Maker):
             if self.distill.student is None:
                 raise ValueError("PFDMaker.distill needs a student backend")
             self.distill.student.check_elements(elements)
+
+        self._check_memory(structures)
 
         perturb = self.perturb.make(structures)
         perturb.name = "pfd perturb"
@@ -86,6 +109,7 @@ class PFDMaker(Maker):
             initial_label={
                 "n_labelled": initial.output.n_labelled,
                 "n_requested": initial.output.n_requested,
+                "n_reused": initial.output.n_reused,
                 "labeller": initial.output.labeller,
                 "job": initial.uuid,
             },
@@ -98,3 +122,28 @@ class PFDMaker(Maker):
         report.name = "pfd report"
         jobs.append(report)
         return Flow(jobs, output=report.output, name=self.name)
+
+    def _check_memory(self, structures: Sequence[Structure]) -> None:
+        """Refuse (or warn about) cells whose training or MD would not fit in memory."""
+        limit = self.max_memory_gib or _machine_memory_gib()
+
+        def cells(supercell) -> int:
+            return max(len(s) for s in structures) * (int(np.prod(supercell)) if supercell else 1)
+
+        checks = [("fine-tuning", self.finetune.trainer, cells(self.perturb.supercell), True),
+                  ("exploration MD", self.finetune.trainer, cells(self.finetune.md_supercell), False)]
+        if self.distill is not None:
+            checks.append(("student training", self.distill.student, cells(self.distill.md_supercell), True))
+        for what, backend, n_atoms, training in checks:
+            estimate = backend.memory_estimate_gib(n_atoms, training=training)
+            if estimate is None:
+                continue
+            if estimate > limit:
+                raise ValueError(
+                    f"{what} of {n_atoms}-atom cells with {type(backend).__name__} needs about {estimate:.1f} GiB, "
+                    f"more than max_memory_gib={limit:.1f}: use smaller cells (supercell settings) or raise "
+                    "PFDMaker.max_memory_gib"
+                )
+            if estimate > 0.5 * limit:
+                logger.warning("%s of %d-atom cells with %s needs about %.1f GiB of %.1f GiB", what, n_atoms,
+                               type(backend).__name__, estimate, limit)

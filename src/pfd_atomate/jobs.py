@@ -84,6 +84,7 @@ def pfd_report(
         )
         student_teacher, student_dft, n_distill = d.get("teacher_test"), d.get("dft_test"), d.get("n_train_frames")
     n_initial = int(initial_label["n_labelled"])
+    n_reused = int(initial_label.get("n_reused") or 0) + ft.n_reused_labels
     loop_failures = sum(r.n_label_failures for r in ft.iterations)
     return PFDOutput(
         formula=formula,
@@ -91,6 +92,8 @@ def pfd_report(
         n_initial_labels=n_initial,
         n_loop_labels=ft.n_dft_labels,
         n_dft_labels=n_initial + ft.n_dft_labels,
+        n_reused_labels=n_reused,
+        n_paid_labels=n_initial + ft.n_dft_labels - n_reused,
         n_label_failures=int(initial_label["n_requested"]) - n_initial + loop_failures,
         labeller=str(initial_label.get("labeller", "")),
         n_iterations=ft.n_iterations,

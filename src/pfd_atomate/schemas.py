@@ -33,7 +33,9 @@ class PFDOutput(BaseModel):
     n_structures: int
     n_initial_labels: int = Field(description="labels of the perturbed frames")
     n_loop_labels: int = Field(description="labels spent in the fine-tune loop")
-    n_dft_labels: int = Field(description="all labels from the labeller (DFT)")
+    n_dft_labels: int = Field(description="all labels from the labeller (DFT) in the run's datasets")
+    n_reused_labels: int = Field(0, description="of those, labels reused from the store (paid by an earlier run)")
+    n_paid_labels: int = Field(0, description="labels computed by this run: n_dft_labels - n_reused_labels")
     n_label_failures: int
     labeller: str
     n_iterations: int

@@ -31,12 +31,22 @@ class PFDSettings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _load_yaml(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """Fill values missing from the environment from the YAML config file."""
-        from monty.serialization import loadfn
+        """Fill values missing from the environment from the YAML config file.
+
+        The file is parsed as plain YAML (``yaml.safe_load``): no tag or ``@module``/``@class``
+        entry builds an object, so a settings file cannot run code.
+
+        Raises
+        ------
+        ValueError: the file is not a mapping of settings.
+        """
+        import yaml
 
         config_file = Path(os.path.expanduser(values.get("CONFIG_FILE", os.environ.get("PFD_CONFIG_FILE", _DEFAULT_CONFIG_FILE))))
         if config_file.is_file():
-            loaded = loadfn(config_file) or {}
+            loaded = yaml.safe_load(config_file.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{config_file} must hold a mapping of settings, got {type(loaded).__name__}")
             new_values = {k.upper().removeprefix("PFD_"): v for k, v in loaded.items()}
             new_values.update(values)
             return new_values

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -49,6 +49,30 @@ class Frame(BaseModel):
     forces: list[list[float]] | None = None
     virial: list[list[float]] | None = None
     source: str = ""
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> Frame:
+        """Shapes and finiteness, so that no trainer ever sees a NaN target or a ragged array."""
+        from ase.data import atomic_numbers
+
+        n = len(self.species)
+        if n == 0:
+            raise ValueError("Frame.species is empty: a frame needs at least one atom")
+        unknown = sorted({s for s in self.species if s not in atomic_numbers or s == "X"})
+        if unknown:
+            raise ValueError(f"Frame.species has unknown element symbols {unknown}")
+        for name, value, shape in (("positions", self.positions, (n, 3)), ("cell", self.cell, (3, 3)),
+                                   ("forces", self.forces, (n, 3)), ("virial", self.virial, (3, 3))):
+            if value is None:
+                continue
+            array = np.asarray(value, dtype=float)
+            if array.shape != shape:
+                raise ValueError(f"Frame.{name} must have shape {shape} ({n} atoms), got {array.shape}")
+            if not np.all(np.isfinite(array)):
+                raise ValueError(f"Frame.{name} contains non-finite values")
+        if self.energy is not None and not np.isfinite(self.energy):
+            raise ValueError(f"Frame.energy must be finite, got {self.energy}")
+        return self
 
     @property
     def n_atoms(self) -> int:

@@ -11,9 +11,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+#: what a stored model's file name may look like: one plain file name, no folder, no leading dot
+SAFE_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
+def sha256_of_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _default_cache_dir() -> Path:
@@ -36,6 +49,8 @@ class ModelFile(BaseModel):
     kind: "finetuned", "scratch" or "pretrained" (lineage, free text allowed).
     parent_sha256: digest of the model it was fine-tuned from, if any.
     head: model branch/head of a multi-task checkpoint this model came from, if any.
+    compressed_from_sha256: digest of the uncompressed model this one was compressed from
+        (``dp --pt compress``), if any.
     """
 
     backend: str
@@ -47,6 +62,24 @@ class ModelFile(BaseModel):
     kind: str = "finetuned"
     parent_sha256: str | None = None
     head: str | None = None
+    compressed_from_sha256: str | None = None
+
+    @field_validator("filename")
+    @classmethod
+    def _safe_filename(cls, value: str) -> str:
+        """A document from a store must not choose where its file is written (no path, no ``..``)."""
+        if not SAFE_FILENAME.fullmatch(value) or ".." in value:
+            raise ValueError(
+                f"ModelFile.filename must be a plain file name (letters, digits, '._+-', no folder), got {value!r}"
+            )
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError(f"ModelFile.sha256 must be 64 lower-case hex digits, got {value!r}")
+        return value
 
     @classmethod
     def from_path(cls, path: str | Path, backend: str, type_map: list[str] | None = None, **kwargs) -> ModelFile:
@@ -85,6 +118,8 @@ class ModelFile(BaseModel):
         """
         base = Path(directory) if directory is not None else _default_cache_dir() / self.sha256
         target = base / self.filename
+        if target.resolve().parent != base.resolve():  # the validator makes this impossible; belt and braces
+            raise ValueError(f"model file {self.filename!r} would be written outside {base}")
         if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == self.sha256:
             return target
         base.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,12 @@ from atomate2.forcefields.md import ForceFieldMDMaker
 from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
+from pfd_atomate.checks import check_int, check_number, check_supercell
 from pfd_atomate.distill.jobs import gather_distill, teacher_label
 from pfd_atomate.evaluate.jobs import EvaluateMaker
 from pfd_atomate.explore.jobs import ExploreMaker, explore_task_jobs
 from pfd_atomate.explore.schemas import TaskGroup
+from pfd_atomate.presets import distillation_task_groups, se_e2_a_student
 from pfd_atomate.select.filters import FrameFilter
 from pfd_atomate.train.base import TrainerBackend
 from pfd_atomate.train.jobs import TrainMaker
@@ -30,9 +32,10 @@ class DistillMaker(Maker):
     Parameters
     ----------
     name: flow name.
-    teacher: backend of the teacher model (the fine-tune backend).
-    student: backend that trains the student from scratch.
-    task_groups: MD of the teacher.
+    teacher: backend of the teacher model (``PFDMaker`` sets the fine-tune backend).
+    student: backend that trains the student from scratch; default
+        :func:`pfd_atomate.presets.se_e2_a_student` (compressed se_e2_a).
+    task_groups: MD of the teacher; default :func:`pfd_atomate.presets.distillation_task_groups`.
     md_maker: atomate2 ``ForceFieldMDMaker`` template.
     md_supercell: supercell of the input structures for the teacher MD.
     frame_filter: pre-label filters for teacher frames.
@@ -42,9 +45,9 @@ class DistillMaker(Maker):
     """
 
     name: str = "pfd distill"
-    teacher: TrainerBackend = field(default=None)  # type: ignore[assignment]
-    student: TrainerBackend = field(default=None)  # type: ignore[assignment]
-    task_groups: list[TaskGroup] = field(default_factory=list)
+    teacher: TrainerBackend | None = None
+    student: TrainerBackend = field(default_factory=se_e2_a_student)
+    task_groups: list[TaskGroup] = field(default_factory=distillation_task_groups)
     md_maker: ForceFieldMDMaker = field(
         default_factory=lambda: ForceFieldMDMaker(force_field_name="DeepMD", store_trajectory="no")
     )
@@ -53,6 +56,17 @@ class DistillMaker(Maker):
     max_frames: int | None = None
     test_fraction: float = 0.1
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Check every setting before any job exists (``ValueError`` naming the field)."""
+        check_number("DistillMaker", "test_fraction", self.test_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        if self.max_frames is not None:
+            check_int("DistillMaker", "max_frames", self.max_frames, 2)
+        check_supercell("DistillMaker", "md_supercell", self.md_supercell)
+        check_int("DistillMaker", "seed", self.seed, 0)
+        self.task_groups = [TaskGroup.model_validate(t) if isinstance(t, dict) else t for t in self.task_groups]
+        if not self.task_groups:
+            raise ValueError("DistillMaker.task_groups is empty: the teacher needs at least one MD task group")
 
     def make(
         self,

@@ -17,6 +17,7 @@ from atomate2.forcefields.md import ForceFieldMDMaker
 from jobflow import Flow, Job, Maker, OutputReference, Response, job
 from pymatgen.core import Structure
 
+from pfd_atomate.checks import check_choice, check_int, check_number, check_supercell
 from pfd_atomate.data import Dataset, as_dataset, as_model_file
 from pfd_atomate.evaluate.jobs import EvaluateMaker
 from pfd_atomate.evaluate.schemas import ConvergenceCriteria, TrustWindow
@@ -24,6 +25,7 @@ from pfd_atomate.explore.jobs import ExploreMaker, explore_task_jobs
 from pfd_atomate.explore.schemas import Stage
 from pfd_atomate.finetune.schemas import FinetuneOutput, IterationRecord, LoopState
 from pfd_atomate.label.flows import LabelMaker
+from pfd_atomate.presets import dpa4_teacher, exploration_stages
 from pfd_atomate.select.jobs import SelectMaker
 from pfd_atomate.train.base import TrainerBackend
 from pfd_atomate.train.jobs import TrainMaker
@@ -48,8 +50,10 @@ class FinetuneMaker(Maker):
     Parameters
     ----------
     name: name of the loop jobs.
-    trainer: backend that fine-tunes (the "P" model and its settings).
-    stages: exploration stages, run in sequence; each must converge (or run out of iterations).
+    trainer: backend that fine-tunes (the "P" model and its settings); default: DPA-4
+        (:func:`pfd_atomate.presets.dpa4_teacher`).
+    stages: exploration stages, run in sequence; each must converge (or run out of iterations);
+        default: :func:`pfd_atomate.presets.exploration_stages`.
     md_maker: atomate2 ``ForceFieldMDMaker`` template for exploration.
     md_supercell: supercell of the input structures used for exploration.
     select: pre-label filters and frame selection.
@@ -64,8 +68,8 @@ class FinetuneMaker(Maker):
     """
 
     name: str = "pfd fine-tune"
-    trainer: TrainerBackend = field(default=None)  # type: ignore[assignment]
-    stages: list[Stage] = field(default_factory=list)
+    trainer: TrainerBackend = field(default_factory=dpa4_teacher)
+    stages: list[Stage] = field(default_factory=exploration_stages)
     md_maker: ForceFieldMDMaker = field(
         default_factory=lambda: ForceFieldMDMaker(force_field_name="DeepMD", store_trajectory="no")
     )
@@ -79,6 +83,17 @@ class FinetuneMaker(Maker):
     init_from: Literal["base", "previous"] = "base"
     new_data_weight: float | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Check every setting before any job exists (``ValueError`` naming the field)."""
+        check_int("FinetuneMaker", "max_iterations", self.max_iterations, 1)
+        check_choice("FinetuneMaker", "on_not_converged", self.on_not_converged, ("fail", "continue"))
+        check_choice("FinetuneMaker", "init_from", self.init_from, ("base", "previous"))
+        if self.new_data_weight is not None:
+            check_number("FinetuneMaker", "new_data_weight", self.new_data_weight, 0.0, low_open=True)
+        check_supercell("FinetuneMaker", "md_supercell", self.md_supercell)
+        check_int("FinetuneMaker", "seed", self.seed, 0)
+        self.stages = [Stage.model_validate(s) if isinstance(s, dict) else s for s in self.stages]
 
     def make(self, structures: Structure | Sequence[Structure], init_datasets: Sequence[Any]) -> Flow:
         """Build the loop's first job.
@@ -129,6 +144,7 @@ def _record(state: LoopState, report: dict) -> IterationRecord:
         n_candidates=report.get("n_candidates"),
         n_selected=report.get("n_selected"),
         n_labelled=report.get("n_labelled") or 0,
+        n_reused=report.get("n_reused") or 0,
         n_label_failures=(report.get("n_requested") or 0) - (report.get("n_labelled") or 0),
         energy_rmse=metrics.get("energy_rmse"),
         force_rmse=metrics.get("force_rmse"),
@@ -177,6 +193,7 @@ def finetune_step(
         record = _record(state, report)
         state.history.append(record)
         state.n_dft_labels += record.n_labelled
+        state.n_reused_labels += record.n_reused
         logger.info(
             "PFD stage %d iteration %d: energy RMSE %s eV/atom, force RMSE %s eV/Å, accurate %s -> %s",
             record.stage, record.iteration, record.energy_rmse, record.force_rmse, record.accurate_ratio,
@@ -208,6 +225,7 @@ def finetune_step(
                 converged_stages=state.converged_stages,
                 n_iterations=state.iteration,
                 n_dft_labels=state.n_dft_labels,
+                n_reused_labels=state.n_reused_labels,
                 n_train_frames=record.n_train_frames,
                 iterations=state.history,
             )
@@ -268,6 +286,7 @@ def _next_iteration(maker: FinetuneMaker, structures: list[Structure], state: Lo
         "n_selected": select.output.n_selected,
         "n_labelled": label.output.n_labelled,
         "n_requested": label.output.n_requested,
+        "n_reused": label.output.n_reused,
         "metrics": test.output.metrics,
         "converged": test.output.converged,
         "reason": test.output.reason,

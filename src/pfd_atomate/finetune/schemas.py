@@ -18,7 +18,8 @@ class IterationRecord(BaseModel):
     n_train_frames: int = Field(description="frames M_i was trained on")
     n_candidates: int | None = None
     n_selected: int | None = None
-    n_labelled: int = Field(0, description="DFT labels spent in this iteration")
+    n_labelled: int = Field(0, description="DFT labels of this iteration's set D_i (reused ones included)")
+    n_reused: int = Field(0, description="labels of D_i found in the store (not paid again)")
     n_label_failures: int = 0
     energy_rmse: float | None = Field(None, description="M_i on D_i, eV/atom")
     force_rmse: float | None = Field(None, description="M_i on D_i, eV/Å")
@@ -48,6 +49,7 @@ class LoopState(BaseModel):
     model_job: str | None = Field(None, description="uuid of the training job of the current model")
     model_trained_this_iteration: bool = False
     n_dft_labels: int = 0
+    n_reused_labels: int = 0
     history: list[IterationRecord] = Field(default_factory=list)
     converged_stages: list[bool] = Field(default_factory=list)
 
@@ -61,6 +63,7 @@ class FinetuneOutput(BaseModel):
     converged: bool = Field(description="every stage converged")
     converged_stages: list[bool] = Field(default_factory=list)
     n_iterations: int
-    n_dft_labels: int = Field(description="labels spent inside the loop (initial labels not counted)")
+    n_dft_labels: int = Field(description="labels inside the loop (initial labels not counted; reused included)")
+    n_reused_labels: int = Field(0, description="of those, labels reused from the store (not paid again)")
     n_train_frames: int = Field(description="frames the final model was trained on")
     iterations: list[IterationRecord] = Field(default_factory=list)

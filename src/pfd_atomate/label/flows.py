@@ -8,7 +8,7 @@ from jobflow import Flow, Job, Maker, OutputReference
 
 from pfd_atomate.data import Dataset, as_dataset
 from pfd_atomate.label.adapters import code_of_maker
-from pfd_atomate.label.jobs import build_label_flow, label_frames, supports_batches
+from pfd_atomate.label.jobs import build_label_flow, check_frames, label_frames, supports_batches
 
 
 def _default_static_maker() -> Maker:
@@ -37,6 +37,9 @@ class LabelMaker(Maker):
     batch_size: frames per static job, only for makers that take a list of structures
         (atomate2 force-field makers); ``None``: one static job per frame.
     name_prefix: prefix of the static and collector job names.
+    reuse_labels: before any static job runs, look up the JobStore for labels of the same
+        frames by the same labeller settings and reuse them (:mod:`pfd_atomate.label.cache`);
+        ``False`` labels every frame again.
 
     Raises
     ------
@@ -49,6 +52,7 @@ class LabelMaker(Maker):
     min_success_ratio: float = 0.9
     batch_size: int | None = None
     name_prefix: str = "pfd label"
+    reuse_labels: bool = True
 
     def __post_init__(self) -> None:
         """Validate the options before any flow is built."""
@@ -73,23 +77,27 @@ class LabelMaker(Maker):
 
         Returns
         -------
-        Flow | Job: a Flow of static jobs plus the collector when ``frames`` is known now;
-            otherwise a job that builds that Flow at run time (``Response(replace=...)``).
+        Job | Flow: a job that, at run time, looks up the store for labels to reuse and replaces
+            itself (``Response(replace=...)``) by one static job per remaining frame plus the
+            collector; with ``reuse_labels=False`` and ``frames`` known now, that Flow directly.
             Either way ``.output`` is a :class:`~pfd_atomate.label.schemas.LabelOutput`.
 
         Raises
         ------
         ValueError: empty or invalid frames given directly (checked before any job exists).
         """
-        if isinstance(frames, OutputReference):
-            fan_out = label_frames(
-                frames, self.static_maker, self.min_success_ratio, self.batch_size, self.name_prefix
-            )
-            fan_out.name = self.name
-            return fan_out
-        dataset = as_dataset(frames)
-        if dataset is None:
-            raise ValueError("nothing to label: frames is None")
-        flow = build_label_flow(dataset, self.static_maker, self.min_success_ratio, self.batch_size, self.name_prefix)
-        flow.name = self.name
-        return flow
+        if not isinstance(frames, OutputReference):
+            dataset = as_dataset(frames)
+            if dataset is None:
+                raise ValueError("nothing to label: frames is None")
+            check_frames(dataset)
+            if not self.reuse_labels:
+                flow = build_label_flow(dataset, self.static_maker, self.min_success_ratio, self.batch_size,
+                                        self.name_prefix)
+                flow.name = self.name
+                return flow
+            frames = dataset
+        fan_out = label_frames(frames, self.static_maker, self.min_success_ratio, self.batch_size, self.name_prefix,
+                               self.reuse_labels)
+        fan_out.name = self.name
+        return fan_out

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from jobflow import CURRENT_JOB, Flow, Job, JobConfig, Maker, OnMissing, OutputReference, Response, job
+from jobflow import CURRENT_JOB, Flow, Job, JobConfig, Maker, OnMissing, Response, job
 from jobflow.core.reference import find_and_resolve_references
 
 from pfd_atomate.data import Dataset, Frame, as_dataset
 from pfd_atomate.label.adapters import LabelError, code_of_maker, labels_from_fields, task_doc_fields
+from pfd_atomate.label.cache import METADATA_KEY, find_labels, label_key, labeller_key
 from pfd_atomate.label.schemas import FailedLabel, LabelOutput
 
 logger = logging.getLogger(__name__)
@@ -61,14 +63,83 @@ def supports_batches(static_maker: Maker) -> bool:
     return isinstance(static_maker, ForceFieldRelaxMaker)
 
 
+def _guarded(static_maker: Maker, structure: Any) -> dict[str, Any]:
+    """Run the atomate2 static job of ``static_maker`` on ``structure`` inside this job.
+
+    Returns ``{"task_document": <the static job's output>, "error": None}``, or
+    ``{"task_document": None, "error": "<exception type>: <message, first lines>"}`` when the job
+    raised (an SCF that did not converge, a custodian error, a missing pseudopotential, ...):
+    a failed label is then one frame dropped for a stated reason, under every manager, not a
+    failed workflow. ``structure`` is a list of structures for makers that label batches.
+
+    A rerun of this job (its worker died after the output was stored, before the manager
+    recorded the end) returns the stored output instead of computing the label again.
+    """
+    import traceback
+
+    from jobflow import JobStore
+    from maggma.stores import MemoryStore
+
+    outer, store = CURRENT_JOB.job, CURRENT_JOB.store
+    if store is not None:
+        done = store.query_one({"uuid": outer.uuid, "output": {"$ne": None}}, properties=["output"], load=True)
+        if done is not None and isinstance(done.get("output"), dict) and "task_document" in done["output"]:
+            logger.info("%s: label found in the store (an earlier run of this job), not computed again", outer.name)
+            return done["output"]
+    static_job = static_maker.make(structure)
+    # the static job's output becomes this job's (stored once, by the manager): it runs against a scratch store
+    scratch = JobStore(MemoryStore(), additional_stores=_memory_stores(store))
+    scratch.connect()
+    try:
+        response = static_job.run(scratch, job_dir=Path.cwd())
+    except Exception as err:  # noqa: BLE001 - every failure of a label is recorded, none is fatal
+        text = "".join(traceback.format_exception_only(type(err), err)).strip()
+        logger.warning("static job %s failed: %s", static_job.name, text.splitlines()[0] if text else err)
+        return {"task_document": None, "error": "\n".join(text.splitlines()[:_REASON_LINES])}
+    finally:
+        CURRENT_JOB.job, CURRENT_JOB.store = outer, store
+    if response.replace is not None or response.addition is not None or response.detour is not None:
+        return {"task_document": None, "error": f"{static_job.name} asked to change the workflow (unsupported)"}
+    return {"task_document": response.output, "error": None}
+
+
+def _memory_stores(store: Any) -> dict[str, Any]:
+    from maggma.stores import MemoryStore
+
+    return {name: MemoryStore() for name in getattr(store, "additional_stores", {}) or {"data": None}}
+
+
+#: lines of a failed static job's exception kept as the reason of its dropped frame
+_REASON_LINES = 6
+
+
+def guarded_static_job(static_maker: Maker, structure: Any, name_prefix: str, label: str,
+                       label_keys: Sequence[str | None] = ()) -> Job:
+    """A job that runs ``static_maker``'s atomate2 job on ``structure`` and survives its failure.
+
+    The job takes the static job's name (prefixed), its ``data`` settings (its big objects go to
+    the JobStore's ``data`` store) and its manager settings; ``label_keys`` (one per structure)
+    go to its metadata for label reuse (:mod:`pfd_atomate.label.cache`).
+    """
+    template = static_maker.make(structure)  # not run: tells the static job's name and settings
+    guard = Job(_guarded, function_args=(static_maker, structure), name=f"{name_prefix} {template.name} {label}",
+                **template._kwargs)
+    guard.config = JobConfig(expose_store=True, manager_config=dict(template.config.manager_config))
+    if label_keys and all(label_keys):
+        guard.metadata[METADATA_KEY] = list(label_keys)
+    return guard
+
+
 def build_label_flow(
     frames: Dataset,
     static_maker: Maker,
     min_success_ratio: float = 0.9,
     batch_size: int | None = None,
     name_prefix: str = "pfd label",
+    reused: dict[int, Frame] | None = None,
+    label_keys: Sequence[str] | None = None,
 ) -> Flow:
-    """Static jobs for ``frames`` plus the collector, as a Flow whose output is the collector's.
+    """Static jobs for ``frames`` (those not ``reused``) plus the collector, as a Flow whose output is the collector's.
 
     Parameters
     ----------
@@ -78,6 +149,8 @@ def build_label_flow(
     batch_size: frames per static job for makers that accept a list of structures;
         ``None``: one job per frame.
     name_prefix: prefix of the job names.
+    reused: ``{frame index: labelled frame}`` of labels found in the store (no static job).
+    label_keys: label key of each frame (:func:`pfd_atomate.label.cache.label_key`).
 
     Returns
     -------
@@ -92,26 +165,34 @@ def build_label_flow(
     code = code_of_maker(static_maker)
     if batch_size is not None and not supports_batches(static_maker):
         raise ValueError(f"{type(static_maker).__name__} labels one structure per job; use batch_size=None")
+    reused = reused or {}
+    keys = list(label_keys) if label_keys is not None else [None] * len(frames)
+    todo = [i for i in range(len(frames)) if i not in reused]
     size = batch_size or 1
     static_jobs: list[Job] = []
-    entries: list[dict[str, Any]] = []
-    for start in range(0, len(frames), size):
-        chunk = list(range(start, min(start + size, len(frames))))
+    entries: list[dict[str, Any]] = [
+        {"index": i, "job_uuid": None, "source": frames[i].source, "key": keys[i], "reused": reused[i].model_dump()}
+        for i in sorted(reused)
+    ]
+    for start in range(0, len(todo), size):
+        chunk = todo[start : start + size]
         structures = [frames[i].to_structure() for i in chunk]
-        static_job = static_maker.make(structures if batch_size else structures[0])
         label = f"{chunk[0]}" if len(chunk) == 1 else f"{chunk[0]}-{chunk[-1]}"
-        static_job.name = f"{name_prefix} {static_job.name} {label}"
-        static_jobs.append(static_job)
+        guard = guarded_static_job(static_maker, structures if batch_size else structures[0], name_prefix, label,
+                                   [keys[i] for i in chunk])
+        static_jobs.append(guard)
+        documents = guard.output["task_document"]
         for k, i in enumerate(chunk):
-            # a batch job returns a list of task documents; no schema to validate an index on
-            doc = OutputReference(static_job.uuid, (("i", k),)) if batch_size else static_job.output
             entries.append(
                 {
                     "index": i,
-                    "job_uuid": static_job.uuid,
+                    "job_uuid": guard.uuid,
                     "formula": structures[k].composition.formula,
                     "source": frames[i].source,
-                    "fields": task_doc_fields(doc),
+                    "key": keys[i],
+                    # a batch job returns a list of task documents
+                    "fields": task_doc_fields(documents[k] if batch_size else documents),
+                    "error": guard.output["error"],
                 }
             )
     collect = collect_labels(
@@ -130,18 +211,21 @@ def build_label_flow(
 
 # no output_schema: jobflow's replace machinery stores a reference to the collector's
 # output under this job's uuid, which a schema would reject
-@job
+@job(config=JobConfig(expose_store=True))
 def label_frames(
     frames: Dataset,
     static_maker: Maker,
     min_success_ratio: float = 0.9,
     batch_size: int | None = None,
     name_prefix: str = "pfd label",
+    reuse_labels: bool = True,
 ) -> Response:
-    """Fan out: replace this job by one static job per frame and the collector.
+    """Fan out: replace this job by one static job per frame not yet labelled, and the collector.
 
     Parameters are those of :func:`build_label_flow`; ``frames`` is usually the resolved
-    output of an earlier job.
+    output of an earlier job. With ``reuse_labels`` the JobStore is searched first for labels of
+    the same frames by the same labeller settings (:mod:`pfd_atomate.label.cache`); those
+    frames get no static job.
 
     Raises
     ------
@@ -150,8 +234,16 @@ def label_frames(
     dataset = as_dataset(frames)
     if dataset is None:
         raise ValueError("nothing to label: the input dataset is None (did the upstream job fail?)")
-    logger.info("labelling %d frames with %s", len(dataset), describe_labeller(static_maker))
-    flow = build_label_flow(dataset, static_maker, min_success_ratio, batch_size, name_prefix)
+    check_frames(dataset)
+    labeller = labeller_key(static_maker)
+    keys = [label_key(labeller, f) for f in dataset]
+    found = find_labels(CURRENT_JOB.store, keys, code_of_maker(static_maker)) if reuse_labels else {}
+    # a reused frame keeps its provenance and says where its label came from
+    reused = {i: found[k].model_copy(update={"source": ";".join(filter(None, (dataset[i].source, found[k].source)))})
+              for i, k in enumerate(keys) if k in found}
+    logger.info("labelling %d frames with %s (%d labels reused from the store)", len(dataset) - len(reused),
+                describe_labeller(static_maker), len(reused))
+    flow = build_label_flow(dataset, static_maker, min_success_ratio, batch_size, name_prefix, reused, keys)
     return Response(replace=flow)
 
 
@@ -181,10 +273,12 @@ def collect_labels(
 
     Parameters
     ----------
-    entries: one per frame: ``index`` (input position), ``job_uuid``, ``formula``
-        (expected composition), ``source`` (input provenance) and ``fields``
-        (task-document fields or references to them; resolved here from the job store
-        as plain data, ``None`` when the static job failed).
+    entries: one per frame: ``index`` (input position), ``source`` (input provenance),
+        ``key`` (label key, or None) and either ``reused`` (a labelled frame found in the
+        store) or ``job_uuid`` (of its guarded static job), ``formula`` (expected composition),
+        ``fields`` (task-document fields or references to them; resolved here from the job
+        store as plain data, ``None`` when the static job failed) and ``error`` (a reference
+        to the static job's exception text).
     code: task-document convention, key of :data:`~pfd_atomate.label.adapters.CONVENTIONS`.
     labeller: labeller description stored in the output.
     min_success_ratio: minimum fraction of labelled frames.
@@ -204,8 +298,12 @@ def collect_labels(
     cache: dict[str, Any] = {}
     resolved: dict[int, dict[str, Any] | str] = {}
     for entry in entries:
+        if "reused" in entry:
+            continue
         try:
-            resolved[int(entry["index"])] = find_and_resolve_references(
+            error = find_and_resolve_references(entry.get("error"), store, cache=cache, on_missing=OnMissing.NONE,
+                                                deserialize=False)
+            resolved[int(entry["index"])] = error if isinstance(error, str) else find_and_resolve_references(
                 entry["fields"], store, cache=cache, on_missing=OnMissing.NONE, deserialize=False
             )
         except (KeyError, IndexError, TypeError) as err:  # the document lacks a field
@@ -215,8 +313,15 @@ def collect_labels(
     frames: list[Frame] = []
     indices: list[int] = []
     failed: list[FailedLabel] = []
+    n_reused = 0
     for entry in sorted(entries, key=lambda e: e["index"]):
-        index, uuid = int(entry["index"]), str(entry["job_uuid"])
+        index = int(entry["index"])
+        if "reused" in entry:
+            frames.append(Frame.model_validate(entry["reused"]))
+            indices.append(index)
+            n_reused += 1
+            continue
+        uuid = str(entry["job_uuid"])
         fields = resolved[index]
         try:
             if isinstance(fields, str):
@@ -243,6 +348,7 @@ def collect_labels(
         indices=indices,
         n_requested=n_requested,
         n_labelled=len(frames),
+        n_reused=n_reused,
         failed=failed,
         labeller=labeller,
     )

@@ -24,9 +24,15 @@ class LabelOutput(BaseModel):
     dataset: Dataset = Field(description="labelled frames (energy eV, forces eV/Å, virial eV), in input order")
     indices: list[int] = Field(description="input-dataset position of each labelled frame")
     n_requested: int = Field(description="number of frames sent to the labeller")
-    n_labelled: int = Field(description="number of frames labelled")
+    n_labelled: int = Field(description="number of frames labelled (reused labels included)")
+    n_reused: int = Field(0, description="labels found in the store (same frame, same labeller settings): not paid again")
     failed: list[FailedLabel] = Field(default_factory=list, description="frames dropped, with reasons")
     labeller: str = Field(description="name (class and job name) of the atomate2 static maker used")
+
+    @property
+    def n_paid(self) -> int:
+        """Labels computed by this labelling (not reused)."""
+        return self.n_labelled - self.n_reused
 
     @property
     def success_ratio(self) -> float:

@@ -130,17 +130,53 @@ def _validate(structures, n_frames, cell_pert_fraction, atom_pert_distance, atom
             raise ValueError(f"perturb_structures: structure {i} ({s.formula}) has partial occupancies")
 
 
+def as_structures(structures: object) -> list[Structure]:
+    """The input of a PFD run as a list of pymatgen ``Structure`` s.
+
+    Accepts a ``Structure``, ASE ``Atoms`` with a cell (converted), or a list/tuple of them.
+
+    Raises
+    ------
+    TypeError: anything else (a ``Molecule``, a file name, ...), naming what was given.
+    """
+    from ase import Atoms
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    items = [structures] if isinstance(structures, (Structure, Atoms)) else structures
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(
+            "structures must be a pymatgen Structure, ASE Atoms with a cell, or a list of them; "
+            f"got {type(structures).__name__} (read a file with Structure.from_file)"
+        )
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, Atoms):
+            if not item.pbc.all() or item.cell.rank < 3:
+                raise TypeError(f"structure {i}: ASE Atoms must be periodic along three cell vectors for PFD")
+            item = AseAtomsAdaptor.get_structure(item)
+        if type(item) is not Structure and not isinstance(item, Structure):
+            raise TypeError(
+                f"structure {i} is a {type(item).__name__}: PFD needs periodic crystals (pymatgen Structure or "
+                "ASE Atoms with a cell)"
+            )
+        out.append(item)
+    return out
+
+
 def check_structures(structures: Sequence[Structure], min_distance: float = DEFAULT_MIN_INPUT_DISTANCE) -> None:
     """Validate input structures before any compute.
 
     Raises
     ------
-    ValueError: empty list, a partially occupied structure, or two atoms (periodic images
-        included) closer than ``min_distance`` Å.
+    ValueError: empty list, a singular lattice, a partially occupied structure, or two atoms
+        (periodic images included) closer than ``min_distance`` Å.
     """
     if len(structures) == 0:
         raise ValueError("no input structure given")
     for i, s in enumerate(structures):
+        if not abs(float(np.linalg.det(s.lattice.matrix))) > 1e-3:
+            raise ValueError(f"structure {i} ({s.formula}) has a singular lattice (volume {s.volume:.3g} Å^3)")
         if not s.is_ordered:
             raise ValueError(f"structure {i} ({s.formula}) has partial occupancies")
         _check_no_overlap(s, i, min_distance)

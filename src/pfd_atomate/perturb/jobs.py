@@ -9,6 +9,7 @@ from typing import Literal
 from jobflow import Maker, job
 from pymatgen.core import Structure
 
+from pfd_atomate.checks import check_choice, check_int, check_number, check_supercell
 from pfd_atomate.perturb.core import perturb_structures
 from pfd_atomate.perturb.schemas import PerturbOutput
 
@@ -37,6 +38,16 @@ class PerturbMaker(Maker):
     supercell: tuple[int, int, int] | None = None
     include_original: bool = False
     seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        """Check every setting before any job exists (``ValueError`` naming the field)."""
+        check_int("PerturbMaker", "n_frames", self.n_frames, 1)
+        check_number("PerturbMaker", "cell_pert_fraction", self.cell_pert_fraction, 0.0, 0.5)
+        check_number("PerturbMaker", "atom_pert_distance", self.atom_pert_distance, 0.0, 2.0)
+        check_choice("PerturbMaker", "atom_pert_style", self.atom_pert_style, ("normal", "uniform", "const"))
+        check_supercell("PerturbMaker", "supercell", self.supercell)
+        if self.seed is not None:
+            check_int("PerturbMaker", "seed", self.seed, 0)
 
     @job(output_schema=PerturbOutput, data=["dataset"])
     def make(self, structures: Structure | Sequence[Structure]) -> PerturbOutput:

@@ -9,6 +9,7 @@ from typing import Literal
 
 from jobflow import Maker, job
 
+from pfd_atomate.checks import check_choice, check_int, check_number
 from pfd_atomate.data import Dataset, as_dataset
 from pfd_atomate.select.entropy import entropy_select
 from pfd_atomate.select.filters import FrameFilter
@@ -43,6 +44,19 @@ class SelectMaker(Maker):
     descriptor_cutoff: float = 5.0
     frame_filter: FrameFilter = field(default_factory=FrameFilter)
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        """Check every setting before any job exists (``ValueError`` naming the field)."""
+        check_int("SelectMaker", "n_select", self.n_select, 1)
+        check_choice("SelectMaker", "method", self.method, ("entropy", "random"))
+        check_int("SelectMaker", "chunk_size", self.chunk_size, 1)
+        check_number("SelectMaker", "bandwidth", self.bandwidth, 0.0, low_open=True)
+        check_int("SelectMaker", "descriptor_k", self.descriptor_k, 1)
+        check_number("SelectMaker", "descriptor_cutoff", self.descriptor_cutoff, 0.0, low_open=True)
+        if self.seed is not None:
+            check_int("SelectMaker", "seed", self.seed, 0)
+        if isinstance(self.frame_filter, dict):
+            self.frame_filter = FrameFilter.model_validate(self.frame_filter)
 
     @job(output_schema=SelectOutput, data=["dataset"])
     def make(self, candidates: Sequence[Dataset | None], reference: Sequence[Dataset | None] = ()) -> SelectOutput:

@@ -7,6 +7,7 @@ and tells atomate2's ``ForceFieldMDMaker`` how to build an ASE calculator for it
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,29 @@ from monty.json import MSONable
 from pfd_atomate.data import Dataset, ModelFile
 
 
+def resolve_device(device: str = "auto") -> str:
+    """``"cuda"`` when ``device`` is "auto" and torch sees a GPU, else ``"cpu"``; other values pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads: int | None):
+    """Run a block with ``n_threads`` torch intra-op threads (``None``: unchanged), restoring the setting after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n_threads:
+        torch.set_num_threads(int(n_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class TrainerBackend(MSONable, ABC):
     """Backend-neutral training/inference API (one concrete class per model library).
 
@@ -26,6 +50,12 @@ class TrainerBackend(MSONable, ABC):
 
     #: backend name stored in :attr:`ModelFile.backend`
     name: str = ""
+
+    @property
+    def compute_device(self) -> str:
+        """Where this backend's torch work runs here: "cuda" when torch sees a GPU (and the backend
+        is not pinned to another device), else "cpu". Recorded in job outputs."""
+        return resolve_device(getattr(self, "device", "auto"))
 
     @abstractmethod
     def check_elements(self, elements: Sequence[str], model: ModelFile | None = None) -> None:
@@ -55,6 +85,30 @@ class TrainerBackend(MSONable, ABC):
         ValueError: empty or unlabelled data, or elements the model cannot handle.
         FileNotFoundError: missing base model file.
         """
+
+    #: peak resident memory of one energy/forces/stress evaluation on the CPU: base GiB + GiB per atom
+    #: (measured on diamond Si, see each backend); ``None``: not known
+    memory_per_atom_gib: tuple[float, float] | None = None
+
+    def memory_estimate_gib(self, n_atoms: int, training: bool = False) -> float | None:
+        """Rough peak memory (GiB) of evaluating, or training on, frames of ``n_atoms`` atoms.
+
+        Training holds the graph of a batch of frames and its gradients: twice the evaluation
+        memory per atom, times the frames per batch. ``None`` when the backend has no estimate.
+        """
+        if self.memory_per_atom_gib is None:
+            return None
+        base, per_atom = self.memory_per_atom_gib
+        frames = self.frames_per_batch(n_atoms) if training else 1
+        return base + per_atom * n_atoms * (2 * frames if training else 1)
+
+    def frames_per_batch(self, n_atoms: int) -> int:
+        """Frames of ``n_atoms`` atoms in one training batch."""
+        return 1
+
+    def compress_model(self, model: ModelFile, workdir: str | Path) -> ModelFile | None:
+        """A compressed (faster) copy of a trained model, or ``None`` when the backend has none."""
+        return None
 
     @abstractmethod
     def predict(self, model: ModelFile, dataset: Dataset) -> Dataset:

@@ -30,7 +30,7 @@ class TrainMaker(Maker):
     name: str = "pfd train"
     backend: TrainerBackend = field(default=None)  # type: ignore[assignment]
 
-    @job(output_schema=TrainOutput, data=["model"])
+    @job(output_schema=TrainOutput, data=["model", "uncompressed_model"])
     def make(
         self,
         datasets: Sequence[Dataset | None],
@@ -62,13 +62,16 @@ class TrainMaker(Maker):
         n_frames = sum(len(d) for d in sets)
         logger.info("training %s on %d frames in %d datasets", self.backend.name, n_frames, len(sets))
         start = time.perf_counter()
-        model = self.backend.train(
-            sets, Path.cwd() / "train", init_model=init_model, weights=[w for _, w in pairs] if weights else None
-        )
+        workdir = Path.cwd() / "train"
+        model = self.backend.train(sets, workdir, init_model=init_model, weights=[w for _, w in pairs] if weights else None)
+        compressed = self.backend.compress_model(model, workdir)
         wall = time.perf_counter() - start
-        logger.info("trained %s model %s in %.1f s", self.backend.name, model.sha256[:12], wall)
+        logger.info("trained %s model %s in %.1f s%s", self.backend.name, model.sha256[:12], wall,
+                    "" if compressed is None else f" (compressed: {compressed.sha256[:12]})")
         return TrainOutput(
-            model=model,
+            model=compressed or model,
+            uncompressed_model=None if compressed is None else model,
+            device=self.backend.compute_device,
             backend=self.backend.name,
             kind=model.kind,
             n_frames=n_frames,

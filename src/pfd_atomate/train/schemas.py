@@ -10,10 +10,12 @@ from pfd_atomate.data import ModelFile
 class TrainOutput(BaseModel):
     """Output of a training / fine-tuning job (``model`` lives in the ``data`` store)."""
 
-    model: ModelFile = Field(description="the trained model file")
+    model: ModelFile = Field(description="the trained model file (compressed when the backend compresses)")
+    uncompressed_model: ModelFile | None = Field(None, description="the model before compression, if compressed")
     backend: str = Field(description="trainer backend name")
     kind: str = Field(description="'finetuned' or 'scratch'")
     n_frames: int = Field(description="number of training frames")
     n_datasets: int = Field(description="number of datasets trained on")
     init_model_sha256: str | None = Field(None, description="model the training started from, if any")
-    wall_time_s: float = Field(description="wall time of the training, s")
+    wall_time_s: float = Field(description="wall time of the training (and compression), s")
+    device: str = Field("cpu", description="where the training ran: 'cpu' or 'cuda'")

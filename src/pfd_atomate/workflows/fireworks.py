@@ -190,8 +190,11 @@ def write_fworker_file(
     return path
 
 
-def submit_flow(flow: Flow | Job, lp: LaunchPad, store: JobStore, **kwargs: Any) -> dict[int, int]:
+def submit_flow(flow: Flow | Job, lp: LaunchPad, store: JobStore | None, **kwargs: Any) -> dict[int, int]:
     """Convert ``flow`` to a FireWorks Workflow with ``store`` as its JobStore and add it to ``lp``.
+
+    ``store=None`` leaves the store out of the fireworks: each worker then uses jobflow's
+    ``JOB_STORE`` setting (``jobflow.yaml`` / ``JOBFLOW_CONFIG_FILE``).
 
     Returns
     -------

@@ -190,6 +190,17 @@ class ReadThroughJobStore(JobStore):
             return self.project.query_one(criteria, properties, sort=sort, load=load)
         return super().query_one(criteria, properties, sort=sort, load=load)
 
+    def query(self, criteria=None, properties=None, sort=None, skip=0, limit=0, load=False):
+        """``JobStore.query`` over the job's own store, then the project store (label reuse looks
+        for finished labels of other jobs)."""
+        seen = set()
+        for store in (super(), self.project):
+            for doc in store.query(criteria, properties, sort=sort, skip=skip, limit=limit, load=load):
+                key = (doc.get("uuid"), doc.get("index"))
+                if key not in seen:
+                    seen.add(key)
+                    yield doc
+
     def get_output(self, uuid, which="last", load=False, cache=None, on_missing=OnMissing.ERROR):
         """``JobStore.get_output``, from the project store for outputs of other jobs."""
         store = super() if self._own(uuid) else self.project

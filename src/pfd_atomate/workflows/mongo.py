@@ -148,12 +148,29 @@ class MongoServer:
         self.stop()
 
 
+def die_with_parent(sig: int):
+    """A ``preexec_fn`` that makes a child process receive ``sig`` when its parent dies (Linux).
+
+    Elsewhere it does nothing: the child then outlives a killed parent.
+    """
+    import ctypes
+
+    def set_pdeathsig() -> None:
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+    return set_pdeathsig
+
+
 def start_server(
     storage_path: str | Path = ":memory:",
     host: str = "127.0.0.1",
     port: int = 0,
     log_path: str | Path | None = None,
     timeout: float = 60.0,
+    stop_with_parent: bool = False,
 ) -> MongoServer:
     """Start SecantusDB in a child process and wait until it answers ``ping``.
 
@@ -165,6 +182,8 @@ def start_server(
     port: TCP port; 0 lets the server pick a free one (no race with other processes).
     log_path: server log file (default: a temporary file).
     timeout: seconds to wait for the server.
+    stop_with_parent: the server gets SIGTERM (a clean WiredTiger close) when this process dies,
+        however it dies (a run folder's own server must not outlive its run).
 
     Returns
     -------
@@ -189,7 +208,8 @@ def start_server(
            "--storage-path", str(storage_path), "--port-file", str(port_file)]
     with open(log_path, "ab") as log:
         # own session: a Ctrl-C or a SIGKILL aimed at a launcher's process group spares the server
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=die_with_parent(signal.SIGTERM) if stop_with_parent else None)
     deadline = time.monotonic() + timeout
     while not port_file.is_file() or not port_file.read_text().strip():
         if process.poll() is not None:

@@ -1,0 +1,363 @@
+"""Run a PFD flow on this machine with several workers, resumable, from one run folder.
+
+The engine is FireWorks: a LaunchPad and the JobStore live on a SecantusDB server (MongoDB wire
+protocol, WiredTiger storage) whose files are in ``<run folder>/db``; ``workers`` ``rlaunch
+rapidfire`` processes run the jobs, each single-threaded by default, so the independent jobs
+of a PFD iteration (one static job per frame, one MD job per task group) run side by side.
+Nothing here schedules jobs: FireWorks does, as on a cluster.
+
+The run folder holds exactly one run:
+
+``<run>/db``          the database (LaunchPad + JobStore: documents, GridFS ``data``)
+``<run>/run.json``    which workflow this folder runs (first firework id, flow uuid, settings digest)
+``<run>/jobflow.yaml`` the JobStore of the workers (the database's port changes between sessions)
+``<run>/workers/k``   the job folders of worker k (FireWorks ``launcher_*`` folders)
+``<run>/.pfd.lock``   held while a process works on the folder (see :class:`RunLock`)
+
+Calling :func:`run_flow` again on the same folder *resumes*: jobs that finished are kept, a job
+that was running when the previous process died (a lost run) is run again, everything else
+continues. A flow whose settings differ from the stored run's is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jobflow import Flow, Job, JobStore
+
+from pfd_atomate.workflows.mongo import MongoServer, die_with_parent, jobstore_spec, start_server
+
+logger = logging.getLogger(__name__)
+
+LAUNCHPAD_DB = "fireworks"
+STORE_DB = "pfd"
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_LIVE_STATES = ("READY", "RESERVED", "RUNNING")
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the run folder."""
+
+
+class RunMismatchError(ValueError):
+    """The run folder holds another PFD run than the flow given."""
+
+
+@dataclass
+class RunLock:
+    """An exclusive lock on a run folder: one writer per run.
+
+    The lock is an ``flock`` on ``<run>/.pfd.lock``, which the kernel releases when its holder
+    dies (however it dies), so the lock of a dead process is taken over without a stale-lock
+    heuristic. The file names the holder (pid, host, start time) for the error message of a
+    second process.
+    """
+
+    run_dir: Path
+    _fd: int | None = field(default=None, repr=False)
+
+    @property
+    def path(self) -> Path:
+        """The lock file."""
+        return Path(self.run_dir) / ".pfd.lock"
+
+    def acquire(self) -> RunLock:
+        """Take the lock.
+
+        Raises
+        ------
+        RunLockedError: another live process holds it (the message names pid, host and start).
+        """
+        Path(self.run_dir).mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "{}"
+            os.close(fd)
+            info = json.loads(holder) if holder.startswith("{") else {"holder": holder}
+            raise RunLockedError(
+                f"run folder {self.run_dir} is in use by pid {info.get('pid')} on {info.get('host')} "
+                f"since {info.get('started')}; wait for it or stop it"
+            ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now(timezone.utc).isoformat()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (the file stays)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def flow_digest(flow: Flow | Job) -> str:
+    """SHA-256 of a flow's settings: its JSON with every uuid replaced by its order of appearance.
+
+    Two flows built by the same Makers from the same input have the same digest, whatever uuids
+    jobflow drew for them.
+    """
+    text = json.dumps(flow.as_dict(), sort_keys=True, default=str)
+    seen: dict[str, int] = {}
+    normalized = _UUID.sub(lambda m: f"uuid{seen.setdefault(m.group(0), len(seen))}", text)
+    return hashlib.sha256(normalized.encode()).hexdigest()
+
+
+@dataclass
+class LocalRun:
+    """What :func:`run_flow` did.
+
+    Attributes
+    ----------
+    run_dir: the run folder.
+    state: FireWorks workflow state at the end ("COMPLETED", "FIZZLED", ...).
+    resumed: the folder held an unfinished run that was continued.
+    n_fireworks: jobs in the workflow (the dynamic ones included).
+    rerun: names of lost jobs that were run again on resume.
+    failed: ``{job name: error}`` of the jobs that failed (tolerated label failures included).
+    wall_time_s: wall time of this call, s.
+    flow_uuid: uuid of the flow that this folder runs.
+    """
+
+    run_dir: Path
+    state: str
+    resumed: bool
+    n_fireworks: int
+    rerun: list[str]
+    failed: dict[str, str]
+    wall_time_s: float
+    flow_uuid: str
+
+    @property
+    def completed(self) -> bool:
+        """Every leaf job finished (failures inside the tolerated ratios are allowed)."""
+        return self.state == "COMPLETED"
+
+
+@contextmanager
+def open_run_store(run_dir: str | Path, lock: bool = True) -> Iterator[tuple[JobStore, Any, MongoServer]]:
+    """Start the run folder's database and yield ``(JobStore, LaunchPad, server)``; stop it after.
+
+    Parameters
+    ----------
+    run_dir: the run folder.
+    lock: hold :class:`RunLock` meanwhile (reading a finished run while nothing else runs).
+
+    Raises
+    ------
+    RunLockedError: the folder is in use.
+    FileNotFoundError: there is no run in ``run_dir``.
+    """
+    from pfd_atomate.workflows.fireworks import launchpad
+
+    run_dir = Path(run_dir).resolve()
+    if lock and not (run_dir / "db").is_dir():
+        raise FileNotFoundError(f"no PFD run in {run_dir} (no db/ folder)")
+    guard = RunLock(run_dir).acquire() if lock else None
+    server = None
+    try:
+        server = start_server(run_dir / "db", log_path=run_dir / "db.log", stop_with_parent=True)
+        store = server.jobstore(STORE_DB)
+        store.connect()
+        yield store, launchpad(server.host, server.port, name=LAUNCHPAD_DB), server
+    finally:
+        if server is not None:
+            server.stop()
+        if guard is not None:
+            guard.release()
+
+
+def _read_run_file(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _workflow_fw_ids(lp: Any, first_fw_id: int) -> list[int]:
+    doc = lp.workflows.find_one({"nodes": first_fw_id}, {"nodes": 1})
+    if doc is None:
+        raise KeyError(f"no workflow holds firework {first_fw_id}")
+    return list(doc["nodes"])
+
+
+def _states(lp: Any, fw_ids: list[int]) -> dict[int, tuple[str, str]]:
+    return {fw["fw_id"]: (fw["state"], fw["name"])
+            for fw in lp.fireworks.find({"fw_id": {"$in": fw_ids}}, {"fw_id": 1, "state": 1, "name": 1})}
+
+
+def _failures(lp: Any, fw_ids: list[int]) -> dict[str, str]:
+    """``{job name: last lines of its error}`` of the fizzled jobs."""
+    out = {}
+    for fw in lp.fireworks.find({"fw_id": {"$in": fw_ids}, "state": "FIZZLED"}, {"name": 1, "launches": 1}):
+        launch = lp.launches.find_one({"launch_id": {"$in": fw.get("launches") or []}}, {"action": 1}) or {}
+        stack = ((launch.get("action") or {}).get("stored_data") or {}).get("_exception", {}).get("_stacktrace", "")
+        out[fw["name"]] = "\n".join(str(stack).strip().splitlines()[-3:])
+    return out
+
+
+def run_flow(
+    flow: Flow | Job,
+    run_dir: str | Path,
+    workers: int = 1,
+    threads_per_worker: int = 1,
+    poll_interval: float = 1.0,
+    timeout: float | None = None,
+    env: dict[str, str] | None = None,
+    on_progress: Callable[[dict[int, tuple[str, str]]], None] | None = None,
+) -> LocalRun:
+    """Run (or resume) ``flow`` in ``run_dir`` with ``workers`` parallel FireWorks workers.
+
+    Parameters
+    ----------
+    flow: the PFD flow (or any jobflow Flow/Job).
+    run_dir: the run folder (created); see the module docstring for its layout.
+    workers: number of ``rlaunch`` processes (>= 1); e.g. 2 on a 2-core machine.
+    threads_per_worker: ``OMP_NUM_THREADS`` of each worker (torch and CP2K follow it).
+    poll_interval: seconds between looks at the workflow.
+    timeout: give up (stopping the workers; the run stays resumable) after this many seconds.
+    env: extra environment variables for the workers.
+    on_progress: called with ``{fw_id: (state, job name)}`` whenever a state changes.
+
+    Returns
+    -------
+    LocalRun: the workflow state and what happened.
+
+    Raises
+    ------
+    ValueError: ``workers < 1`` or ``threads_per_worker < 1``.
+    RunLockedError: another process works on ``run_dir``.
+    RunMismatchError: ``run_dir`` holds a run of other settings.
+    TimeoutError: ``timeout`` passed (the run is resumable).
+    """
+    from pfd_atomate.workflows.fireworks import submit_flow, write_fworker_file, write_launchpad_file
+
+    if int(workers) != workers or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if int(threads_per_worker) != threads_per_worker or threads_per_worker < 1:
+        raise ValueError(f"threads_per_worker must be an integer >= 1, got {threads_per_worker!r}")
+    run_dir = Path(run_dir).resolve()
+    start = time.perf_counter()
+    digest = flow_digest(flow)
+    with RunLock(run_dir):
+        record = _read_run_file(run_dir)
+        if record is not None and record["digest"] != digest:
+            raise RunMismatchError(
+                f"{run_dir} holds another PFD run (flow {record['flow_uuid']}, other settings or input); "
+                "use a new run folder to start this one"
+            )
+        with open_run_store(run_dir, lock=False) as (store, lp, server):
+            rerun: list[str] = []
+            if record is None:
+                lp.reset("", require_password=False)  # a new database: FireWorks' counters
+                # no store in the fireworks: the workers read it from jobflow's settings, which
+                # name this server's port of the day (it changes when the run is resumed)
+                ids = submit_flow(flow, lp, None)
+                record = {"first_fw_id": min(ids.values()), "flow_uuid": flow.uuid, "digest": digest,
+                          "created": datetime.now(timezone.utc).isoformat()}
+                (run_dir / "run.json").write_text(json.dumps(record, indent=2))
+                resumed = False
+            else:
+                resumed = True
+                # we hold the lock: a job still marked running, and any workflow lock, belong to a
+                # dead process
+                lp.workflows.update_many({"nodes": record["first_fw_id"]}, {"$unset": {"locked": ""}})
+                for fw_id, (state, name) in _states(lp, _workflow_fw_ids(lp, record["first_fw_id"])).items():
+                    if state in ("RUNNING", "RESERVED"):
+                        lp.rerun_fw(fw_id)
+                        rerun.append(name)
+                logger.info("resuming %s: %d lost jobs run again", run_dir, len(rerun))
+            lp_file = write_launchpad_file(run_dir / "my_launchpad.yaml", server.host, server.port, LAUNCHPAD_DB)
+            jobflow_file = run_dir / "jobflow.yaml"
+            jobflow_file.write_text(yaml.safe_dump({"JOB_STORE": jobstore_spec(server.host, server.port, STORE_DB)}))
+            env = {**(env or {}), "JOBFLOW_CONFIG_FILE": str(jobflow_file)}
+            fworker = write_fworker_file(run_dir / "my_fworker.yaml", "local")
+            launchers = _start_workers(run_dir, lp_file, fworker, workers, threads_per_worker, env)
+            try:
+                state = _wait(lp, record["first_fw_id"], launchers, poll_interval, timeout, on_progress, start)
+            finally:
+                for process in launchers:
+                    _stop(process)
+            fw_ids = _workflow_fw_ids(lp, record["first_fw_id"])
+            return LocalRun(run_dir=run_dir, state=state, resumed=resumed, n_fireworks=len(fw_ids), rerun=rerun,
+                            failed=_failures(lp, fw_ids), wall_time_s=time.perf_counter() - start,
+                            flow_uuid=record["flow_uuid"])
+
+
+def _start_workers(run_dir: Path, lp_file: Path, fworker: Path, workers: int, threads: int,
+                   env: dict[str, str] | None) -> list[subprocess.Popen]:
+    bin_dir = Path(sys.executable).parent
+    worker_env = dict(os.environ, OMP_NUM_THREADS=str(threads), **(env or {}))
+    worker_env["PATH"] = os.pathsep.join((str(bin_dir), worker_env.get("PATH", "")))
+    processes = []
+    for k in range(workers):
+        folder = run_dir / "workers" / str(k)
+        folder.mkdir(parents=True, exist_ok=True)
+        # --nlaunches infinite: a worker that finds nothing ready while the loop job runs must wait
+        cmd = [str(bin_dir / "rlaunch"), "-l", str(lp_file), "-w", str(fworker), "rapidfire",
+               "--nlaunches", "infinite", "--sleep", "1"]
+        log = open(folder / "rlaunch.log", "ab")  # noqa: SIM115 (the child keeps it)
+        processes.append(subprocess.Popen(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT, env=worker_env,
+                                          preexec_fn=die_with_parent(signal.SIGKILL)))
+    return processes
+
+
+def _wait(lp: Any, first_fw_id: int, launchers: list[subprocess.Popen], poll: float, timeout: float | None,
+          on_progress: Callable | None, start: float) -> str:
+    """Poll until no job is ready or running; the workflow state then."""
+    from pfd_atomate.workflows.fireworks import workflow_state
+
+    last: dict[int, tuple[str, str]] = {}
+    idle_polls = 0
+    while True:
+        states = _states(lp, _workflow_fw_ids(lp, first_fw_id))
+        if states != last:
+            last = states
+            if on_progress is not None:
+                on_progress(states)
+        live = any(s in _LIVE_STATES for s, _ in states.values())
+        idle_polls = 0 if live else idle_polls + 1
+        if idle_polls >= 2:  # twice: a finishing job may still be adding the jobs it creates
+            # nothing can run any more: every leaf completed, or a failure blocks the rest
+            return workflow_state(lp, first_fw_id)
+        dead = [p.returncode for p in launchers if p.poll() is not None]
+        if len(dead) == len(launchers):
+            raise RuntimeError(f"every worker exited (exit codes {dead}); see workers/*/rlaunch.log")
+        if timeout is not None and time.perf_counter() - start > timeout:
+            raise TimeoutError(f"run not finished after {timeout:.0f} s; run again to resume it")
+        time.sleep(poll)
+
+
+def _stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
