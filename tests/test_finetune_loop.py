@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from jobflow import Flow, Response
+from jobflow import Flow, OutputReference, Response
 from pymatgen.core import Lattice, Structure
 
-from pfd_atomate.data import Dataset, Frame, ModelFile
+from pfd_atomate.data import Dataset
 from pfd_atomate.evaluate.schemas import ConvergenceCriteria
 from pfd_atomate.explore.schemas import Stage, TaskGroup
 from pfd_atomate.finetune.jobs import FinetuneMaker, finetune_step
@@ -59,13 +59,23 @@ def maker():
     )
 
 
-def _model(tmp_path) -> ModelFile:
-    p = tmp_path / "m.bin"
-    p.write_bytes(b"model")
-    return ModelFile.from_path(p, backend="none")
+INIT = OutputReference("init-job", (("a", "dataset"),))
+
+
+def _model_ref(train_uuid: str) -> OutputReference:
+    return OutputReference(train_uuid, (("a", "model"),))
+
+
+def _metrics(converged: bool) -> dict:
+    e, f = (0.002, 0.05) if converged else (0.05, 0.4)
+    return {"n_frames": 2, "energy_rmse": e, "energy_mae": e, "force_rmse": f, "force_mae": f,
+            "frame_energy_error": [e, -e], "frame_force_rmse": [f, f], "frame_force_max": [f, f],
+            "frame_energy_threshold": None, "frame_force_threshold": None,
+            "accurate_ratio": 1.0 if converged else 0.0}
 
 
 def _report(converged: bool, n_added: int, eval_uuid: str = "eval-1", n_labelled: int = 4, n_requested: int = 4):
+    """An iteration report as the decision job sees it once its references are resolved."""
     return {
         "model_sha256": "abc",
         "n_train_frames": 10,
@@ -73,8 +83,7 @@ def _report(converged: bool, n_added: int, eval_uuid: str = "eval-1", n_labelled
         "n_selected": n_requested,
         "n_requested": n_requested,
         "n_labelled": n_labelled,
-        "metrics": {"energy_rmse": 0.002 if converged else 0.05, "force_rmse": 0.05 if converged else 0.4,
-                    "accurate_ratio": 1.0 if converged else 0.0},
+        "metrics": _metrics(converged),
         "converged": converged,
         "reason": "test",
         "n_added": n_added,
@@ -88,7 +97,7 @@ def _names(flow: Flow) -> list[str]:
 
 
 def test_first_call_builds_train_explore_select_label_test(maker, structure):
-    state = LoopState(train_refs=[("init-job", [["a", "dataset"]])])
+    state = LoopState(train_sets=[INIT])
     resp = step(maker, [structure, structure], state)
     assert isinstance(resp, Response)
     names = _names(resp.replace)
@@ -102,11 +111,19 @@ def test_first_call_builds_train_explore_select_label_test(maker, structure):
     train = resp.replace.jobs[0]
     assert train.function_args[0][0].uuid == "init-job"
     assert train.function_kwargs["init_model"] is None  # nothing to restart from yet
+    # each job says what it is and where in the loop (jobflow metadata, for queries)
+    assert {j.metadata["pfd_step"] for j in resp.replace.jobs} == {"train", "explore", "select", "label", "test",
+                                                                  "decide"}
+    assert all((j.metadata["stage"], j.metadata["iteration"]) == (0, 0) for j in resp.replace.jobs)
+    # the decision job keeps references as references: the next iteration resolves them
+    decide = resp.replace.jobs[-1]
+    assert decide.config.resolve_references is False
+    assert decide.function_args[2].model.uuid == train.uuid
 
 
 def test_not_converged_adds_trust_window_frames_and_retrains_from_previous(maker, structure, tmp_path):
-    state = LoopState(train_refs=[("init-job", [["a", "dataset"]])], model_job="train-0", n_sets_trained=1)
-    resp = step(maker, [structure], state, model=_model(tmp_path), test_set=Dataset(), report=_report(False, 3))
+    state = LoopState(train_sets=[INIT], model=_model_ref("train-0"), n_sets_trained=1)
+    resp = step(maker, [structure], state, test_set=Dataset(), report=_report(False, 3))
     flow = resp.replace
     train = flow.jobs[0]
     assert train.name.startswith("pfd train s0 i1")
@@ -122,8 +139,8 @@ def test_not_converged_adds_trust_window_frames_and_retrains_from_previous(maker
 
 
 def test_converged_stage_moves_on_without_retraining(maker, structure, tmp_path):
-    state = LoopState(train_refs=[("init-job", [["a", "dataset"]])], model_job="train-0", n_sets_trained=1)
-    resp = step(maker, [structure], state, model=_model(tmp_path), test_set=Dataset(), report=_report(True, 3))
+    state = LoopState(train_sets=[INIT], model=_model_ref("train-0"), n_sets_trained=1)
+    resp = step(maker, [structure], state, test_set=Dataset(), report=_report(True, 3))
     names = _names(resp.replace)
     assert not any(n.startswith("pfd train") for n in names), "converged: M_i is carried to the next stage"
     # stage 1: 1 temperature x 2 pressures (npt)
@@ -131,27 +148,27 @@ def test_converged_stage_moves_on_without_retraining(maker, structure, tmp_path)
 
 
 def test_last_stage_converged_returns_final_output(maker, structure, tmp_path):
-    hist_state = LoopState(stage=1, iteration=3, stage_iteration=0, train_refs=[("init-job", [["a", "dataset"]])],
-                           model_job="train-2", n_sets_trained=1, n_dft_labels=8, converged_stages=[True])
-    held_out = Dataset(frames=[Frame(species=["Cu"], positions=[[0, 0, 0]], cell=[[3, 0, 0], [0, 3, 0], [0, 0, 3]],
-                                     energy=-1.0, forces=[[0, 0, 0]])])
-    out = step(maker, [structure], hist_state, model=_model(tmp_path), test_set=held_out,
-               report=_report(True, 0, n_labelled=3, n_requested=4))
+    hist_state = LoopState(stage=1, iteration=3, stage_iteration=0, train_sets=[INIT], model=_model_ref("train-2"),
+                           n_sets_trained=1, n_dft_labels=8, converged_stages=[True])
+    held_out = OutputReference("label-9", (("a", "dataset"),))
+    out = step(maker, [structure], hist_state, test_set=held_out, report=_report(True, 0, n_labelled=3, n_requested=4))
     assert isinstance(out, FinetuneOutput)
     assert out.converged and out.converged_stages == [True, True]
     assert out.n_dft_labels == 11 and out.n_iterations == 4
     assert out.iterations[-1].n_label_failures == 1
-    assert out.test_set.n_frames == 1 and out.model_job == "train-2"
+    # the model and the held-out set stay where their jobs stored them: the output points there
+    assert out.model_job == "train-2" and out.model.uuid == "train-2"
+    assert out.test_set.uuid == "label-9" and out.last_test.energy_rmse == 0.002
 
 
 def test_out_of_iterations_fails_or_continues(maker, structure, tmp_path):
-    state = LoopState(stage=0, iteration=1, stage_iteration=1, train_refs=[("init-job", [["a", "dataset"]])],
-                      model_job="train-1", n_sets_trained=1)
+    state = LoopState(stage=0, iteration=1, stage_iteration=1, train_sets=[INIT], model=_model_ref("train-1"),
+                      n_sets_trained=1)
     maker.on_not_converged = "fail"
     with pytest.raises(RuntimeError, match="did not converge in 2 iterations"):
-        step(maker, [structure], state, model=_model(tmp_path), test_set=Dataset(), report=_report(False, 2))
+        step(maker, [structure], state, test_set=Dataset(), report=_report(False, 2))
     maker.on_not_converged = "continue"
-    resp = step(maker, [structure], state, model=_model(tmp_path), test_set=Dataset(), report=_report(False, 2))
+    resp = step(maker, [structure], state, test_set=Dataset(), report=_report(False, 2))
     names = _names(resp.replace)
     # moves to stage 1, retraining on the frames added from the last iteration
     assert names[0].startswith("pfd train s1 i2")

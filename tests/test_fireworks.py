@@ -196,15 +196,16 @@ def test_latest_run_picks_the_newest_report(fw_run, server):
     """Two more runs for the same formula (documents copied from the real report) and one for
     another formula: ``latest_run`` takes the newest for the formula asked."""
     docs = server.client()["fw_parallel_out"]["outputs"]
-    real = docs.find_one({"name": "pfd report"}, {"_id": 0})
-    older = {**real, "uuid": "older-run", "completed_at": "2000-01-01T00:00:00", "hosts": ["older-flow"]}
+    real = docs.find_one({"metadata.pfd_step": "report"}, {"_id": 0})
+    older = {**real, "uuid": "older-run", "completed_at": "2000-01-01T00:00:00", "hosts": ["older-flow"],
+             "metadata": {**real["metadata"], "pfd_run": "older-flow"}}
     other = {**real, "uuid": "other-run", "completed_at": "2999-01-01T00:00:00", "hosts": ["other-flow"],
-             "output": {**real["output"], "formula": "Si"}}
+             "metadata": {**real["metadata"], "pfd_run": "other-flow"}, "output": {**real["output"], "formula": "Si"}}
     docs.insert_many([older, other])
     try:
         assert queries.latest_run(fw_run.store, "Cu")["uuid"] == real["uuid"]
         # the plain pymongo form of the same query (docs/workflows.md)
-        newest = docs.find_one({"name": "pfd report", "output.formula": "Cu"}, sort=[("completed_at", -1)])
+        newest = docs.find_one({"metadata.pfd_step": "report", "output.formula": "Cu"}, sort=[("completed_at", -1)])
         assert newest["uuid"] == real["uuid"]
         assert queries.latest_run(fw_run.store, "Si")["run_uuid"] == "other-flow"
     finally:

@@ -39,9 +39,7 @@ def _env() -> dict[str, str]:
 def _report(run_dir):
     with open_run_store(run_dir) as (store, _, _):
         flow_uuid = json.loads((run_dir / "run.json").read_text())["flow_uuid"]
-        (doc,) = store.query({"name": "pfd report", "hosts": flow_uuid}, properties=["uuid"])
-        report = store.get_output(doc["uuid"], load=True)
-        return report, queries.iteration_tests(store, flow_uuid)
+        return queries.run_report(store, flow_uuid), queries.iteration_tests(store, flow_uuid)
 
 
 @pytest.fixture(scope="module")

@@ -103,7 +103,7 @@ def test_jobstore_spec_builds_mongo_and_gridfs_stores(server):
 
 def test_queries_also_work_on_the_embedded_store(tmp_path):
     """The same queries on montydb (the default store of ``run_locally`` runs): the newest report
-    wins, and a running flow's test jobs are found through ``hosts``."""
+    wins, and a running flow's test jobs are found through their metadata."""
     from pfd_atomate import queries
     from pfd_atomate.store import embedded_store
 
@@ -113,9 +113,11 @@ def test_queries_also_work_on_the_embedded_store(tmp_path):
 
     def report(uuid, flow, when, n):
         return {"uuid": uuid, "index": 1, "name": "pfd report", "hosts": [flow], "completed_at": when,
+                "metadata": {"pfd_step": "report", "pfd_run": flow},
                 "output": {"formula": "Cu", "iterations": [{**it, "iteration": i} for i in range(n)], "lineage": []}}
 
     test_job = {"uuid": "t1", "index": 1, "name": "pfd test s0 i0", "hosts": ["iteration-flow", "run-b"],
+                "metadata": {"pfd_step": "test", "pfd_run": "run-b", "stage": 0, "iteration": 0},
                 "completed_at": "2026-02-01T00:00:00",
                 "output": {"converged": True, "metrics": {"energy_rmse": 0.02, "force_rmse": 0.2, "n_frames": 3}}}
     store.docs_store.update([report("a", "run-a", "2026-01-01T00:00:00", 1), report("b", "run-b", "2026-02-01T00:00:00", 2),

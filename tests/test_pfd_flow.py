@@ -98,10 +98,33 @@ def test_label_accounting_matches_stored_jobs(pfd_run):
     assert report["n_initial_labels"] == 4 and report["n_label_failures"] == 0
 
 
+def report_run(store) -> str:
+    """The run uuid the report job carries in its metadata."""
+    (doc,) = store.query({"metadata.pfd_step": "report"}, properties=["metadata"])
+    return doc["metadata"]["pfd_run"]
+
+
+def test_every_job_carries_the_run_and_its_step(pfd_run):
+    """One identity per run: every stored job document (the dynamic ones too) names the run and its
+    PFD step; the iteration jobs name their stage and iteration."""
+    _, flow, store, _, report = pfd_run
+    docs = list(store.query({}, properties=["name", "metadata"]))
+    assert docs and all(d["metadata"].get("pfd_run") == flow.uuid for d in docs)
+    steps = {d["metadata"].get("pfd_step") for d in docs}
+    assert {"perturb", "label", "train", "explore", "select", "test", "decide", "distill", "report"} <= steps
+    tests = sorted((d["metadata"]["stage"], d["metadata"]["iteration"]) for d in docs
+                   if d["metadata"].get("pfd_step") == "test")
+    assert tests == [(it["stage"], it["iteration"]) for it in report["iterations"]]
+    # the static label jobs of an iteration inherit its stage and iteration
+    statics = [d for d in docs if "pfd_label_keys" in d["metadata"] and "iteration" in d["metadata"]]
+    assert len(statics) == sum(it["n_labelled"] - it["n_reused"] for it in report["iterations"])
+
+
 def test_mongo_query_finds_accurate_iterations(pfd_run):
     _, _, store, _, report = pfd_run
     threshold = 0.25
-    docs = list(store.query({"output.metrics.force_rmse": {"$lt": threshold}, "name": {"$regex": "^pfd test s"}}))
+    docs = list(store.query({"output.metrics.force_rmse": {"$lt": threshold}, "metadata.pfd_step": "test",
+                             "metadata.pfd_run": report_run(store)}))
     expected = [it for it in report["iterations"] if it["force_rmse"] < threshold]
     assert len(docs) == len(expected)
     assert sorted(d["output"]["metrics"]["force_rmse"] for d in docs) == pytest.approx(
@@ -119,7 +142,8 @@ def test_models_come_back_from_the_store(pfd_run, tmp_path):
     path = student.materialize(tmp_path)
     assert path.stat().st_size == student.size_bytes
     # the held-out DFT set reproduces the RMSEs recorded for the final iteration and the student
-    held_out = fetch_dataset(store, report["datasets"]["held_out_dft"]["job_uuid"], "test_set")
+    where = report["datasets"]["held_out_dft"]
+    held_out = fetch_dataset(store, where["job_uuid"], where["field"])
     assert held_out.is_labelled and len(held_out) == report["iterations"][-1]["n_labelled"]
     teacher_err = frame_errors(held_out, maker.finetune.trainer.predict(teacher, held_out))
     assert teacher_err.force_rmse == pytest.approx(report["iterations"][-1]["force_rmse"], rel=1e-4)

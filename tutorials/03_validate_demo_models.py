@@ -45,7 +45,8 @@ def main(run_dir: Path) -> dict:
         teacher, student = final_model(store, "Si", "teacher"), final_model(store, "Si", "student")
     except LookupError as err:
         raise SystemExit(f"{err} ({run_dir / 'store'}): did the PFD run finish?") from None
-    dft = fetch_dataset(store, doc["datasets"]["held_out_dft"]["job_uuid"], "test_set")
+    held_out = doc["datasets"]["held_out_dft"]
+    dft = fetch_dataset(store, held_out["job_uuid"], held_out["field"])
     # one thread each: the machine may be shared
     teacher_backend, student_backend = CHGNetBackend(n_threads=1), DeepMDBackend(n_threads=1)
     out = run_dir / "validation"

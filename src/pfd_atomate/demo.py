@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
+from pfd_atomate import queries
 from pfd_atomate.data import Dataset
 from pfd_atomate.distill.flows import DistillMaker
 from pfd_atomate.evaluate.metrics import frame_errors
@@ -165,12 +166,12 @@ def run_demo(run_dir: Path, quick: bool = False, workers: int = 2, teacher: str 
         raise RuntimeError(f"the demo flow ended {result.state}: {result.failed}")
 
     with open_run_store(run_dir) as (store, _, _):
-        (doc,) = store.query({"name": "pfd report", "hosts": result.flow_uuid}, properties=["uuid"])
-        doc = store.get_output(doc["uuid"], load=True)
+        doc = queries.run_report(store, result.flow_uuid)
         lineage = {m["role"]: m for m in doc["lineage"]}
         teacher_model = fetch_model(store, lineage["teacher"]["location"]["job_uuid"])
         student_model = fetch_model(store, lineage["student"]["location"]["job_uuid"])
-        last_iteration = fetch_dataset(store, doc["datasets"]["held_out_dft"]["job_uuid"], "test_set")
+        held_out = doc["datasets"]["held_out_dft"]
+        last_iteration = fetch_dataset(store, held_out["job_uuid"], held_out["field"])
     independent = held_out_dft_frames()
     test_set = independent if independent is not None else last_iteration
     teacher_backend, student_backend = maker.finetune.trainer, maker.distill.student
@@ -206,6 +207,12 @@ def run_demo(run_dir: Path, quick: bool = False, workers: int = 2, teacher: str 
         "PFD_student_on_held_out_dft": _rmse(test_set, student_pred),
         "foundation_on_held_out_dft": _rmse(test_set, foundation_pred),
         "PF_teacher_on_last_iteration_set": _rmse(last_iteration, teacher_backend.predict(teacher_model, last_iteration)),
+        "compressed_vs_uncompressed_student": doc["compression_check"] and {
+            "energy_rmse_ev_per_atom": doc["compression_check"]["energy_rmse"],
+            "force_rmse_ev_per_a": doc["compression_check"]["force_rmse"],
+            "max_force_error_ev_per_a": max(doc["compression_check"]["frame_force_max"]),
+            "n_frames": doc["compression_check"]["n_frames"],
+        },
         "student_vs_teacher_held_out": doc["student_teacher_test"] and {
             "energy_rmse_ev_per_atom": doc["student_teacher_test"]["energy_rmse"],
             "force_rmse_ev_per_a": doc["student_teacher_test"]["force_rmse"],

@@ -18,6 +18,7 @@ from pfd_atomate.jobs import pfd_report
 from pfd_atomate.label.flows import LabelMaker
 from pfd_atomate.perturb.core import as_structures, check_structures
 from pfd_atomate.perturb.jobs import PerturbMaker
+from pfd_atomate.schemas import ModelLineage
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +88,10 @@ class PFDMaker(Maker):
 
         perturb = self.perturb.make(structures)
         perturb.name = "pfd perturb"
+        perturb.update_metadata({"pfd_step": "perturb"}, dynamic=False)
         initial = self.label.make(perturb.output.dataset)
         initial.name = "pfd label initial"
+        initial.update_metadata({"pfd_step": "label", "label_set": "initial"}, dynamic=True)
         finetune_maker = dataclasses.replace(self.finetune, label=self.label)
         finetune = finetune_maker.make(structures, [initial.output.dataset])
         jobs = [perturb, initial, finetune]
@@ -106,22 +109,21 @@ class PFDMaker(Maker):
         report = pfd_report(
             formula="-".join(sorted({s.composition.reduced_formula for s in structures})),
             n_structures=len(structures),
-            initial_label={
-                "n_labelled": initial.output.n_labelled,
-                "n_requested": initial.output.n_requested,
-                "n_reused": initial.output.n_reused,
-                "labeller": initial.output.labeller,
-                "job": initial.uuid,
-            },
+            initial=initial.output,
+            initial_job=initial.uuid,
             finetune=finetune.output,
-            finetune_job=finetune.jobs[-1].uuid,
-            foundation={"backend": self.finetune.trainer.name, "base_model": None if base is None else str(base)},
+            foundation=ModelLineage(role="foundation", backend=self.finetune.trainer.name,
+                                    base_model=None if base is None else str(base)),
             distill=None if distill is None else distill.output,
-            distill_job=None if distill is None else distill.jobs[-1].uuid,
+            student_backend=None if self.distill is None else self.distill.student.name,
         )
         report.name = "pfd report"
+        report.update_metadata({"pfd_step": "report"}, dynamic=False)
         jobs.append(report)
-        return Flow(jobs, output=report.output, name=self.name)
+        flow = Flow(jobs, output=report.output, name=self.name)
+        # one identity for the run: every job, the dynamic ones included, carries the flow's uuid
+        flow.update_metadata({"pfd_run": flow.uuid}, dynamic=True)
+        return flow
 
     def _check_memory(self, structures: Sequence[Structure]) -> None:
         """Refuse (or warn about) cells whose training or MD would not fit in memory."""

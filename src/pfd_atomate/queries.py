@@ -2,15 +2,19 @@
 
 Every job of a PFD run writes one document to the JobStore's docs collection (``outputs`` by
 default) with ``uuid``, ``index``, ``name``, ``hosts`` (uuids of the flows holding the job,
-innermost first), ``completed_at`` (ISO time) and ``output``. Model files and datasets are in
-the ``data`` store (GridFS on MongoDB) and appear in ``output`` as references that
-``JobStore.get_output(..., load=True)`` follows. The names PFD gives its jobs (docs/design.md)
-make plain queries possible:
+innermost first), ``completed_at`` (ISO time), ``metadata`` and ``output``. Model files and
+datasets are in the ``data`` store (GridFS on MongoDB) and appear in ``output`` as references
+that ``JobStore.get_output(..., load=True)`` follows. Every PFD job carries jobflow metadata
+(docs/design.md), which plain queries select on:
 
-- ``"pfd report"``: one per finished run; ``output`` is a :class:`~pfd_atomate.schemas.PFDOutput`
-  (formula, iterations with RMSEs and label counts, model lineage with store locations);
-- ``"pfd test s<stage> i<iteration>"``: the test of M_i on D_i in each fine-tune iteration
-  (``output.metrics``), stored as soon as the iteration ends, so also for a running flow.
+- ``metadata.pfd_run``: the uuid of the PFD flow the job belongs to (dynamic jobs included);
+- ``metadata.pfd_step``: perturb, label, train, explore, select, test, decide, distill, report;
+- ``metadata.stage`` and ``metadata.iteration`` for the jobs of a fine-tune iteration.
+
+So ``{"metadata.pfd_step": "report"}`` finds the run reports (``output`` is a
+:class:`~pfd_atomate.schemas.PFDOutput`), and ``{"metadata.pfd_step": "test",
+"metadata.pfd_run": run}`` the test of M_i on D_i of each iteration (``output.metrics``), stored
+as soon as the iteration ends, so also for a running flow.
 
 The functions below work on any jobflow ``JobStore`` (MongoDB, or the embedded montydb store);
 :func:`iterations_pipeline` is the same iteration table as a MongoDB aggregation pipeline for
@@ -19,7 +23,6 @@ The functions below work on any jobflow ``JobStore`` (MongoDB, or the embedded m
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from jobflow import JobStore
@@ -27,9 +30,9 @@ from jobflow import JobStore
 from pfd_atomate.data import ModelFile
 from pfd_atomate.store import fetch_model
 
-REPORT_JOB = "pfd report"
-#: name of a fine-tune iteration's test job; groups: stage, iteration
-TEST_JOB_PATTERN = r"^pfd test s(\d+) i(\d+)$"
+#: jobflow metadata of a run's report job and of an iteration's test job
+REPORT = {"metadata.pfd_step": "report"}
+TEST = {"metadata.pfd_step": "test"}
 
 _ITERATION_FIELDS = (
     "stage", "iteration", "energy_rmse", "force_rmse", "accurate_ratio", "n_labelled",
@@ -56,14 +59,28 @@ def latest_run(store: JobStore, formula: str) -> dict[str, Any]:
     LookupError: no finished run for ``formula`` in the store.
     """
     store.connect()
-    criteria = {"name": REPORT_JOB, "output.formula": formula}
-    docs = list(store.query(criteria, properties=["uuid", "hosts", "completed_at", "output"],
+    criteria = {**REPORT, "output.formula": formula}
+    docs = list(store.query(criteria, properties=["uuid", "hosts", "metadata", "completed_at", "output"],
                             sort={"completed_at": -1}, limit=1))
     if not docs:
         raise LookupError(f"no finished PFD run for formula {formula!r} in the store")
     doc = docs[0]
-    return {"uuid": doc["uuid"], "run_uuid": (doc.get("hosts") or [None])[0],
+    return {"uuid": doc["uuid"], "run_uuid": (doc.get("metadata") or {}).get("pfd_run") or (doc.get("hosts") or [None])[0],
             "completed_at": doc["completed_at"], "output": doc["output"]}
+
+
+def run_report(store: JobStore, run_uuid: str) -> dict[str, Any]:
+    """The report (:class:`~pfd_atomate.schemas.PFDOutput` as a dict, references resolved) of run ``run_uuid``.
+
+    Raises
+    ------
+    LookupError: the run has no report (yet).
+    """
+    store.connect()
+    doc = store.query_one({**REPORT, "metadata.pfd_run": run_uuid}, properties=["uuid"])
+    if doc is None:
+        raise LookupError(f"PFD run {run_uuid} has no report in the store (not finished?)")
+    return store.get_output(doc["uuid"], load=True)
 
 
 def iterations(store: JobStore, formula: str) -> list[dict[str, Any]]:
@@ -98,10 +115,10 @@ def iteration_tests(store: JobStore, run_uuid: str) -> list[dict[str, Any]]:
         labels of the iteration), ``converged``, ``job_uuid``.
     """
     store.connect()
-    criteria = {"hosts": run_uuid, "name": {"$regex": TEST_JOB_PATTERN}}
+    criteria = {**TEST, "metadata.pfd_run": run_uuid}
     rows = []
-    for doc in store.query(criteria, properties=["uuid", "name", "output.metrics", "output.converged"]):
-        stage, iteration = (int(g) for g in re.match(TEST_JOB_PATTERN, doc["name"]).groups())
+    for doc in store.query(criteria, properties=["uuid", "metadata", "output.metrics", "output.converged"]):
+        stage, iteration = doc["metadata"]["stage"], doc["metadata"]["iteration"]
         metrics = doc["output"]["metrics"]
         rows.append({
             "stage": stage, "iteration": iteration, "energy_rmse": metrics["energy_rmse"],
@@ -155,13 +172,13 @@ def iterations_pipeline(formula: str) -> list[dict[str, Any]]:
     result has the fields of :func:`iterations` plus ``run_uuid`` and ``completed_at``.
     """
     return [
-        {"$match": {"name": REPORT_JOB, "output.formula": formula}},
+        {"$match": {**REPORT, "output.formula": formula}},
         {"$sort": {"completed_at": -1}},
         {"$limit": 1},
         {"$unwind": "$output.iterations"},
         {"$project": {
             "_id": 0,
-            "run_uuid": {"$arrayElemAt": ["$hosts", 0]},
+            "run_uuid": "$metadata.pfd_run",
             "completed_at": 1,
             **{k: f"$output.iterations.{k}" for k in _ITERATION_FIELDS},
         }},

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from pfd_atomate.evaluate.schemas import TestMetrics
 from pfd_atomate.finetune.schemas import IterationRecord
 
 
 class StoredObject(BaseModel):
-    """Where an object lives in the JobStore: the output of job ``job_uuid``, field ``field``."""
+    """Where an object lives in the JobStore: field ``field`` of the output of job ``job_uuid``
+    (``fetch_field(store, job_uuid, field)``; the bytes are in the ``data`` store)."""
 
     job_uuid: str
     field: str
-    store: str = Field("data", description="JobStore additional store holding the object")
     sha256: str | None = None
 
 
@@ -21,6 +22,7 @@ class ModelLineage(BaseModel):
 
     role: str = Field(description="'foundation', 'teacher' (fine-tuned) or 'student'")
     backend: str
+    base_model: str | None = Field(None, description="registry name or path of a foundation model")
     sha256: str | None = None
     parent_sha256: str | None = None
     location: StoredObject | None = None
@@ -32,7 +34,7 @@ class PFDOutput(BaseModel):
     formula: str = Field(description="reduced formula(s) of the input structures, '-'-joined")
     n_structures: int
     n_initial_labels: int = Field(description="labels of the perturbed frames")
-    n_loop_labels: int = Field(description="labels spent in the fine-tune loop")
+    n_loop_labels: int = Field(description="labels in the fine-tune loop")
     n_dft_labels: int = Field(description="all labels from the labeller (DFT) in the run's datasets")
     n_reused_labels: int = Field(0, description="of those, labels reused from the store (paid by an earlier run)")
     n_paid_labels: int = Field(0, description="labels computed by this run: n_dft_labels - n_reused_labels")
@@ -41,9 +43,11 @@ class PFDOutput(BaseModel):
     n_iterations: int
     converged: bool
     iterations: list[IterationRecord]
-    teacher_test: dict | None = Field(None, description="teacher on the held-out DFT frames (metrics)")
-    student_teacher_test: dict | None = Field(None, description="student vs teacher on held-out teacher frames")
-    student_dft_test: dict | None = Field(None, description="student on the held-out DFT frames")
+    teacher_test: TestMetrics | None = Field(
+        None, description="teacher on the last iteration set, which it was never trained on (metrics)")
+    student_teacher_test: TestMetrics | None = Field(None, description="student vs teacher on held-out teacher frames")
+    student_dft_test: TestMetrics | None = Field(None, description="student on the held-out DFT frames")
+    compression_check: TestMetrics | None = Field(None, description="compressed vs uncompressed student")
     n_distill_frames: int | None = None
     lineage: list[ModelLineage] = Field(default_factory=list)
     datasets: dict[str, StoredObject] = Field(default_factory=dict, description="where each dataset lives")

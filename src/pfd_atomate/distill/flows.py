@@ -12,7 +12,7 @@ from pymatgen.core import Structure
 
 from pfd_atomate.checks import check_int, check_number, check_supercell
 from pfd_atomate.distill.jobs import gather_distill, teacher_label
-from pfd_atomate.evaluate.jobs import EvaluateMaker
+from pfd_atomate.evaluate.jobs import EvaluateMaker, compare_models
 from pfd_atomate.explore.jobs import ExploreMaker, explore_task_jobs
 from pfd_atomate.explore.schemas import TaskGroup
 from pfd_atomate.presets import distillation_task_groups, se_e2_a_student
@@ -118,7 +118,11 @@ class DistillMaker(Maker):
         test_teacher = EvaluateMaker(name="pfd distill test vs teacher", backend=self.student).make(
             train.output.model, label.output.test_set
         )
-        flow_jobs = [*jobs, label, train, test_teacher]
+        # the compressed student must predict what the uncompressed one does (tabulation error)
+        check = compare_models(self.student, train.output.model, train.output.uncompressed_model,
+                               label.output.test_set)
+        check.name = "pfd distill check compression"
+        flow_jobs = [*jobs, label, train, test_teacher, check]
         test_dft = None
         if dft_test_set is not None:
             test_dft = EvaluateMaker(name="pfd distill test vs DFT", backend=self.student).make(
@@ -126,14 +130,16 @@ class DistillMaker(Maker):
             )
             flow_jobs.append(test_dft)
         gather = gather_distill(
-            train.output.model,
             train.uuid,
+            train.output.model.sha256,
             label.output.teacher_sha256,
             train.output.n_frames,
-            n_teacher_test_frames=test_teacher.output.metrics.n_frames,
             teacher_test=test_teacher.output.metrics,
             dft_test=None if test_dft is None else test_dft.output.metrics,
+            compression_check=check.output,
         )
         gather.name = "pfd distill gather"
         flow_jobs.append(gather)
-        return Flow(flow_jobs, output=gather.output, name=self.name)
+        flow = Flow(flow_jobs, output=gather.output, name=self.name)
+        flow.update_metadata({"pfd_step": "distill"}, dynamic=True)
+        return flow

@@ -10,6 +10,7 @@ import numpy as np
 from jobflow import job
 
 from pfd_atomate.data import Dataset, ModelFile, as_dataset, as_model_file
+from pfd_atomate.evaluate.schemas import TestMetrics
 from pfd_atomate.distill.schemas import DistillOutput, TeacherLabelOutput
 from pfd_atomate.select.filters import FrameFilter
 from pfd_atomate.train.base import TrainerBackend
@@ -72,28 +73,24 @@ def teacher_label(
     )
 
 
-@job(output_schema=DistillOutput, data=["model"])
+@job(output_schema=DistillOutput)
 def gather_distill(
-    model: ModelFile,
     model_job: str,
+    model_sha256: str,
     teacher_sha256: str,
     n_train_frames: int,
-    n_teacher_test_frames: int,
-    teacher_test: dict | None = None,
-    dft_test: dict | None = None,
+    teacher_test: TestMetrics,
+    dft_test: TestMetrics | None = None,
+    compression_check: TestMetrics | None = None,
 ) -> DistillOutput:
-    """Collect the student model and its test metrics into one document."""
-    def _metrics(x):
-        if x is None:
-            return None
-        return x if isinstance(x, dict) else x.model_dump()
-
+    """Collect where the student is and how it tested into one document."""
     return DistillOutput(
-        model=as_model_file(model),
         model_job=model_job,
+        model_sha256=model_sha256,
         teacher_sha256=teacher_sha256,
         n_train_frames=n_train_frames,
-        n_teacher_test_frames=n_teacher_test_frames,
-        teacher_test=_metrics(teacher_test),
-        dft_test=_metrics(dft_test),
+        n_teacher_test_frames=teacher_test.n_frames,
+        teacher_test=teacher_test,
+        dft_test=dft_test,
+        compression_check=compression_check,
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from pfd_atomate.data import Dataset, ModelFile
+from pfd_atomate.data import Dataset
+from pfd_atomate.evaluate.schemas import TestMetrics
 
 
 class TeacherLabelOutput(BaseModel):
@@ -20,12 +21,14 @@ class TeacherLabelOutput(BaseModel):
 
 
 class DistillOutput(BaseModel):
-    """Result of distillation (``model`` lives in the ``data`` store)."""
+    """Result of distillation; the student itself stays in its training job's output (stored once)."""
 
-    model: ModelFile = Field(description="the student model")
-    model_job: str = Field(description="uuid of the student's training job")
+    model_job: str = Field(description="uuid of the student's training job (its output.model is the student)")
+    model_sha256: str = Field(description="SHA-256 of the student model file")
     teacher_sha256: str
     n_train_frames: int
     n_teacher_test_frames: int
-    teacher_test: dict | None = Field(None, description="student vs teacher on held-out teacher frames (metrics)")
-    dft_test: dict | None = Field(None, description="student vs DFT on held-out DFT frames (metrics)")
+    teacher_test: TestMetrics | None = Field(None, description="student vs teacher on held-out teacher frames")
+    dft_test: TestMetrics | None = Field(None, description="student vs DFT on held-out DFT frames")
+    compression_check: TestMetrics | None = Field(
+        None, description="compressed student vs the same student uncompressed, on the held-out teacher frames")

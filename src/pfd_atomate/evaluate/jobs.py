@@ -78,3 +78,23 @@ class EvaluateMaker(Maker):
             n_added=len(added),
             predicted=predicted,
         )
+
+
+# no output_schema: the output is None when nothing was compressed
+@job
+def compare_models(backend: TrainerBackend, model: ModelFile, reference_model: ModelFile | None,
+                   dataset: Dataset) -> TestMetrics | None:
+    """Energy/force RMSE of ``model`` against ``reference_model`` on the same frames (no labels needed).
+
+    Used to check a compressed model against the model it was compressed from; ``None`` when
+    there is no reference model (nothing was compressed).
+    """
+    model, reference_model, dataset = as_model_file(model), as_model_file(reference_model), as_dataset(dataset)
+    if reference_model is None:
+        return None
+    errors = frame_errors(backend.predict(reference_model, dataset), backend.predict(model, dataset))
+    metrics = errors.to_metrics(frame_energy=None, frame_force=None)
+    logger.info("%s vs %s on %d frames: energy RMSE %.2e eV/atom, force RMSE %.2e eV/Å, max force error %.2e eV/Å",
+                model.sha256[:12], reference_model.sha256[:12], len(dataset), metrics.energy_rmse,
+                metrics.force_rmse, max(metrics.frame_force_max))
+    return metrics

@@ -14,16 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from atomate2.forcefields.md import ForceFieldMDMaker
-from jobflow import Flow, Job, Maker, OutputReference, Response, job
+from jobflow import CURRENT_JOB, Flow, Job, JobConfig, Maker, OutputReference, Response, job
+from jobflow.core.reference import find_and_get_references, find_and_resolve_references
 from pymatgen.core import Structure
 
 from pfd_atomate.checks import check_choice, check_int, check_number, check_supercell
-from pfd_atomate.data import Dataset, as_dataset, as_model_file
+from pfd_atomate.data import Dataset, as_dataset
 from pfd_atomate.evaluate.jobs import EvaluateMaker
 from pfd_atomate.evaluate.schemas import ConvergenceCriteria, TrustWindow
 from pfd_atomate.explore.jobs import ExploreMaker, explore_task_jobs
 from pfd_atomate.explore.schemas import Stage
-from pfd_atomate.finetune.schemas import FinetuneOutput, IterationRecord, LoopState
+from pfd_atomate.finetune.schemas import FinetuneOutput, IterationRecord, IterationReport, LoopState
 from pfd_atomate.label.flows import LabelMaker
 from pfd_atomate.presets import dpa4_teacher, exploration_stages
 from pfd_atomate.select.jobs import SelectMaker
@@ -31,10 +32,6 @@ from pfd_atomate.train.base import TrainerBackend
 from pfd_atomate.train.jobs import TrainMaker
 
 logger = logging.getLogger(__name__)
-
-
-def _ref(uuid: str, attributes: Sequence[Sequence[Any]]) -> OutputReference:
-    return OutputReference(uuid, attributes=tuple(tuple(a) for a in attributes))
 
 
 @job
@@ -116,59 +113,67 @@ class FinetuneMaker(Maker):
             raise ValueError("FinetuneMaker needs initial labelled data")
         structures = [structures] if isinstance(structures, Structure) else list(structures)
         jobs: list[Job] = []
-        refs: list[tuple[str, list]] = []
+        train_sets: list[OutputReference] = []
         for d in init_datasets:
             if not isinstance(d, OutputReference):
                 staged = stage_dataset(d)
                 staged.name = "pfd initial dataset"
                 jobs.append(staged)
                 d = staged.output
-            refs.append((d.uuid, [list(a) for a in d.attributes]))
-        # the initial datasets are passed as `after` so the first loop job waits for them
-        loop = finetune_step(self, structures, LoopState(train_refs=refs), after=[_ref(u, a) for u, a in refs])
+            train_sets.append(d)
+        # the references in the state make the first loop job wait for the initial datasets
+        loop = finetune_step(self, structures, LoopState(train_sets=train_sets))
         loop.name = f"{self.name} s0 i0"
+        loop.update_metadata({"pfd_step": "decide", "stage": 0, "iteration": 0}, dynamic=False)
         jobs.append(loop)
         return Flow(jobs, output=loop.output, name=self.name)
 
 
-def _record(state: LoopState, report: dict) -> IterationRecord:
-    metrics = report["metrics"]
-    metrics = metrics if isinstance(metrics, dict) else metrics.model_dump()
+def _record(state: LoopState, report: IterationReport) -> IterationRecord:
     return IterationRecord(
         stage=state.stage,
         iteration=state.iteration,
         stage_iteration=state.stage_iteration,
-        model_sha256=report["model_sha256"],
+        model_sha256=report.model_sha256,
         trained=state.model_trained_this_iteration,
-        n_train_frames=report.get("n_train_frames") or 0,
-        n_candidates=report.get("n_candidates"),
-        n_selected=report.get("n_selected"),
-        n_labelled=report.get("n_labelled") or 0,
-        n_reused=report.get("n_reused") or 0,
-        n_label_failures=(report.get("n_requested") or 0) - (report.get("n_labelled") or 0),
-        energy_rmse=metrics.get("energy_rmse"),
-        force_rmse=metrics.get("force_rmse"),
-        accurate_ratio=metrics.get("accurate_ratio"),
-        converged=bool(report["converged"]),
-        reason=report.get("reason") or "",
-        n_added=report.get("n_added") or 0,
-        train_job=state.model_job,
-        label_job=report.get("label_job"),
-        evaluate_job=report.get("evaluate_job"),
+        n_train_frames=report.n_train_frames,
+        n_candidates=report.n_candidates,
+        n_selected=report.n_selected,
+        n_labelled=report.n_labelled,
+        n_reused=report.n_reused,
+        n_label_failures=report.n_requested - report.n_labelled,
+        energy_rmse=report.metrics.energy_rmse,
+        force_rmse=report.metrics.force_rmse,
+        accurate_ratio=report.metrics.accurate_ratio,
+        converged=report.converged,
+        reason=report.reason,
+        n_added=report.n_added,
+        train_job=None if state.model is None else state.model.uuid,
+        label_job=report.label_job,
+        evaluate_job=report.evaluate_job,
     )
 
 
+def _resolved_report(report: Any) -> IterationReport | None:
+    """The iteration report with its references resolved from the JobStore (this job resolves nothing else)."""
+    if report is None:
+        return None
+    if find_and_get_references(report):
+        report = find_and_resolve_references(report, CURRENT_JOB.store)
+    return IterationReport.model_validate(report)
+
+
 # no output_schema: jobflow stores a replaced job's output as a reference to the next loop
-# job (resolved on read), which a schema check would reject; the final output is FinetuneOutput
-@job(data=["model", "test_set"])
+# job (resolved on read), which a schema check would reject; the final output is FinetuneOutput.
+# resolve_references=False: the state's references to datasets and models stay references (the
+# jobs of the next iteration resolve them); the job resolves the small iteration report itself.
+@job(config=JobConfig(resolve_references=False, expose_store=True))
 def finetune_step(
     maker: FinetuneMaker,
     structures: list[Structure],
     state: LoopState,
-    model: Any = None,
     test_set: Any = None,
-    report: dict | None = None,
-    after: Any = None,
+    report: Any = None,
 ) -> Response | FinetuneOutput:
     """One decision of the fine-tune loop; replaces itself with the next iteration.
 
@@ -176,11 +181,11 @@ def finetune_step(
     ----------
     maker: the loop's settings.
     structures: starting structures of the exploration.
-    state: iteration state (stage, counters, training-set references, history).
-    model: M_i of the iteration just finished (resolved ModelFile) or None at the start.
-    test_set: D_i of the iteration just finished (resolved Dataset) or None.
-    report: the finished iteration's numbers (selection, labels, test metrics).
-    after: outputs this job must wait for (the initial datasets); their values are not used.
+    state: iteration state (stage, counters, references to training sets and the current model,
+        history).
+    test_set: reference to D_i of the iteration just finished, or None at the start.
+    report: the finished iteration's numbers (an :class:`IterationReport` of references to the
+        selection, label, training and test outputs), or None at the start.
 
     Raises
     ------
@@ -189,6 +194,7 @@ def finetune_step(
     """
     state = state.model_copy(deep=True)
     n_stages = len(maker.stages)
+    report = _resolved_report(report)
     if report is not None:
         record = _record(state, report)
         state.history.append(record)
@@ -201,7 +207,7 @@ def finetune_step(
         )
         out_of_iterations = state.stage_iteration + 1 >= maker.max_iterations
         if not record.converged and record.n_added > 0:
-            state.train_refs.append((report["evaluate_job"], [["a", "added"]]))
+            state.train_sets.append(OutputReference(report.evaluate_job, (("a", "added"),)))
         if record.converged or out_of_iterations:
             if not record.converged and maker.on_not_converged == "fail":
                 raise RuntimeError(
@@ -218,15 +224,16 @@ def finetune_step(
 
         if state.stage >= n_stages:
             return FinetuneOutput(
-                model=as_model_file(model),
-                model_job=state.model_job,
-                test_set=as_dataset(test_set),
+                model=state.model,
+                model_job=state.model.uuid,
+                test_set=test_set,
                 converged=all(state.converged_stages),
                 converged_stages=state.converged_stages,
                 n_iterations=state.iteration,
                 n_dft_labels=state.n_dft_labels,
                 n_reused_labels=state.n_reused_labels,
                 n_train_frames=record.n_train_frames,
+                last_test=report.metrics,
                 iterations=state.history,
             )
 
@@ -240,24 +247,27 @@ def _train_weights(maker: FinetuneMaker, n_sets: int) -> list[float] | None:
 
 
 def _next_iteration(maker: FinetuneMaker, structures: list[Structure], state: LoopState) -> Flow:
-    """Jobs of one iteration: (train) → explore × tasks → select → label → test → loop job."""
+    """Jobs of one iteration: (train) → explore × tasks → select → label → test → loop job.
+
+    Every job carries jobflow metadata ``pfd_step`` (train, explore, select, label, test, decide),
+    ``stage`` and ``iteration``; the labelling passes them on to the static jobs it creates.
+    """
     tag = f"s{state.stage} i{state.iteration}"
-    train_sets = [_ref(u, attrs) for u, attrs in state.train_refs]
+    where = {"stage": state.stage, "iteration": state.iteration}
     jobs: list[Job | Flow] = []
     # retrain only when the training set grew since the current model was trained
-    need_train = state.model_job is None or len(state.train_refs) > state.n_sets_trained
+    need_train = state.model is None or len(state.train_sets) > state.n_sets_trained
     if need_train:
-        init = None
-        if maker.init_from == "previous" and state.model_job is not None:
-            init = _ref(state.model_job, [["a", "model"]])
+        init = state.model if maker.init_from == "previous" else None
         train = TrainMaker(name=f"pfd train {tag}", backend=maker.trainer).make(
-            train_sets, init_model=init, weights=_train_weights(maker, len(train_sets))
+            list(state.train_sets), init_model=init, weights=_train_weights(maker, len(state.train_sets))
         )
+        train.update_metadata({"pfd_step": "train", **where}, dynamic=False)
         jobs.append(train)
-        state.model_job = train.uuid
-        state.n_sets_trained = len(state.train_refs)
+        state.model = train.output.model
+        state.n_sets_trained = len(state.train_sets)
     state.model_trained_this_iteration = need_train
-    model = _ref(state.model_job, [["a", "model"]])
+    model = state.model
 
     explores = explore_task_jobs(
         ExploreMaker(backend=maker.trainer, md_maker=maker.md_maker),
@@ -268,20 +278,25 @@ def _next_iteration(maker: FinetuneMaker, structures: list[Structure], state: Lo
         seed=maker.seed + 1000 * state.iteration,
         supercell=maker.md_supercell,
     )
+    for md in explores:
+        md.update_metadata({"pfd_step": "explore", **where}, dynamic=False)
     jobs.extend(explores)
 
-    select = maker.select.make([e.output.frames for e in explores], reference=train_sets)
+    select = maker.select.make([e.output.frames for e in explores], reference=list(state.train_sets))
     select.name = f"pfd select {tag}"
+    select.update_metadata({"pfd_step": "select", **where}, dynamic=False)
     label = maker.label.make(select.output.dataset)
     label.name = f"pfd label {tag}"
+    label.update_metadata({"pfd_step": "label", **where}, dynamic=True)  # and the static jobs it makes
     test = EvaluateMaker(
         name=f"pfd test {tag}", backend=maker.trainer, criteria=maker.criteria, trust_window=maker.trust_window
     ).make(model, label.output.dataset)
+    test.update_metadata({"pfd_step": "test", **where}, dynamic=False)
     jobs.extend([select, label, test])
 
     report = {
         "model_sha256": test.output.model_sha256,
-        "n_train_frames": _ref(state.model_job, [["a", "n_frames"]]),
+        "n_train_frames": OutputReference(model.uuid, (("a", "n_frames"),)),
         "n_candidates": select.output.n_candidates,
         "n_selected": select.output.n_selected,
         "n_labelled": label.output.n_labelled,
@@ -294,7 +309,8 @@ def _next_iteration(maker: FinetuneMaker, structures: list[Structure], state: Lo
         "label_job": label.uuid,
         "evaluate_job": test.uuid,
     }
-    next_step = finetune_step(maker, structures, state, model=model, test_set=label.output.dataset, report=report)
+    next_step = finetune_step(maker, structures, state, test_set=label.output.dataset, report=report)
     next_step.name = f"{maker.name} {tag} decide"
+    next_step.update_metadata({"pfd_step": "decide", **where}, dynamic=False)
     jobs.append(next_step)
     return Flow(jobs, output=next_step.output, name=f"{maker.name} {tag}")

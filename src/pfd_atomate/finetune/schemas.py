@@ -1,10 +1,12 @@
-"""State and output documents of the iterative fine-tune loop."""
+"""State, per-iteration report and output documents of the iterative fine-tune loop."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from jobflow import OutputReference
+from pydantic import BaseModel, ConfigDict, Field
 
 from pfd_atomate.data import Dataset, ModelFile
+from pfd_atomate.evaluate.schemas import TestMetrics
 
 
 class IterationRecord(BaseModel):
@@ -32,21 +34,39 @@ class IterationRecord(BaseModel):
     evaluate_job: str | None = Field(None, description="uuid of the test job of M_i on D_i")
 
 
+class IterationReport(BaseModel):
+    """The finished iteration's numbers, as the loop's decision job reads them from the job outputs."""
+
+    model_sha256: str
+    n_train_frames: int
+    n_candidates: int | None = None
+    n_selected: int | None = None
+    n_labelled: int
+    n_requested: int
+    n_reused: int = 0
+    metrics: TestMetrics
+    converged: bool
+    reason: str = ""
+    n_added: int = 0
+    label_job: str | None = None
+    evaluate_job: str | None = None
+
+
 class LoopState(BaseModel):
     """Iteration state carried from one loop job to the next (small: data stays in the store).
 
-    Training sets are kept as (job uuid, output attribute) pairs; the loop job turns them back
-    into OutputReferences so every job resolves its data from the JobStore.
+    The training sets and the current model are jobflow ``OutputReference`` s to the outputs
+    of the jobs that made them; the loop job does not resolve them (every later job does).
     """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     stage: int = 0
     iteration: int = 0
     stage_iteration: int = 0
-    train_refs: list[tuple[str, list[list[str]]]] = Field(
-        default_factory=list, description="(job uuid, OutputReference attributes) of each training dataset"
-    )
-    n_sets_trained: int = Field(0, description="number of train_refs the current model was trained on")
-    model_job: str | None = Field(None, description="uuid of the training job of the current model")
+    train_sets: list[OutputReference] = Field(default_factory=list, description="references to the training datasets")
+    n_sets_trained: int = Field(0, description="number of train_sets the current model was trained on")
+    model: OutputReference | None = Field(None, description="reference to the current model (a training job's output)")
     model_trained_this_iteration: bool = False
     n_dft_labels: int = 0
     n_reused_labels: int = 0
@@ -55,15 +75,23 @@ class LoopState(BaseModel):
 
 
 class FinetuneOutput(BaseModel):
-    """Result of the fine-tune loop (``model`` and ``test_set`` live in the ``data`` store)."""
+    """Result of the fine-tune loop.
 
-    model: ModelFile | None = Field(None, description="final fine-tuned model (teacher)")
+    ``model`` and ``test_set`` are stored as references to the training and labelling jobs that
+    made them (each object is stored once); ``JobStore.get_output`` resolves them.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: ModelFile | OutputReference | None = Field(None, description="final fine-tuned model (teacher)")
     model_job: str | None = Field(None, description="uuid of the training job of the final model")
-    test_set: Dataset | None = Field(None, description="last iteration set D_i, never trained on: held-out DFT frames")
+    test_set: Dataset | OutputReference | None = Field(
+        None, description="last iteration set D_i, never trained on: held-out DFT frames")
     converged: bool = Field(description="every stage converged")
     converged_stages: list[bool] = Field(default_factory=list)
     n_iterations: int
     n_dft_labels: int = Field(description="labels inside the loop (initial labels not counted; reused included)")
     n_reused_labels: int = Field(0, description="of those, labels reused from the store (not paid again)")
     n_train_frames: int = Field(description="frames the final model was trained on")
+    last_test: TestMetrics | None = Field(None, description="the final model on test_set, which it never trained on")
     iterations: list[IterationRecord] = Field(default_factory=list)
