@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
     from pfd_atomate.evaluate.metrics import FrameErrors
@@ -101,6 +101,8 @@ class ConvergenceCriteria(BaseModel):
     All comparisons are inclusive (``<=``, ``>=``).
     """
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting must fail, not be ignored
+
     energy_rmse: float | None = Field(default=None, gt=0)
     force_rmse: float | None = Field(default=None, gt=0)
     frame_energy: float | None = Field(default=0.001, gt=0)
@@ -176,6 +178,8 @@ class TrustWindow(BaseModel):
 
     ``None`` bounds are unbounded; with no bound at all, every frame is added.
     """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting must fail, not be ignored
 
     energy_low: float | None = Field(default=None, ge=0)
     energy_high: float | None = Field(default=None, gt=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pfd_atomate.data import Dataset
 
@@ -15,6 +15,8 @@ class TaskGroup(BaseModel):
     Units: temperatures in K, pressures in GPa (converted to atomate2's kbar internally),
     ``time_step`` in fs. ``pressures`` is ignored for ``ensemble="nvt"``.
     """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting must fail, not be ignored
 
     temperatures: list[float] = Field(description="K")
     pressures: list[float] = Field(default_factory=lambda: [0.0], description="GPa (npt only)")
@@ -42,6 +44,8 @@ class TaskGroup(BaseModel):
 
 class Stage(BaseModel):
     """An exploration stage: task groups explored together until the fine-tune loop converges."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting must fail, not be ignored
 
     task_groups: list[TaskGroup]
     name: str = ""

@@ -22,7 +22,7 @@ Neighbour search uses ``ase.neighborlist.neighbor_list`` (linear-scaling, period
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pfd_atomate.data import Dataset, Frame
 
@@ -45,6 +45,8 @@ class FrameFilter(BaseModel):
 
     The two cell checks apply only to fully periodic frames.
     """
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting must fail, not be ignored
 
     min_distance: float | None = Field(default=None, gt=0)
     covalent_ratio: float | None = Field(default=0.6, gt=0)

@@ -194,6 +194,46 @@ def open_run_store(run_dir: str | Path, lock: bool = True) -> Iterator[tuple[Job
             guard.release()
 
 
+@contextmanager
+def attach_run(run_dir: str | Path) -> Iterator[tuple[JobStore, Any, dict[str, Any]]]:
+    """Read a run folder, running or not: yield ``(JobStore, LaunchPad, run.json record)``.
+
+    A run in progress is read through the database server of the process that runs it (its
+    address is in the folder's ``jobflow.yaml``); otherwise the folder's database is started here
+    (holding the lock meanwhile).
+
+    Raises
+    ------
+    FileNotFoundError: no run in ``run_dir``.
+    """
+    from fireworks import LaunchPad
+
+    run_dir = Path(run_dir).resolve()
+    record = _read_run_file(run_dir)
+    if record is None:
+        raise FileNotFoundError(f"no PFD run in {run_dir} (no run.json)")
+    try:
+        lock = RunLock(run_dir).acquire()
+    except RunLockedError:
+        lock = None
+    if lock is not None:  # nobody runs it: start its database here
+        lock.release()
+        with open_run_store(run_dir) as (store, lp, _):
+            yield store, lp, record
+        return
+    store = JobStore.from_dict_spec(yaml.safe_load((run_dir / "jobflow.yaml").read_text())["JOB_STORE"])
+    store.connect()
+    try:
+        yield store, LaunchPad.from_file(str(run_dir / "my_launchpad.yaml")), record
+    finally:
+        store.close()
+
+
+def job_states(lp: Any, record: dict[str, Any]) -> dict[int, tuple[str, str, dict[str, Any]]]:
+    """``{fw_id: (state, job name, metadata)}`` of every job of the run ``record`` (see :func:`attach_run`)."""
+    return _states(lp, _workflow_fw_ids(lp, record["first_fw_id"]))
+
+
 def _read_run_file(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "run.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -206,9 +246,30 @@ def _workflow_fw_ids(lp: Any, first_fw_id: int) -> list[int]:
     return list(doc["nodes"])
 
 
-def _states(lp: Any, fw_ids: list[int]) -> dict[int, tuple[str, str]]:
-    return {fw["fw_id"]: (fw["state"], fw["name"])
-            for fw in lp.fireworks.find({"fw_id": {"$in": fw_ids}}, {"fw_id": 1, "state": 1, "name": 1})}
+def _states(lp: Any, fw_ids: list[int]) -> dict[int, tuple[str, str, dict[str, Any]]]:
+    """``{fw_id: (state, job name, job metadata)}`` of the workflow's jobs."""
+    out = {}
+    for fw in lp.fireworks.find({"fw_id": {"$in": fw_ids}},
+                                {"fw_id": 1, "state": 1, "name": 1, "spec._tasks.job.metadata": 1}):
+        tasks = (fw.get("spec") or {}).get("_tasks") or [{}]
+        out[fw["fw_id"]] = (fw["state"], fw["name"], ((tasks[0].get("job") or {}).get("metadata")) or {})
+    return out
+
+
+@dataclass
+class RunView:
+    """What :func:`run_flow` shows its ``on_progress`` callback.
+
+    Attributes
+    ----------
+    states: ``{fw_id: (FireWorks state, job name, jobflow metadata)}`` of every job so far.
+    store: the run's JobStore (connected).
+    flow_uuid: uuid of the flow the folder runs (``metadata.pfd_run`` of its jobs).
+    """
+
+    states: dict[int, tuple[str, str, dict[str, Any]]]
+    store: JobStore
+    flow_uuid: str
 
 
 def _failures(lp: Any, fw_ids: list[int]) -> dict[str, str]:
@@ -229,7 +290,7 @@ def run_flow(
     poll_interval: float = 1.0,
     timeout: float | None = None,
     env: dict[str, str] | None = None,
-    on_progress: Callable[[dict[int, tuple[str, str]]], None] | None = None,
+    on_progress: Callable[[RunView], None] | None = None,
 ) -> LocalRun:
     """Run (or resume) ``flow`` in ``run_dir`` with ``workers`` parallel FireWorks workers.
 
@@ -242,7 +303,7 @@ def run_flow(
     poll_interval: seconds between looks at the workflow.
     timeout: give up (stopping the workers; the run stays resumable) after this many seconds.
     env: extra environment variables for the workers.
-    on_progress: called with ``{fw_id: (state, job name)}`` whenever a state changes.
+    on_progress: called with a :class:`RunView` whenever a job's state changes.
 
     Returns
     -------
@@ -287,7 +348,7 @@ def run_flow(
                 # we hold the lock: a job still marked running, and any workflow lock, belong to a
                 # dead process
                 lp.workflows.update_many({"nodes": record["first_fw_id"]}, {"$unset": {"locked": ""}})
-                for fw_id, (state, name) in _states(lp, _workflow_fw_ids(lp, record["first_fw_id"])).items():
+                for fw_id, (state, name, _) in _states(lp, _workflow_fw_ids(lp, record["first_fw_id"])).items():
                     if state in ("RUNNING", "RESERVED"):
                         lp.rerun_fw(fw_id)
                         rerun.append(name)
@@ -299,7 +360,9 @@ def run_flow(
             fworker = write_fworker_file(run_dir / "my_fworker.yaml", "local")
             launchers = _start_workers(run_dir, lp_file, fworker, workers, threads_per_worker, env)
             try:
-                state = _wait(lp, record["first_fw_id"], launchers, poll_interval, timeout, on_progress, start)
+                report = None if on_progress is None else (
+                    lambda states: on_progress(RunView(states, store, record["flow_uuid"])))
+                state = _wait(lp, record["first_fw_id"], launchers, poll_interval, timeout, report, start)
             finally:
                 for process in launchers:
                     _stop(process)
@@ -332,7 +395,7 @@ def _wait(lp: Any, first_fw_id: int, launchers: list[subprocess.Popen], poll: fl
     """Poll until no job is ready or running; the workflow state then."""
     from pfd_atomate.workflows.fireworks import workflow_state
 
-    last: dict[int, tuple[str, str]] = {}
+    last: dict[int, tuple[str, str, dict[str, Any]]] = {}
     idle_polls = 0
     while True:
         states = _states(lp, _workflow_fw_ids(lp, first_fw_id))
@@ -340,7 +403,7 @@ def _wait(lp: Any, first_fw_id: int, launchers: list[subprocess.Popen], poll: fl
             last = states
             if on_progress is not None:
                 on_progress(states)
-        live = any(s in _LIVE_STATES for s, _ in states.values())
+        live = any(s in _LIVE_STATES for s, _, _ in states.values())
         idle_polls = 0 if live else idle_polls + 1
         if idle_polls >= 2:  # twice: a finishing job may still be adding the jobs it creates
             # nothing can run any more: every leaf completed, or a failure blocks the rest

@@ -1,7 +1,7 @@
 """The PFD demo: diamond Si from CP2K labels to a fine-tuned DPA-4 teacher and a compressed DeePMD student.
 
 Run ``bash scripts/demo.sh`` (installs everything first) or, in the venv,
-``python -m pfd_atomate.demo [--quick] [--run-dir DIR] [--workers N] [--teacher dpa4|chgnet]``.
+``pfd demo [--quick] [--run-dir DIR] [--workers N] [--teacher dpa4|chgnet]``.
 The flow runs on the local engine (:mod:`pfd_atomate.workflows.local`: FireWorks workers on the
 run folder's own database), so a second call on the same run folder resumes a killed run
 instead of paying its CP2K labels again. Results go to ``<run-dir>/report.json`` with parity
@@ -13,7 +13,6 @@ the benchmarks' Si8 set (``benchmarks/data/``, strained and rattled cells, same 
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import logging
@@ -28,6 +27,7 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from pfd_atomate import queries
+from pfd_atomate.cli.progress import describe
 from pfd_atomate.data import Dataset
 from pfd_atomate.distill.flows import DistillMaker
 from pfd_atomate.evaluate.metrics import frame_errors
@@ -43,10 +43,10 @@ from pfd_atomate.select.jobs import SelectMaker
 from pfd_atomate.store import fetch_dataset, fetch_model
 from pfd_atomate.validation.parity import parity_plot
 
-logger = logging.getLogger("pfd_atomate.demo")
+logger = logging.getLogger("pfd_atomate.cli.demo")
 
 #: the benchmarks' CP2K Si8 labels (3x3x3 k-points), whose last 39 filtered frames are held out
-HELD_OUT_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "si8_cp2k_k333_n200_s11.json.gz"
+HELD_OUT_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "data" / "si8_cp2k_k333_n200_s11.json.gz"
 KPOINTS = (3, 3, 3)  # the held-out set's CP2K settings: labels of the run and of the test agree
 
 
@@ -142,8 +142,12 @@ def _rmse(reference: Dataset, predicted: Dataset | None) -> dict | None:
     }
 
 
-def run_demo(run_dir: Path, quick: bool = False, workers: int = 2, teacher: str = "dpa4") -> dict:
-    """Run (or resume) the demo flow and write ``report.json`` and parity plots into ``run_dir``."""
+def run_demo(run_dir: Path, quick: bool = False, workers: int = 2, teacher: str = "dpa4",
+             on_progress=None) -> dict:
+    """Run (or resume) the demo flow and write ``report.json`` and parity plots into ``run_dir``.
+
+    ``on_progress`` is passed to :func:`~pfd_atomate.workflows.local.run_flow` (default: log lines).
+    """
     from pfd_atomate.workflows.local import open_run_store, run_flow
 
     if shutil.which("cp2k.psmp") is None and shutil.which("cp2k") is None:
@@ -156,12 +160,10 @@ def run_demo(run_dir: Path, quick: bool = False, workers: int = 2, teacher: str 
     logger.info("PFD demo (%s, %s teacher) on %s with %d workers; run folder %s",
                 "quick" if quick else "full", teacher, structure.composition.reduced_formula, workers, run_dir)
 
-    def progress(states: dict) -> None:
-        done = sum(1 for s, _ in states.values() if s == "COMPLETED")
-        running = sorted(name for s, name in states.values() if s == "RUNNING")
-        logger.info("jobs %d/%d done; running: %s", done, len(states), "; ".join(running) or "-")
+    def progress(view) -> None:
+        logger.info("%s", describe(view.states))
 
-    result = run_flow(flow, run_dir, workers=workers, on_progress=progress)
+    result = run_flow(flow, run_dir, workers=workers, on_progress=on_progress or progress)
     if not result.completed:
         raise RuntimeError(f"the demo flow ended {result.state}: {result.failed}")
 
@@ -242,23 +244,3 @@ def _foundation_predictions(backend, test_set: Dataset) -> Dataset | None:
         return backend.predict(None, test_set)
     path = backend.base_model_path() if hasattr(backend, "base_model_path") else None
     return None if path is None else backend.predict(ModelFile.from_path(path, backend="deepmd"), test_set)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point of the demo."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: fewer labels, steps and epochs")
-    parser.add_argument("--run-dir", type=Path, default=None, help="run folder (default runs/demo-si[-quick]); "
-                        "an existing one is resumed")
-    parser.add_argument("--workers", type=int, default=2, help="parallel single-threaded workers (default 2)")
-    parser.add_argument("--teacher", choices=("dpa4", "chgnet"), default="dpa4", help="foundation model")
-    args = parser.parse_args(argv)
-    run_dir = args.run_dir or Path("runs") / ("demo-si-quick" if args.quick else "demo-si")
-    report = run_demo(run_dir.resolve(), quick=args.quick, workers=args.workers, teacher=args.teacher)
-    print(json.dumps({k: report[k] for k in ("dft_labels_spent", "iterations", "PF_teacher_on_held_out_dft",
-                                            "PFD_student_on_held_out_dft", "wall_time_s")}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
