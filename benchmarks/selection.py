@@ -120,7 +120,7 @@ def plot(result: dict, path: Path) -> None:
 def main() -> None:
     from pfd_atomate.evaluate.metrics import frame_errors
     from pfd_atomate.select.entropy import dataset_entropy, entropy_select
-    from pfd_atomate.select.random import random_select
+    from pfd_atomate.select.sampling import random_select
     from pfd_atomate.train.deepmd import DeepMDBackend
 
     args = parse_args("QUESTS entropy vs random selection")

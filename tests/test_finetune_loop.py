@@ -128,8 +128,10 @@ def test_not_converged_adds_trust_window_frames_and_retrains_from_previous(maker
     train = flow.jobs[0]
     assert train.name.startswith("pfd train s0 i1")
     refs = train.function_args[0]
-    assert [r.uuid for r in refs] == ["init-job", "eval-1"]
-    assert refs[1].attributes == (("a", "added"),)
+    assert refs[0].uuid == "init-job"
+    # the trust-window frames of D_i: indices from the test into the stored label set, no copy
+    assert (refs[1].dataset.uuid, refs[1].dataset.attributes) == ("label-1", (("a", "dataset"),))
+    assert (refs[1].indices.uuid, refs[1].indices.attributes) == ("eval-1", (("a", "added_indices"),))
     assert train.function_kwargs["init_model"].uuid == "train-0"  # restart from M_{i-1}
     decide = flow.jobs[-1]
     new_state = decide.function_args[2]

@@ -8,13 +8,11 @@ iterations, and that model files come back out of the store and reproduce the re
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from atomate2.forcefields.jobs import ForceFieldStaticMaker
 from jobflow import run_locally
 from pymatgen.core import Lattice, Structure
 
-from pfd_atomate.data import Dataset
 from pfd_atomate.distill.flows import DistillMaker
 from pfd_atomate.evaluate.metrics import frame_errors
 from pfd_atomate.evaluate.schemas import ConvergenceCriteria

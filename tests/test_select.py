@@ -20,7 +20,7 @@ from pfd_atomate.select.entropy import (
     frame_descriptors,
 )
 from pfd_atomate.select.filters import FrameFilter
-from pfd_atomate.select.random import random_select
+from pfd_atomate.select.sampling import random_select
 
 A_SI = 5.43
 

@@ -16,14 +16,12 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
     from ase import Atoms
     from pymatgen.core import Structure
 
-# 1 kbar = 0.1 GPa, 1 GPa = 1 / 160.21766 eV/Å^3
-KBAR_TO_EV_PER_A3 = 1.0 / 1602.1766208
 
 
 class Frame(BaseModel):
@@ -166,10 +164,11 @@ class Frame(BaseModel):
 
 def stress_to_virial(stress: np.ndarray, volume: float) -> np.ndarray:
     """ASE stress (eV/Å^3, Voigt (6,) or (3, 3), positive = tensile) → virial (3, 3) in eV."""
+    from ase.stress import voigt_6_to_full_3x3_stress
+
     stress = np.asarray(stress, dtype=float)
     if stress.shape == (6,):
-        xx, yy, zz, yz, xz, xy = stress
-        stress = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+        stress = voigt_6_to_full_3x3_stress(stress)
     return -stress * volume
 
 
@@ -273,8 +272,24 @@ class Dataset(BaseModel):
         return multi
 
 
-def as_dataset(obj: Dataset | dict | None) -> Dataset | None:
-    """Coerce a stored/serialized dataset (dict from the JobStore) to :class:`Dataset`."""
+class DatasetSelection(BaseModel):
+    """Some frames of a stored dataset: a dataset (usually an ``OutputReference`` to it) and indices.
+
+    Lets a later job use part of a dataset without the job that chose the part storing a copy
+    (e.g. the frames of an iteration set inside the trust window, :class:`EvaluateOutput.added_indices`).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    dataset: Any = Field(description="a Dataset, or a reference to one")
+    indices: Any = Field(description="positions of the selected frames, or a reference to them")
+
+
+def as_dataset(obj: Dataset | DatasetSelection | dict | None) -> Dataset | None:
+    """Coerce a stored/serialized dataset (dict from the JobStore), or a resolved selection, to :class:`Dataset`."""
     if obj is None or isinstance(obj, Dataset):
         return obj
+    if isinstance(obj, DatasetSelection):
+        full = as_dataset(obj.dataset)
+        return None if full is None else full.subset(list(obj.indices), name=f"{full.name}:selected")
     return Dataset.model_validate({k: v for k, v in obj.items() if not k.startswith("@")})

@@ -17,13 +17,13 @@ logger = logging.getLogger(__name__)
 
 
 class EvaluateOutput(BaseModel):
-    """Test of a model on labelled frames (``added`` and ``predicted`` live in the ``data`` store)."""
+    """Test of a model on labelled frames (``predicted`` lives in the ``data`` store)."""
 
     model_sha256: str
     metrics: TestMetrics
     converged: bool | None = Field(None, description="None when no criteria were given")
     reason: str = ""
-    added: Dataset = Field(description="frames inside the trust window, to be added to training")
+    added_indices: list[int] = Field(description="frames of the tested set inside the trust window, to be trained on")
     n_added: int
     predicted: Dataset = Field(description="the model's labels of the same frames (for parity plots)")
 
@@ -45,7 +45,7 @@ class EvaluateMaker(Maker):
     criteria: ConvergenceCriteria | None = None
     trust_window: TrustWindow = field(default_factory=TrustWindow)
 
-    @job(output_schema=EvaluateOutput, data=["added", "predicted"])
+    @job(output_schema=EvaluateOutput, data=["predicted"])
     def make(self, model: ModelFile, dataset: Dataset) -> EvaluateOutput:
         """Energy RMSE (eV/atom) and force RMSE (eV/Å) of ``model`` on ``dataset``, per frame too.
 
@@ -63,7 +63,7 @@ class EvaluateMaker(Maker):
             converged, reason = self.criteria.check(metrics)
         else:
             metrics, converged, reason = errors.to_metrics(), None, ""
-        added = dataset.subset(self.trust_window.select(errors), name="added")
+        added = self.trust_window.select(errors)
         logger.info(
             "test of %s on %d frames: energy RMSE %.4f eV/atom, force RMSE %.4f eV/Å, accurate %.2f%s",
             model.sha256[:12], len(dataset), metrics.energy_rmse, metrics.force_rmse, metrics.accurate_ratio,
@@ -74,7 +74,7 @@ class EvaluateMaker(Maker):
             metrics=metrics,
             converged=converged,
             reason=reason,
-            added=added,
+            added_indices=added,
             n_added=len(added),
             predicted=predicted,
         )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pfd_atomate.data import Dataset
-from pfd_atomate.evaluate.schemas import TestMetrics
+from pfd_atomate.evaluate.schemas import TestMetrics, accurate_mask
 
 #: largest position/cell difference (Å) for two frames to count as the same configuration
 MATCH_ATOL = 1e-4
@@ -67,8 +67,22 @@ class FrameErrors:
         return float(np.sum(self.n_atoms * self.frame_force_mae) / np.sum(self.n_atoms))
 
     def to_metrics(self, frame_energy: float | None = 0.001, frame_force: float | None = 0.05) -> TestMetrics:
-        """Summary as a serializable :class:`TestMetrics` (see :meth:`TestMetrics.from_errors`)."""
-        return TestMetrics.from_errors(self, frame_energy=frame_energy, frame_force=frame_force)
+        """Summary as a serializable :class:`TestMetrics`; ``accurate_ratio`` uses the given per-frame
+        thresholds (eV/atom, eV/Å; ``None`` = not checked, so with both ``None`` the ratio is 1)."""
+        mask = accurate_mask(self.frame_energy_error, self.frame_force_rmse, frame_energy, frame_force)
+        return TestMetrics(
+            n_frames=self.n_frames,
+            energy_rmse=self.energy_rmse,
+            energy_mae=self.energy_mae,
+            force_rmse=self.force_rmse,
+            force_mae=self.force_mae,
+            frame_energy_error=self.frame_energy_error.tolist(),
+            frame_force_rmse=self.frame_force_rmse.tolist(),
+            frame_force_max=self.frame_force_max.tolist(),
+            frame_energy_threshold=frame_energy,
+            frame_force_threshold=frame_force,
+            accurate_ratio=float(np.mean(mask)),
+        )
 
 
 def frame_errors(reference: Dataset, predicted: Dataset) -> FrameErrors:

@@ -12,13 +12,10 @@ A frame is *accurate* for thresholds ``(frame_energy, frame_force)`` when
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-if TYPE_CHECKING:
-    from pfd_atomate.evaluate.metrics import FrameErrors
 
 
 def accurate_mask(
@@ -40,7 +37,7 @@ def accurate_mask(
 
 
 class TestMetrics(BaseModel):
-    """Errors of a model on a labelled test set (serializable summary of :class:`FrameErrors`).
+    """Errors of a model on a labelled test set (the stored summary of ``evaluate.metrics.FrameErrors``).
 
     Attributes
     ----------
@@ -68,27 +65,6 @@ class TestMetrics(BaseModel):
     frame_energy_threshold: float | None
     frame_force_threshold: float | None
     accurate_ratio: float
-
-    @classmethod
-    def from_errors(
-        cls, errors: FrameErrors, frame_energy: float | None = 0.001, frame_force: float | None = 0.05
-    ) -> TestMetrics:
-        """Summarize :class:`FrameErrors`; ``accurate_ratio`` uses the given per-frame thresholds
-        (``None`` = not checked, so with both ``None`` the ratio is 1)."""
-        mask = accurate_mask(errors.frame_energy_error, errors.frame_force_rmse, frame_energy, frame_force)
-        return cls(
-            n_frames=errors.n_frames,
-            energy_rmse=errors.energy_rmse,
-            energy_mae=errors.energy_mae,
-            force_rmse=errors.force_rmse,
-            force_mae=errors.force_mae,
-            frame_energy_error=errors.frame_energy_error.tolist(),
-            frame_force_rmse=errors.frame_force_rmse.tolist(),
-            frame_force_max=errors.frame_force_max.tolist(),
-            frame_energy_threshold=frame_energy,
-            frame_force_threshold=frame_force,
-            accurate_ratio=float(np.mean(mask)),
-        )
 
 
 class ConvergenceCriteria(BaseModel):
@@ -194,8 +170,12 @@ class TrustWindow(BaseModel):
                 raise ValueError(f"TrustWindow: {q}_low ({lo}) must be below {q}_high ({hi})")
         return self
 
-    def select(self, errors: Union[FrameErrors, TestMetrics]) -> list[int]:
-        """Indices (ascending) of the frames to add to the training set, by the rule above."""
+    def select(self, errors: Any) -> list[int]:
+        """Indices (ascending) of the frames to add to the training set, by the rule above.
+
+        ``errors``: per-frame errors with ``frame_energy_error``, ``frame_force_rmse`` and
+        ``frame_force_max`` (a :class:`TestMetrics` or ``evaluate.metrics.FrameErrors``).
+        """
         e = np.abs(np.asarray(errors.frame_energy_error, dtype=float))
         f = np.asarray(errors.frame_force_rmse if self.force_measure == "rmse" else errors.frame_force_max, dtype=float)
         keep = np.ones(len(e), dtype=bool)

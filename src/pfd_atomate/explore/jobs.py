@@ -21,7 +21,6 @@ from pfd_atomate.train.base import TrainerBackend
 
 logger = logging.getLogger(__name__)
 
-GPA_TO_KBAR = 10.0
 
 
 def trajectory_frames(trajectory, source: str) -> tuple[list[Frame], list[float]]:
@@ -127,7 +126,7 @@ class ExploreMaker(Maker):
             dynamics=dynamics,
             ase_md_kwargs=md_kwargs,
             temperature=temperature,
-            pressure=None if pressure is None or tg.ensemble == "nvt" else pressure * GPA_TO_KBAR,
+            pressure=None if pressure is None or tg.ensemble == "nvt" else pressure * units.GPa / (1e3 * units.bar),  # GPa -> atomate2's kBar
             n_steps=tg.n_steps,
             time_step=tg.time_step,
             traj_interval=tg.traj_interval,

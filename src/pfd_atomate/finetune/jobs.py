@@ -19,7 +19,7 @@ from jobflow.core.reference import find_and_get_references, find_and_resolve_ref
 from pymatgen.core import Structure
 
 from pfd_atomate.checks import check_choice, check_int, check_number, check_supercell
-from pfd_atomate.data import Dataset, as_dataset
+from pfd_atomate.data import Dataset, DatasetSelection, as_dataset
 from pfd_atomate.evaluate.jobs import EvaluateMaker
 from pfd_atomate.evaluate.schemas import ConvergenceCriteria, TrustWindow
 from pfd_atomate.explore.jobs import ExploreMaker, explore_task_jobs
@@ -207,7 +207,11 @@ def finetune_step(
         )
         out_of_iterations = state.stage_iteration + 1 >= maker.max_iterations
         if not record.converged and record.n_added > 0:
-            state.train_sets.append(OutputReference(report.evaluate_job, (("a", "added"),)))
+            # the trust-window part of D_i, as indices into the stored set (no copy)
+            state.train_sets.append(DatasetSelection(
+                dataset=OutputReference(report.label_job, (("a", "dataset"),)),
+                indices=OutputReference(report.evaluate_job, (("a", "added_indices"),)),
+            ))
         if record.converged or out_of_iterations:
             if not record.converged and maker.on_not_converged == "fail":
                 raise RuntimeError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from jobflow import OutputReference
 from pydantic import BaseModel, ConfigDict, Field
 
-from pfd_atomate.data import Dataset, ModelFile
+from pfd_atomate.data import Dataset, DatasetSelection, ModelFile
 from pfd_atomate.evaluate.schemas import TestMetrics
 
 
@@ -64,7 +64,8 @@ class LoopState(BaseModel):
     stage: int = 0
     iteration: int = 0
     stage_iteration: int = 0
-    train_sets: list[OutputReference] = Field(default_factory=list, description="references to the training datasets")
+    train_sets: list[OutputReference | DatasetSelection] = Field(
+        default_factory=list, description="references to the training datasets (or to parts of them)")
     n_sets_trained: int = Field(0, description="number of train_sets the current model was trained on")
     model: OutputReference | None = Field(None, description="reference to the current model (a training job's output)")
     model_trained_this_iteration: bool = False

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 from ase import units
 
-from pfd_atomate.data.frames import KBAR_TO_EV_PER_A3
 
 __all__ = [
     "CONVENTIONS",
@@ -65,8 +64,8 @@ class LabelUnits:
 
 
 CONVENTIONS: dict[str, LabelUnits] = {
-    "vasp": LabelUnits("vasp", 1.0, KBAR_TO_EV_PER_A3),
-    "ase": LabelUnits("ase", 1.0, KBAR_TO_EV_PER_A3),
+    "vasp": LabelUnits("vasp", 1.0, 1e3 * units.bar),  # kBar
+    "ase": LabelUnits("ase", 1.0, 1e3 * units.bar),
     "cp2k": LabelUnits("cp2k", units.Hartree / units.Bohr, units.GPa),
 }
 

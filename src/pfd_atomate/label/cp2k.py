@@ -7,20 +7,16 @@ diagonalisation with Fermi-Dirac smearing, no spin polarisation and the named
 basis sets/pseudopotentials that the ``cp2k-data`` package ships
 (``BASIS_MOLOPT``, ``GTH_POTENTIALS``; Debian installs them in ``/usr/share/cp2k``).
 
-atomate2 0.1.5 cannot parse the output of a spin-restricted (RKS) CP2K run: the validator
-``CalculationInput.cleanup_dft`` calls ``.upper()`` on every parsed DFT parameter and fails
-on the integer multiplicity (only UKS outputs pass, because ``any()`` stops at "UKS").
-:func:`patch_atomate2_rks_parsing` replaces that validator by one that skips non-strings; the
-generator of :func:`cp2k_static_maker` applies it in the process that runs the job.
+atomate2 0.1.5 cannot parse the output of a spin-restricted (RKS) CP2K run; the patch that
+makes it able to lives in :mod:`pfd_atomate.compat.atomate2` (applied when :mod:`pfd_atomate.label`
+is imported, i.e. in every process that runs a label job).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,61 +147,12 @@ def cp2k_static_maker(
     if smearing_temperature is not None:
         settings["elec_temp"] = float(smearing_temperature)
     gamma_only = kpoints is None or tuple(kpoints) == (1, 1, 1)
-    generator = Cp2kLabelSetGenerator(
+    generator = StaticSetGenerator(
         user_input_settings=settings,
         user_kpoints_settings=None if gamma_only else Kpoints.monkhorst_automatic(kpoints),
         sort_structure=False,
     )
     return StaticMaker(name=name, input_set_generator=generator)
-
-
-@dataclass
-class Cp2kLabelSetGenerator(StaticSetGenerator):
-    """atomate2's CP2K ``StaticSetGenerator`` that also makes atomate2 able to parse RKS output.
-
-    The patch is applied when the input set is generated, i.e. in the process (local or a
-    remote worker) that then runs CP2K and parses its output.
-    """
-
-    def get_input_set(self, *args, **kwargs):
-        """Same as the parent; applies :func:`patch_atomate2_rks_parsing` first."""
-        patch_atomate2_rks_parsing()
-        return super().get_input_set(*args, **kwargs)
-
-
-def _cleanup_dft_rks_safe(cls, dft: dict | None) -> dict | None:
-    """atomate2's ``cleanup_dft`` (mark UKS runs) without failing on non-string values."""
-    if dft and any(isinstance(v, str) and v.upper() == "UKS" for v in dft.values()):
-        dft["UKS"] = True
-    return dft
-
-
-def patch_atomate2_rks_parsing() -> bool:
-    """Let atomate2 parse spin-restricted CP2K outputs (idempotent).
-
-    Returns
-    -------
-    bool: True if atomate2's validator was faulty and has been replaced.
-    """
-    from atomate2.cp2k.schemas.calculation import CalculationInput
-
-    try:
-        CalculationInput.cleanup_dft({"rks": "RKS", "multiplicity": 1})
-        return False  # this atomate2 handles RKS (or was patched already)
-    except AttributeError:
-        pass
-    validators = CalculationInput.__pydantic_decorators__.field_validators
-    validators["cleanup_dft"] = dataclasses.replace(
-        validators["cleanup_dft"], func=classmethod(_cleanup_dft_rks_safe).__get__(None, CalculationInput)
-    )
-    CalculationInput.cleanup_dft = classmethod(_cleanup_dft_rks_safe)
-    # models that nest CalculationInput keep a copy of its old validator until rebuilt
-    from atomate2.cp2k.schemas.calculation import Calculation
-    from atomate2.cp2k.schemas.task import TaskDocument
-
-    for model in (CalculationInput, Calculation, TaskDocument):
-        model.model_rebuild(force=True)
-    return True
 
 
 def _check_names_in_data_files(

@@ -13,7 +13,7 @@ from pfd_atomate.checks import check_choice, check_int, check_number
 from pfd_atomate.data import Dataset, as_dataset
 from pfd_atomate.select.entropy import entropy_select
 from pfd_atomate.select.filters import FrameFilter
-from pfd_atomate.select.random import random_select
+from pfd_atomate.select.sampling import random_select
 from pfd_atomate.select.schemas import SelectOutput
 
 logger = logging.getLogger(__name__)

@@ -106,6 +106,37 @@ class TrainerBackend(MSONable, ABC):
         """Frames of ``n_atoms`` atoms in one training batch."""
         return 1
 
+    @staticmethod
+    def check_training_data(datasets: Sequence[Dataset], weights: Sequence[float] | None = None,
+                            need_virial: bool = False) -> list[Dataset]:
+        """The checks every training does before any compute; returns the datasets as a list.
+
+        Raises
+        ------
+        ValueError: a single Dataset instead of a sequence, no frames, unlabelled frames, frames
+            without a virial when ``need_virial``, or weights that do not match the datasets or are
+            not finite and > 0.
+        """
+        import math
+
+        if isinstance(datasets, Dataset):
+            raise ValueError("datasets must be a sequence of Dataset, not a single Dataset")
+        datasets = list(datasets)
+        if not datasets or all(len(d) == 0 for d in datasets):
+            raise ValueError("no frames to train on: every dataset is empty")
+        for d in datasets:
+            d._require_labels()
+            if need_virial:
+                missing = [i for i, f in enumerate(d.frames) if f.virial is None]
+                if missing:
+                    raise ValueError(f"the virial is trained on but dataset {d.name!r} frames {missing[:10]} have none")
+        if weights is not None:
+            if len(weights) != len(datasets):
+                raise ValueError(f"{len(weights)} weights for {len(datasets)} datasets")
+            if any(not (math.isfinite(float(w)) and float(w) > 0) for w in weights):
+                raise ValueError(f"dataset weights must be finite and > 0, got {list(weights)}")
+        return datasets
+
     def compress_model(self, model: ModelFile, workdir: str | Path) -> ModelFile | None:
         """A compressed (faster) copy of a trained model, or ``None`` when the backend has none."""
         return None

@@ -1,16 +1,9 @@
-"""CHGNet backend: the offline foundation model ("P" of PFD) and its fine-tuning.
+"""CHGNet backend: the offline foundation model and its fine-tuning (PFD steps 2 and 6).
 
-CHGNet 0.3.0's pretrained weights ship inside the ``chgnet`` wheel, so this backend works
-without network access and without a DPA checkpoint. Fine-tuning uses chgnet's own
-:class:`chgnet.trainer.Trainer`.
-
-Energy references: a DFT code's total energies differ from CHGNet's (Materials Project
-compatible) energies by a large per-element constant (CP2K GTH Si is about -107 eV/atom,
-CHGNet about -5.4 eV/atom). Before any gradient step the per-element reference energies of
-CHGNet's composition model (``AtomRef``, a linear model of the composition) are re-fitted by
-least squares to the labels, the analogue of deepmd-kit's fine-tune "change bias"
-(PFD SI, fine-tuning section; deepmd-kit ``dp change-bias``). The network then only has to
-learn the physically meaningful remainder.
+CHGNet 0.3.0's pretrained weights ship inside the ``chgnet`` wheel, so this backend works without
+network access. Fine-tuning uses chgnet's own :class:`chgnet.trainer.Trainer` after a least-squares
+re-fit of the per-element reference energies (:mod:`pfd_atomate.train.chgnet_training`); models are
+loaded safely and run as ASE calculators by :mod:`pfd_atomate.train.chgnet_calculator`.
 
 Units follow :mod:`pfd_atomate.data.frames`: energy eV (total), forces eV/Å, virial eV
 (virial = -stress * volume).
@@ -19,83 +12,44 @@ Units follow :mod:`pfd_atomate.data.frames`: energy eV (total), forces eV/Å, vi
 from __future__ import annotations
 
 import contextlib
-import functools
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
+from ase import units
+from ase.calculators.calculator import Calculator
 from ase.data import atomic_numbers
 
 from pfd_atomate.data import Dataset, ModelFile
-from pfd_atomate.data.frames import KBAR_TO_EV_PER_A3, stress_to_virial
+from pfd_atomate.data.frames import stress_to_virial
 from pfd_atomate.data.models import sha256_of_file
-from pfd_atomate.train.base import TrainerBackend, resolve_device, torch_threads
+from pfd_atomate.train.base import TrainerBackend, torch_threads
+from pfd_atomate.train.chgnet_calculator import (  # noqa: F401  (re-exported: the calculator atomate2 builds)
+    CALCULATOR_PATH,
+    PRETRAINED_VERSION,
+    FineTunedCHGNetCalculator,
+    cached_network,
+    check_checkpoint,
+    load_network,
+    pretrained_checkpoint,
+)
+from pfd_atomate.train.chgnet_training import (  # noqa: F401  (re-exported)
+    as_list,
+    frame_sampling_weights,
+    freeze_layers,
+    graphs_or_raise,
+    rereference_energies,
+)
 
 if TYPE_CHECKING:
     from chgnet.model import CHGNet
 
 #: CHGNet's atom embedding and AtomRef cover atomic numbers 1..MAX_Z
 MAX_Z = 94
-#: pretrained checkpoint that ``CHGNet.load()`` returns by default
-PRETRAINED_VERSION = "0.3.0"
-#: the import path atomate2's ``ase_calculator`` resolves (its ``calculator_meta``)
-CALCULATOR_PATH = "pfd_atomate.train.chgnet.FineTunedCHGNetCalculator"
 MODEL_FILENAME = "chgnet_finetuned.pth.tar"
-_GPA_TO_EV_PER_A3 = 1.0 / 160.21766208
-
-
-class FineTunedCHGNetCalculator(Calculator):
-    """ASE calculator for a CHGNet checkpoint file (or the pretrained CHGNet).
-
-    A thin wrapper of ``chgnet.model.dynamics.CHGNetCalculator`` that takes a file path,
-    so atomate2's force-field Makers can build it from plain JSON settings:
-    ``force_field_name={"@module": "pfd_atomate.train.chgnet", "@callable":
-    "FineTunedCHGNetCalculator"}``, ``calculator_kwargs={"model": "<path>"}`` (see
-    :meth:`CHGNetBackend.force_field_spec`). chgnet is imported only when one is built.
-    Results: ``energy`` (eV, total), ``forces`` (n_atoms, 3) eV/Å, ``stress`` (3, 3) eV/Å^3
-    (ASE sign), ``magmoms`` (n_atoms,) μB.
-
-    Parameters
-    ----------
-    model: path of a checkpoint that ``CHGNet.from_file`` reads (as written by
-        :meth:`CHGNetBackend.train`); ``None`` loads the pretrained CHGNet from the wheel.
-    device: torch device, "cpu", "cuda" or "auto" (CUDA when torch sees a GPU).
-    n_threads: if given, set torch's intra-op threads for this process (on a shared
-        node, more threads than free cores slows CHGNet down many times).
-    **kwargs: passed to ``chgnet.model.dynamics.CHGNetCalculator`` (e.g. ``stress_weight``).
-
-    Raises
-    ------
-    FileNotFoundError: if ``model`` is given and does not exist.
-    """
-
-    implemented_properties = ("energy", "free_energy", "forces", "stress", "magmoms")
-
-    def __init__(
-        self, model: str | Path | None = None, device: str = "auto", n_threads: int | None = None, **kwargs: Any
-    ) -> None:
-        from chgnet.model.dynamics import CHGNetCalculator
-
-        super().__init__()
-        if n_threads:
-            import torch
-
-            torch.set_num_threads(n_threads)
-        network = None if model is None else _load_network(model)
-        self.model_path = None if model is None else str(model)
-        self._chgnet = CHGNetCalculator(model=network, use_device=resolve_device(device), **kwargs)
-
-    def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:
-        """Compute energy, forces, stress and magnetic moments of ``atoms`` with CHGNet."""
-        super().calculate(atoms, properties, system_changes)
-        self._chgnet.calculate(self.atoms, properties, system_changes)
-        self.results = dict(self._chgnet.results)
 
 
 @dataclass
@@ -183,7 +137,7 @@ class CHGNetBackend(TrainerBackend):
         if model is None and self.base_model is not None:
             if not Path(self.base_model).is_file():
                 raise FileNotFoundError(f"CHGNet base_model not found: {self.base_model}")
-            _check_checkpoint(str(Path(self.base_model).resolve()), Path(self.base_model).stat().st_mtime)
+            check_checkpoint(str(Path(self.base_model).resolve()), Path(self.base_model).stat().st_mtime)
         if model is not None and model.backend != self.name:
             raise ValueError(f"model {model.filename} is a {model.backend!r} model, not {self.name!r}")
         unknown = sorted({e for e in elements if e not in atomic_numbers})
@@ -255,7 +209,7 @@ class CHGNetBackend(TrainerBackend):
 
         random.seed(self.seed)
         torch.manual_seed(self.seed)
-        model = _load_network(start_path, quiet=True)
+        model = load_network(start_path, quiet=True)
         frames = [f for d in frames_per_set for f in d.frames]
         with open(workdir / "chgnet_train.log", "a") as log, contextlib.redirect_stdout(log):
             data = StructureData(
@@ -263,13 +217,13 @@ class CHGNetBackend(TrainerBackend):
                 energies=[f.energy / (f.n_atoms if model.is_intensive else 1) for f in frames],
                 forces=[f.forces for f in frames],
                 # chgnet expects VASP's stress convention (kbar, positive = compressive)
-                stresses=[np.asarray(f.virial) / f.volume / KBAR_TO_EV_PER_A3 for f in frames]
+                stresses=[np.asarray(f.virial) / f.volume / (1e3 * units.bar) for f in frames]
                 if self.use_stress
                 else None,
                 graph_converter=model.graph_converter,
                 shuffle=False,
             )
-            graphs = _graphs_or_raise(data, frames)
+            graphs = graphs_or_raise(data, frames)
             labels = [float(e) for e in data.energies]
             if self.rereference_energies:
                 shift = rereference_energies(model, graphs, labels)
@@ -293,26 +247,9 @@ class CHGNetBackend(TrainerBackend):
         self, datasets: Sequence[Dataset], init_model: ModelFile | None, weights: Sequence[float] | None
     ) -> list[Dataset]:
         """Check data, weights and models before any compute; return the datasets as a list."""
-        if isinstance(datasets, Dataset):
-            raise ValueError("datasets must be a sequence of Dataset, not a single Dataset")
-        datasets = list(datasets)
-        if not datasets or all(len(d) == 0 for d in datasets):
-            raise ValueError("no training frames: datasets are empty")
+        datasets = self.check_training_data(datasets, weights, need_virial=self.use_stress)
         for d in datasets:
-            unlabelled = [i for i, f in enumerate(d.frames) if not f.is_labelled]
-            if unlabelled:
-                raise ValueError(f"dataset {d.name!r}: frames {unlabelled[:10]} have no energy/forces labels")
-            if self.use_stress:
-                no_virial = [i for i, f in enumerate(d.frames) if f.virial is None]
-                if no_virial:
-                    raise ValueError(f"use_stress=True but dataset {d.name!r} frames {no_virial[:10]} have no virial")
             _require_periodic(d)
-        if weights is not None:
-            weights = [float(w) for w in weights]
-            if len(weights) != len(datasets):
-                raise ValueError(f"{len(weights)} weights for {len(datasets)} datasets")
-            if any(not (math.isfinite(w) and w > 0) for w in weights):
-                raise ValueError(f"dataset weights must be finite and > 0, got {weights}")
         self.check_elements(sorted({e for d in datasets for e in d.elements}), init_model)
         return datasets
 
@@ -398,16 +335,16 @@ class CHGNetBackend(TrainerBackend):
         if len(dataset) == 0:
             return dataset.model_copy(deep=True)
         if model is None:
-            network = _cached_network("pretrained", None, self.compute_device)
+            network = cached_network("pretrained", None, self.compute_device)
         else:
-            network = _cached_network(model.sha256, str(model.materialize()), self.compute_device)
+            network = cached_network(model.sha256, str(model.materialize()), self.compute_device)
         with torch_threads(self.n_threads):
             graphs = [network.graph_converter(f.to_structure()) for f in dataset.frames]
-            results = _as_list(network.predict_graph(graphs, task="efs", batch_size=16))
+            results = as_list(network.predict_graph(graphs, task="efs", batch_size=16))
         frames = []
         for frame, res in zip(dataset.frames, results, strict=True):
             energy = float(res["e"]) * (frame.n_atoms if network.is_intensive else 1)
-            stress = np.asarray(res["s"], dtype=float) * _GPA_TO_EV_PER_A3  # ASE sign, eV/Å^3
+            stress = np.asarray(res["s"], dtype=float) * units.GPa  # ASE sign, eV/Å^3
             update = {
                 "energy": energy,
                 "forces": np.asarray(res["f"], dtype=float).tolist(),
@@ -456,175 +393,9 @@ class CHGNetBackend(TrainerBackend):
         return {"@module": module, "@callable": callable_name}, kwargs
 
 
-# ---------------------------------------------------------------------- helpers
-def rereference_energies(model: CHGNet, graphs: Sequence[Any], energies: Sequence[float]) -> dict[str, float]:
-    """Least-squares re-fit of CHGNet's per-element reference energies to labels.
-
-    Solves min_δ ‖X δ - (e_label - e_model)‖² over the elements present, with X the
-    composition features of CHGNet's ``AtomRef`` (atom fractions when intensive, counts
-    otherwise), and adds δ to the AtomRef weights. Elements absent from the data keep
-    their reference (``AtomRef.fit`` would zero them). With a single composition only the
-    composition-weighted sum of δ is determined; the minimum-norm solution is used.
-    Analogue of deepmd-kit's fine-tune "change bias" (PFD SI, fine-tuning).
-
-    Parameters
-    ----------
-    model: CHGNet with an ``AtomRef`` composition model (modified in place).
-    graphs: crystal graphs of the n_frames training frames.
-    energies: labels in the model's energy unit, shape (n_frames,) (eV/atom when
-        ``model.is_intensive``, else eV).
-
-    Returns
-    -------
-    Shift added to each element's reference energy, {symbol: eV/atom}.
-
-    Raises
-    ------
-    ValueError: the model has no AtomRef composition model.
-    """
-    import torch
-    from ase.data import chemical_symbols
-    from chgnet.model.composition_model import AtomRef
-
-    atom_ref = model.composition_model
-    if not isinstance(atom_ref, AtomRef):
-        raise ValueError("CHGNet model has no AtomRef composition model to re-reference")
-    model.eval()
-    with torch.no_grad():
-        predicted = [float(r["e"]) for r in _as_list(model.predict_graph(list(graphs), task="e", batch_size=16))]
-    # AtomRef's features: element counts (divided by n_atoms when intensive), (n_frames, 94)
-    features = np.zeros((len(graphs), atom_ref.max_num_elements))
-    for row, graph in zip(features, graphs, strict=True):
-        z = graph.atomic_number.cpu().numpy()
-        row[:] = np.bincount(z - 1, minlength=atom_ref.max_num_elements) / (len(z) if atom_ref.is_intensive else 1)
-    present = np.flatnonzero(features.any(axis=0))
-    residual = np.asarray(energies, dtype=float) - np.asarray(predicted)
-    delta, *_ = np.linalg.lstsq(features[:, present], residual, rcond=None)
-    with torch.no_grad():
-        weight = atom_ref.fc.weight
-        weight[0, torch.as_tensor(present)] += torch.as_tensor(delta, dtype=weight.dtype, device=weight.device)
-    return {chemical_symbols[z + 1]: float(d) for z, d in zip(present, delta, strict=True)}
-
-
-def frame_sampling_weights(n_frames: Sequence[int], weights: Sequence[float]) -> np.ndarray:
-    """Per-frame sampling probabilities that give dataset i the share weights[i] / sum(weights).
-
-    Parameters
-    ----------
-    n_frames: frames per dataset (datasets are consecutive blocks of frames).
-    weights: relative weight per dataset, each > 0.
-
-    Returns
-    -------
-    Probabilities, shape (sum(n_frames),), summing to 1 over the non-empty datasets.
-    """
-    per_frame = np.concatenate([np.full(n, w / n) for n, w in zip(n_frames, weights, strict=True) if n > 0])
-    return per_frame / per_frame.sum()
-
-
-def freeze_layers(model: CHGNet, embedding: bool = True, n_blocks: int = 0) -> None:
-    """Freeze early CHGNet layers for fine-tuning on little data.
-
-    Parameters
-    ----------
-    model: CHGNet (``requires_grad`` is switched off in place).
-    embedding: freeze atom/bond/angle embeddings and radial/angular basis expansions.
-    n_blocks: freeze the first ``n_blocks`` interaction blocks (atom, bond and angle
-        layers); ``n_blocks=3`` with embedding reproduces chgnet's fine-tuning example.
-
-    Raises
-    ------
-    ValueError: ``n_blocks`` leaves nothing but the readout (>= the model's ``n_conv``).
-    """
-    if n_blocks >= model.n_conv:
-        raise ValueError(f"n_frozen_blocks={n_blocks} must be < n_conv={model.n_conv}")
-    modules = []
-    if embedding:
-        modules += [
-            model.atom_embedding,
-            model.bond_embedding,
-            model.angle_embedding,
-            model.bond_basis_expansion,
-            model.angle_basis_expansion,
-            model.bond_weights_ag,
-            model.bond_weights_bg,
-        ]
-    for layers in (model.atom_conv_layers, model.bond_conv_layers, model.angle_layers):
-        # bond/angle layers are a list of None when the model does not update them
-        modules += [layer for layer in list(layers)[:n_blocks] if layer is not None]
-    for module in modules:
-        for param in module.parameters():
-            param.requires_grad = False
-
-
-def pretrained_checkpoint(version: str = PRETRAINED_VERSION) -> Path | None:
-    """Path of the pretrained CHGNet checkpoint inside the chgnet wheel (``None`` if absent)."""
-    folder = resources.files("chgnet") / "pretrained" / version
-    files = sorted(Path(str(folder)).glob("*.pth.tar")) if Path(str(folder)).is_dir() else []
-    return files[0] if files else None
-
-
-
-
-def _load_network(path: str | Path | None, quiet: bool = False) -> CHGNet:
-    """A fresh CHGNet from a checkpoint file (``None``: pretrained), on the CPU.
-
-    The file is read with ``torch.load(weights_only=True)``: tensors and plain values only.
-    chgnet's own ``CHGNet.from_file`` unpickles arbitrary objects (``weights_only=False``), so a
-    model file from a store could run code on every worker that loads it.
-
-    Raises
-    ------
-    FileNotFoundError: ``path`` does not exist.
-    ValueError: the file is not a CHGNet checkpoint of plain tensors and values (refused).
-    """
-    import pickle
-
-    import torch
-    from chgnet.model import CHGNet
-
-    if path is not None and not Path(path).is_file():
-        raise FileNotFoundError(f"CHGNet checkpoint not found: {path}")
-    sink = contextlib.redirect_stdout(None) if quiet else contextlib.nullcontext()
-    with sink:  # chgnet prints a banner per model construction
-        if path is None:
-            return CHGNet.load(model_name=PRETRAINED_VERSION, use_device="cpu", verbose=False)
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-            model = state["model"]
-            return CHGNet.from_dict({"model_args": model["model_args"], "state_dict": model["state_dict"]})
-        except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError, AttributeError) as err:
-            raise ValueError(f"{path} is not a CHGNet checkpoint of plain tensors and values: refused ({err})") from err
-
-
-@functools.lru_cache(maxsize=16)
-def _check_checkpoint(path: str, mtime: float) -> None:
-    """Load a CHGNet checkpoint once per (path, modification time) to prove it is one (see _load_network)."""
-    _load_network(path, quiet=True)
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_network(sha256: str, path: str | None, device: str) -> CHGNet:
-    """Inference model per (sha256, device); ``path`` only tells where to read it."""
-    return _load_network(path, quiet=True).to(device).eval()
-
-
-def _graphs_or_raise(data: Any, frames: Sequence[Any]) -> list[Any]:
-    """Crystal graphs of all frames; chgnet's ``StructureData`` silently swaps failures."""
-    graphs = [data[i][0] for i in range(len(data))]
-    if data.failed_idx:
-        bad = sorted(data.failed_idx)[:10]
-        formulas = [frames[i].to_structure().composition.reduced_formula for i in bad]
-        raise ValueError(f"CHGNet could not build graphs for frames {bad} ({formulas}); isolated atoms?")
-    return graphs
 
 
 def _require_periodic(dataset: Dataset) -> None:
     aperiodic = [i for i, f in enumerate(dataset.frames) if not all(f.pbc)]
     if aperiodic:
         raise ValueError(f"dataset {dataset.name!r}: frames {aperiodic[:10]} are not periodic; CHGNet needs crystals")
-
-
-def _as_list(result: Any) -> list[Any]:
-    return [result] if isinstance(result, dict) else list(result)
-

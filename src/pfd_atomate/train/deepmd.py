@@ -417,14 +417,7 @@ class DeepMDBackend(TrainerBackend):
     def _validate(
         self, datasets: Sequence[Dataset], weights: Sequence[float] | None, init_model: ModelFile | None
     ) -> None:
-        if weights is not None and len(weights) != len(datasets):
-            raise ValueError(f"{len(weights)} weights given for {len(datasets)} datasets")
-        if weights is not None and any(not w > 0 for w in weights):
-            raise ValueError(f"dataset weights must be > 0, got {list(weights)}")
-        if sum(len(d) for d in datasets) == 0:
-            raise ValueError("no frames to train on: every dataset is empty")
-        for d in datasets:
-            d._require_labels()
+        self.check_training_data(datasets, weights)
         # base_model is not used (and need not exist on this worker) when restarting from init_model
         if init_model is None and self.base_model is not None:
             self.base_model_path()

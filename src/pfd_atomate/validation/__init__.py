@@ -1,1 +1,1 @@
-"""Validation tools: parity plots (and, later, E-V curves, phonons, MD stability)."""
+"""Validation of fine-tuned and distilled models beyond RMSEs: parity plots, E-V curves, phonon bands, MD stability."""

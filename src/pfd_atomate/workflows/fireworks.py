@@ -33,6 +33,7 @@ from fireworks.utilities.fw_serializers import recursive_serialize, serialize_fw
 from jobflow import Flow, Job, JobStore
 from jobflow.managers.fireworks import JobFiretask, job_to_firework
 
+from pfd_atomate.compat.jobflow import external_references_in_responses
 from pfd_atomate.workflows import ML_JOBS
 
 if TYPE_CHECKING:
@@ -49,20 +50,13 @@ class DynamicJobFiretask(JobFiretask):
     """
 
     def run_task(self, fw_spec):
-        """Run the job (see ``JobFiretask.run_task``)."""
-        import jobflow.managers.fireworks as manager
+        """Run the job (see ``JobFiretask.run_task``), external references allowed in its response."""
 
         def convert(flow, store=None, **kwargs):
             return flow_to_workflow(flow, store, allow_external_references=True, **kwargs)
 
-        # JobFiretask calls the module-level converter; swap it for this call only
-        # (one firework runs at a time in a launcher process)
-        original = manager.flow_to_workflow
-        manager.flow_to_workflow = convert
-        try:
+        with external_references_in_responses(convert):  # pfd_atomate.compat.jobflow
             return super().run_task(fw_spec)
-        finally:
-            manager.flow_to_workflow = original
 
     @serialize_fw
     @recursive_serialize

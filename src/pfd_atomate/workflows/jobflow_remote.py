@@ -31,6 +31,7 @@ from typing import Any
 from jobflow import Flow, Job, JobStore
 from jobflow.core.reference import OnMissing
 
+from pfd_atomate.compat.jobflow_remote import remote_run_with_external_references
 from pfd_atomate.workflows import ML_JOBS
 from pfd_atomate.workflows.mongo import jobstore_spec
 
@@ -220,10 +221,7 @@ def _project_jobstore() -> JobStore | None:
 
 def run_job(run_dir: str | Path = ".") -> None:
     """Run the jobflow-remote job in ``run_dir`` like ``jf execution run`` (see module docstring)."""
-    import functools
-
     import jobflow_remote.jobs.run as remote_run
-    from jobflow.core.flow import get_flow
     from jobflow_remote.jobs.data import IN_FILENAME
     from monty.serialization import loadfn
 
@@ -236,11 +234,8 @@ def run_job(run_dir: str | Path = ".") -> None:
                 data["store"] = ReadThroughJobStore(data["store"], project)
         return data
 
-    # run_remote_job looks both names up in its module: the job input and the check of
-    # dynamic responses (see module docstring)
-    remote_run.loadfn = load_input
-    remote_run.get_flow = functools.partial(get_flow, allow_external_references=True)
-    remote_run.run_remote_job(str(run_dir))
+    with remote_run_with_external_references(load_input):  # pfd_atomate.compat.jobflow_remote
+        remote_run.run_remote_job(str(run_dir))
 
 
 if __name__ == "__main__":

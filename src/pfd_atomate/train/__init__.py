@@ -1,0 +1,1 @@
+"""Trainer backends (deepmd-kit, CHGNet), the foundation-model registry and the training job."""
