@@ -15,11 +15,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["inference_speed", "distillation", "data_efficiency", "selection", "overhead"]
+BENCHMARKS = ["foundation_models", "inference_speed", "distillation", "data_efficiency", "selection", "overhead"]
 
 
 def headline(name: str, r: dict) -> dict:
     """The figures a reader wants first from one benchmark's JSON."""
+    if name == "foundation_models":
+        return {"n_labels": r["n_labels"], "budget_rule": r["budget_rule"],
+                "zero_shot_force_rmse": {k: v["force_rmse"] for k, v in r["zero_shot"].items()},
+                "fine_tuned_force_rmse": {k: [row["force_rmse"] for row in v] for k, v in r["fine_tuned"].items()},
+                "fine_tuned_energy_rmse": {k: [row["energy_rmse"] for row in v] for k, v in r["fine_tuned"].items()},
+                "device": r["environment"]["device"]}
     if name == "inference_speed":
         return {"n_atoms": r["n_atoms"], "teacher_over_student": r["teacher_over_student"],
                 "failures": r["failures"], "device": r["environment"]["device"]}

@@ -172,14 +172,10 @@ def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "cond
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM a process we started (SIGKILL when it does not exit)."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+    """SIGTERM a process we started (SIGKILL when it does not exit): the local engine's own helper."""
+    from pfd_atomate.workflows.local import stop_process as stop
+
+    stop(process, timeout)
 
 
 def start_launcher(

@@ -1,7 +1,7 @@
 """Tutorial 3: validate the models of a finished PFD run beyond RMSEs.
 
-After ``bash scripts/demo.sh`` (or any PFD run on an embedded store), this script reads the teacher
-(fine-tuned CHGNet) and the distilled student (DeePMD se_e2_a) back from the run's JobStore with
+After ``bash scripts/demo.sh`` (or any PFD run of the local engine), this script reads the teacher
+(fine-tuned DPA-4) and the distilled student (DeePMD se_e2_a) back from the run's JobStore with
 ``pfd_atomate.queries`` (the newest finished run for Si), and compares them the way a user would before trusting
 the student in production MD:
 
@@ -27,11 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-from pfd_atomate.demo import diamond_si
+from pfd_atomate.cli.demo import diamond_si
+from pfd_atomate.cli.report import backend_for
 from pfd_atomate.queries import final_model, latest_run
-from pfd_atomate.store import embedded_store, fetch_dataset
-from pfd_atomate.train.chgnet import CHGNetBackend
-from pfd_atomate.train.deepmd import DeepMDBackend
+from pfd_atomate.store import fetch_dataset
+from pfd_atomate.workflows.local import attach_run
 from pfd_atomate.validation.eos import compare_eos
 from pfd_atomate.validation.md_stability import md_stability, plot_md_stability
 from pfd_atomate.validation.parity import parity_plot
@@ -39,16 +39,16 @@ from pfd_atomate.validation.phonons import compare_phonons
 
 
 def main(run_dir: Path) -> dict:
-    store = embedded_store(run_dir)
-    try:  # the newest finished run for Si in this store, and its models (SHA-256 checked)
-        doc = latest_run(store, "Si")["output"]
-        teacher, student = final_model(store, "Si", "teacher"), final_model(store, "Si", "student")
-    except LookupError as err:
-        raise SystemExit(f"{err} ({run_dir / 'store'}): did the PFD run finish?") from None
-    held_out = doc["datasets"]["held_out_dft"]
-    dft = fetch_dataset(store, held_out["job_uuid"], held_out["field"])
+    with attach_run(run_dir) as (store, _, _):
+        try:  # the newest finished run for Si in this store, and its models (SHA-256 checked)
+            doc = latest_run(store, "Si")["output"]
+            teacher, student = final_model(store, "Si", "teacher"), final_model(store, "Si", "student")
+        except LookupError as err:
+            raise SystemExit(f"{err} ({run_dir}): did the PFD run finish?") from None
+        held_out = doc["datasets"]["held_out_dft"]
+        dft = fetch_dataset(store, held_out["job_uuid"], held_out["field"])
     # one thread each: the machine may be shared
-    teacher_backend, student_backend = CHGNetBackend(n_threads=1), DeepMDBackend(n_threads=1)
+    teacher_backend, student_backend = backend_for(teacher.backend), backend_for(student.backend)
     out = run_dir / "validation"
     out.mkdir(exist_ok=True)
     result: dict = {"run": str(run_dir), "teacher_sha256": teacher.sha256, "student_sha256": student.sha256}

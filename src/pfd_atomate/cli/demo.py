@@ -91,8 +91,9 @@ def demo_maker(quick: bool = False, teacher: str = "dpa4") -> PFDMaker:
         task_groups=[
             TaskGroup(temperatures=[300.0, 600.0, 900.0], ensemble="nvt", n_steps=200 if quick else 1000,
                       time_step=2.0, traj_interval=5),
-            # the student must know how energy changes with volume: the teacher explores NPT too
-            TaskGroup(temperatures=[600.0], pressures=[-1.0, 2.0], ensemble="npt", n_steps=100 if quick else 1000,
+            # the student must know how energy changes with volume: the teacher explores NPT too (1 ps:
+            # ASE's NPT costs two teacher calls per step, 0.5-1 s per step here)
+            TaskGroup(temperatures=[600.0], pressures=[-1.0, 2.0], ensemble="npt", n_steps=100 if quick else 500,
                       time_step=2.0, traj_interval=5),
         ],
         test_fraction=0.1,
@@ -159,8 +160,13 @@ def run_demo(run_dir: Path, quick: bool = False, workers: int = 2, teacher: str 
     logger.info("PFD demo (%s, %s teacher) on %s with %d workers; run folder %s",
                 "quick" if quick else "full", teacher, structure.composition.reduced_formula, workers, run_dir)
 
+    last = [""]
+
     def progress(view) -> None:
-        logger.info("%s", describe(view.states))
+        line = describe(view.states)
+        if line != last[0]:
+            last[0] = line
+            logger.info("%s", line)
 
     result = run_flow(flow, run_dir, workers=workers, on_progress=on_progress or progress)
     if not result.completed:

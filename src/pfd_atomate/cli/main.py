@@ -110,7 +110,8 @@ def run(
     config, flow, folder = _load(config_file, structure, run_dir, workers)
     console.print(f"PFD run in [bold]{folder}[/bold] with {config.workers} worker(s)")
     try:
-        result = run_flow(flow, folder, workers=config.workers, on_progress=ProgressPrinter(console))
+        with ProgressPrinter(console) as progress:
+            result = run_flow(flow, folder, workers=config.workers, on_progress=progress)
     except (RunLockedError, RunMismatchError) as err:
         _fail(str(err))
     if not result.completed:
@@ -280,7 +281,8 @@ def demo(
 
     folder = (run_dir or Path("runs") / ("demo-si-quick" if quick else "demo-si")).resolve()
     try:
-        result = run_demo(folder, quick=quick, workers=workers, teacher=teacher, on_progress=ProgressPrinter(console))
+        with ProgressPrinter(console) as progress:
+            result = run_demo(folder, quick=quick, workers=workers, teacher=teacher, on_progress=progress)
     except (RuntimeError, ValueError) as err:
         _fail(str(err), code=1)
     console.print_json(json.dumps({k: result[k] for k in ("dft_labels_spent", "iterations",

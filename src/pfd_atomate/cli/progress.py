@@ -21,11 +21,25 @@ _ACTIONS = {"label": "labelling", "explore": "MD", "train": "training", "test": 
             "distill": "distilling", "perturb": "perturbing"}
 
 
-def describe(states: dict[int, tuple[str, str, dict[str, Any]]]) -> str:
-    """One line: jobs done, and for the newest iteration (or the distillation) what runs, with counts."""
+def training_progress(launch_dir: str) -> str | None:
+    """"step 120/400" of a deepmd-kit training running in ``launch_dir`` (its lcurve.out), if any."""
+    import json
+    from pathlib import Path
+
+    folder = Path(launch_dir) / "train"
+    try:
+        total = json.loads((folder / "input.json").read_text())["training"]["numb_steps"]
+        lines = [ln for ln in (folder / "lcurve.out").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    except (OSError, KeyError, ValueError):
+        return None
+    return f"step {lines[-1].split()[0]}/{total}" if lines else f"step 0/{total}"
+
+
+def describe(states: dict[int, tuple[str, str, dict[str, Any]]], launch_dirs: dict[int, str] | None = None) -> str:
+    """One line: jobs done, and for the newest iteration (or the distillation) what runs, with counts
+    (and a running training's step, read from the folders in ``launch_dirs``)."""
     counts = Counter(state for state, _, _ in states.values())
     done, total = counts.get("COMPLETED", 0), len(states)
-    running = [(name, meta) for state, name, meta in states.values() if state in ("RUNNING", "RESERVED")]
     parts = [f"jobs {done}/{total} done"]
     # group the iteration's static labels and MD tasks: "stage 1, iteration 2: labelling 4 frames (3/4)"
     by_step: dict[tuple, list[str]] = {}
@@ -39,8 +53,14 @@ def describe(states: dict[int, tuple[str, str, dict[str, Any]]]) -> str:
         where = "initial set" if iteration is None else f"stage {stage}, iteration {iteration}"
         what = f"{len(members)} frames" if step == "label" else f"{len(members)} tasks"
         parts.append(f"{where}: {_ACTIONS[step]} {what} ({members.count('COMPLETED')}/{len(members)})")
-    others = sorted({_ACTIONS.get(meta.get("pfd_step"), name) for name, meta in running
-                     if meta.get("pfd_step") not in ("label", "explore")})
+    others = set()
+    for fw_id, (state, name, meta) in states.items():
+        if state not in ("RUNNING", "RESERVED") or meta.get("pfd_step") in ("label", "explore"):
+            continue
+        text = _ACTIONS.get(meta.get("pfd_step"), name)
+        step = training_progress((launch_dirs or {}).get(fw_id, "")) if "train" in name else None
+        others.add(f"{text} {step}" if step else text)
+    others = sorted(others)
     if others:
         parts.append("running: " + ", ".join(others))
     return " | ".join(parts)
@@ -63,21 +83,38 @@ def iteration_table(rows: list[dict[str, Any]], title: str = "fine-tune iteratio
 class ProgressPrinter:
     """``on_progress`` callback of :func:`~pfd_atomate.workflows.local.run_flow` for the terminal.
 
-    Prints a status line when it changes and the iteration table whenever an iteration's test
-    is stored.
+    On a terminal the status line is a live display updated in place (jobs done, the iteration's
+    labels and MD tasks, a training's step); elsewhere (a log, a pipe) a line is printed when the
+    jobs' states change. The iteration table is printed whenever an iteration's test is stored.
+    Use it as a context manager around the run, so the live display is closed after.
     """
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
         self._last = ""
+        self._last_states: dict = {}
         self._n_tests = 0
+        self._status = None
+
+    def __enter__(self) -> ProgressPrinter:
+        if self.console.is_terminal:
+            self._status = self.console.status("starting the workers")
+            self._status.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
 
     def __call__(self, view: Any) -> None:
-        """Report the run's state (``view``: states, store, run uuid)."""
-        line = describe(view.states)
-        if line != self._last:
-            self._last = line
+        """Report the run's state (``view``: a :class:`~pfd_atomate.workflows.local.RunView`)."""
+        line = describe(view.states, view.launch_dirs)
+        if self._status is not None:
+            self._status.update(line)
+        elif view.states != self._last_states and line != self._last:
             self.console.print(f"[dim]{line}[/dim]")
+        self._last, self._last_states = line, dict(view.states)
         rows = queries.iteration_tests(view.store, view.flow_uuid)
         if len(rows) > self._n_tests:
             self._n_tests = len(rows)

@@ -70,6 +70,7 @@ def teacher_label(
         rejected=rejected,
         teacher_sha256=model.sha256,
         wall_time_s=wall,
+        device=backend.compute_device,
     )
 
 

@@ -18,6 +18,7 @@ class TeacherLabelOutput(BaseModel):
     rejected: dict[str, int] = Field(default_factory=dict)
     teacher_sha256: str
     wall_time_s: float
+    device: str = Field("cpu", description="where the teacher labelled: 'cpu' or 'cuda'")
 
 
 class DistillOutput(BaseModel):

@@ -149,6 +149,7 @@ class ExploreMaker(Maker):
             model_sha256=model.sha256,
             mean_temperature=float(np.mean(temps[1:])) if len(temps) > 1 else None,
             wall_time_s=wall,
+            device=self.backend.compute_device,
         )
 
 

@@ -62,3 +62,4 @@ class ExploreOutput(BaseModel):
     model_sha256: str
     mean_temperature: float | None = Field(None, description="mean kinetic temperature of kept frames, K")
     wall_time_s: float
+    device: str = Field("cpu", description="where the MD's model ran: 'cpu' or 'cuda'")

@@ -1,13 +1,14 @@
-"""Jobs of the Label step: one atomate2 static job per frame, then a collector.
+"""Jobs of the Label step: label reuse, one guarded atomate2 static job per frame, then a collector.
 
 The frames to label usually come from an earlier job (known only at run time), so
-:func:`label_frames` fans out dynamically with ``Response(replace=...)``. The collector
-must run even when some static jobs failed: its ``on_missing_references`` is
-``OnMissing.NONE``, so jobflow (``run_locally``, FireWorks via ``_allow_fizzled_parents``,
-jobflow-remote) runs it, and a failed job's fields resolve to ``None``. The collector
-resolves its references itself, as plain JSON data: jobflow would otherwise rebuild every
-whole task document (slow, and it breaks when the worker's document classes differ from
-the ones that wrote them).
+:func:`label_frames` fans out dynamically with ``Response(replace=...)``, after looking up the
+JobStore for labels it can reuse (:mod:`pfd_atomate.label.cache`). Each remaining frame gets a
+*guarded* static job: it runs atomate2's static job in-process and turns an exception into a
+recorded reason, so a failed label drops one frame under every manager instead of failing the
+workflow, and the reason (SCF, custodian, missing pseudopotentials...) is kept. The collector
+resolves its references itself, as plain JSON data: jobflow would otherwise rebuild every whole
+task document (slow, and it breaks when the worker's document classes differ from the ones that
+wrote them); it still runs when a guard job itself was lost (``OnMissing.NONE``).
 """
 
 from __future__ import annotations

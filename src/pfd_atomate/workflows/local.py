@@ -270,6 +270,15 @@ class RunView:
     states: dict[int, tuple[str, str, dict[str, Any]]]
     store: JobStore
     flow_uuid: str
+    launch_dirs: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, lp: Any, states: dict, store: JobStore, flow_uuid: str) -> RunView:
+        """The view of ``states``, with the folders of the running jobs."""
+        running = [fw_id for fw_id, (state, _, _) in states.items() if state == "RUNNING"]
+        dirs = {d["fw_id"]: d["launch_dir"] for d in lp.launches.find(
+            {"fw_id": {"$in": running}, "state": "RUNNING"}, {"fw_id": 1, "launch_dir": 1})} if running else {}
+        return cls(states, store, flow_uuid, dirs)
 
 
 def _failures(lp: Any, fw_ids: list[int]) -> dict[str, str]:
@@ -303,7 +312,7 @@ def run_flow(
     poll_interval: seconds between looks at the workflow.
     timeout: give up (stopping the workers; the run stays resumable) after this many seconds.
     env: extra environment variables for the workers.
-    on_progress: called with a :class:`RunView` whenever a job's state changes.
+    on_progress: called with a :class:`RunView` at every look at the workflow.
 
     Returns
     -------
@@ -361,11 +370,11 @@ def run_flow(
             launchers = _start_workers(run_dir, lp_file, fworker, workers, threads_per_worker, env)
             try:
                 report = None if on_progress is None else (
-                    lambda states: on_progress(RunView(states, store, record["flow_uuid"])))
+                    lambda states: on_progress(RunView.of(lp, states, store, record["flow_uuid"])))
                 state = _wait(lp, record["first_fw_id"], launchers, poll_interval, timeout, report, start)
             finally:
                 for process in launchers:
-                    _stop(process)
+                    stop_process(process)
             fw_ids = _workflow_fw_ids(lp, record["first_fw_id"])
             return LocalRun(run_dir=run_dir, state=state, resumed=resumed, n_fireworks=len(fw_ids), rerun=rerun,
                             failed=_failures(lp, fw_ids), wall_time_s=time.perf_counter() - start,
@@ -395,14 +404,11 @@ def _wait(lp: Any, first_fw_id: int, launchers: list[subprocess.Popen], poll: fl
     """Poll until no job is ready or running; the workflow state then."""
     from pfd_atomate.workflows.fireworks import workflow_state
 
-    last: dict[int, tuple[str, str, dict[str, Any]]] = {}
     idle_polls = 0
     while True:
         states = _states(lp, _workflow_fw_ids(lp, first_fw_id))
-        if states != last:
-            last = states
-            if on_progress is not None:
-                on_progress(states)
+        if on_progress is not None:  # every poll: a running job's own progress (training steps) moves too
+            on_progress(states)
         live = any(s in _LIVE_STATES for s, _, _ in states.values())
         idle_polls = 0 if live else idle_polls + 1
         if idle_polls >= 2:  # twice: a finishing job may still be adding the jobs it creates
@@ -416,7 +422,8 @@ def _wait(lp: Any, first_fw_id: int, launchers: list[subprocess.Popen], poll: fl
         time.sleep(poll)
 
 
-def _stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
+def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM a child process (SIGKILL when it does not exit within ``timeout`` s)."""
     if process.poll() is None:
         process.terminate()
         try:
