@@ -217,6 +217,10 @@ def test_default_pfd_maker_builds_the_full_flow_with_vasp_labels():
     label = flow.jobs[1]
     assert isinstance(label.function_args[1], StaticMaker)  # atomate2's VASP StaticMaker
     assert maker.finetune.trainer.base_model == "dpa4-neo"
+    from pfd_atomate.train.foundation import lookup
+
+    foundation = flow.jobs[-1].function_kwargs["foundation"]  # the report records the checkpoint's identity
+    assert foundation.base_model == "dpa4-neo" and foundation.sha256 == lookup("dpa4-neo").sha256
     assert [s.name for s in maker.finetune.stages] == ["nvt", "npt"]
     assert maker.finetune.select.method == "entropy"
     assert maker.distill.student.template == "se_e2_a" and maker.distill.student.compress is not False
@@ -224,3 +228,28 @@ def test_default_pfd_maker_builds_the_full_flow_with_vasp_labels():
     assert {"pfd distill teacher label", "pfd distill train student", "pfd distill check compression"} <= distill_names
     assert set(textwrap.dedent(" ".join(pfd_atomate.__all__)).split()) >= {
         "PFDMaker", "LabelMaker", "FinetuneMaker", "DistillMaker", "Stage", "TaskGroup", "run_flow"}
+
+
+def test_progress_line_counts_the_jobs_of_the_running_step(tmp_path):
+    """The live line: the loop's labels and the distillation's teacher MD as counts, a running training
+    with its step read from lcurve.out."""
+    from pfd_atomate.cli.progress import describe
+
+    train_dir = tmp_path / "launch" / "train"
+    train_dir.mkdir(parents=True)
+    (train_dir / "input.json").write_text(json.dumps({"training": {"numb_steps": 12000}}))
+    (train_dir / "lcurve.out").write_text("# step rmse\n 0 1.0\n 1200 0.5\n")
+    label = {"pfd_step": "label", "stage": 1, "iteration": 2, "pfd_label_keys": ["k"]}
+    states = {
+        1: ("COMPLETED", "pfd label", label),
+        2: ("RUNNING", "pfd label", label),
+        3: ("WAITING", "pfd label", label),
+        4: ("COMPLETED", "pfd distill explore 0", {"pfd_step": "distill"}),
+        5: ("RUNNING", "pfd distill explore 1", {"pfd_step": "distill"}),
+        6: ("RUNNING", "pfd distill train student", {"pfd_step": "distill"}),
+    }
+    line = describe(states, {6: str(tmp_path / "launch")})
+    assert line.startswith("jobs 2/6 done")
+    assert "stage 1, iteration 2: labelling 3 frames (1/3)" in line
+    assert "distillation: teacher MD 2 tasks (1/2)" in line
+    assert "running: distill train student step 1200/12000" in line

@@ -113,7 +113,8 @@ class PFDMaker(Maker):
             initial_job=initial.uuid,
             finetune=finetune.output,
             foundation=ModelLineage(role="foundation", backend=self.finetune.trainer.name,
-                                    base_model=None if base is None else str(base)),
+                                    base_model=None if base is None else str(base),
+                                    sha256=_foundation_sha256(base)),
             distill=None if distill is None else distill.output,
             student_backend=None if self.distill is None else self.distill.student.name,
         )
@@ -149,3 +150,10 @@ class PFDMaker(Maker):
             if estimate > 0.5 * limit:
                 logger.warning("%s of %d-atom cells with %s needs about %.1f GiB of %.1f GiB", what, n_atoms,
                                type(backend).__name__, estimate, limit)
+
+
+def _foundation_sha256(base_model: object) -> str | None:
+    """The recorded SHA-256 of a registry foundation model (None for a path or a built-in one)."""
+    from pfd_atomate.train import foundation
+
+    return foundation.lookup(str(base_model)).sha256 if foundation.is_registered(base_model) else None

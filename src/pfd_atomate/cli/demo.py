@@ -121,8 +121,12 @@ def _setup_logging(run_dir: Path) -> None:
     fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
+    for handler in list(root.handlers):  # the CLI's default console handler: one line per message, not two
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
     for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(run_dir / "demo.log")):
         handler.setFormatter(fmt)
+        handler.setLevel(logging.INFO)  # FireWorks sets its loggers to DEBUG
         root.addHandler(handler)
     for noisy in ("custodian", "matplotlib", "numba", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -47,17 +47,24 @@ def describe(states: dict[int, tuple[str, str, dict[str, Any]]], launch_dirs: di
         step = meta.get("pfd_step")
         if step in ("label", "explore") and ("pfd_label_keys" in meta or step == "explore"):
             by_step.setdefault((meta.get("stage"), meta.get("iteration"), step), []).append(state)
+    distill_md = [state for state, name, meta in states.values()
+                  if meta.get("pfd_step") == "distill" and name.startswith("pfd distill explore")]
     live = [key for key, members in by_step.items() if any(s != "COMPLETED" for s in members)]
     for stage, iteration, step in sorted(live, key=lambda k: (k[1] is None, k[1] or 0)):
         members = by_step[(stage, iteration, step)]
         where = "initial set" if iteration is None else f"stage {stage}, iteration {iteration}"
         what = f"{len(members)} frames" if step == "label" else f"{len(members)} tasks"
         parts.append(f"{where}: {_ACTIONS[step]} {what} ({members.count('COMPLETED')}/{len(members)})")
+    if any(s != "COMPLETED" for s in distill_md):
+        parts.append(f"distillation: teacher MD {len(distill_md)} tasks ({distill_md.count('COMPLETED')}/{len(distill_md)})")
     others = set()
     for fw_id, (state, name, meta) in states.items():
         if state not in ("RUNNING", "RESERVED") or meta.get("pfd_step") in ("label", "explore"):
             continue
-        text = _ACTIONS.get(meta.get("pfd_step"), name)
+        if name.startswith("pfd distill explore"):
+            continue
+        # a distillation job says which part it is ("distill train student"), the others their step
+        text = name.removeprefix("pfd ") if meta.get("pfd_step") == "distill" else _ACTIONS.get(meta.get("pfd_step"), name)
         step = training_progress((launch_dirs or {}).get(fw_id, "")) if "train" in name else None
         others.add(f"{text} {step}" if step else text)
     others = sorted(others)

@@ -45,6 +45,8 @@ from jobflow import Flow, Job, JobStore
 from pfd_atomate.workflows.mongo import MongoServer, die_with_parent, jobstore_spec, start_server
 
 logger = logging.getLogger(__name__)
+#: FireWorks' own console handler: its INFO lines ("Performing db tune-up") repeat what the run reports
+FIREWORKS_LOG_LEVEL = "WARNING"
 
 LAUNCHPAD_DB = "fireworks"
 STORE_DB = "pfd"
@@ -186,7 +188,7 @@ def open_run_store(run_dir: str | Path, lock: bool = True) -> Iterator[tuple[Job
         server = start_server(run_dir / "db", log_path=run_dir / "db.log", stop_with_parent=True)
         store = server.jobstore(STORE_DB)
         store.connect()
-        yield store, launchpad(server.host, server.port, name=LAUNCHPAD_DB), server
+        yield store, launchpad(server.host, server.port, name=LAUNCHPAD_DB, strm_lvl=FIREWORKS_LOG_LEVEL), server
     finally:
         if server is not None:
             server.stop()
@@ -362,7 +364,8 @@ def run_flow(
                         lp.rerun_fw(fw_id)
                         rerun.append(name)
                 logger.info("resuming %s: %d lost jobs run again", run_dir, len(rerun))
-            lp_file = write_launchpad_file(run_dir / "my_launchpad.yaml", server.host, server.port, LAUNCHPAD_DB)
+            lp_file = write_launchpad_file(run_dir / "my_launchpad.yaml", server.host, server.port, LAUNCHPAD_DB,
+                                           strm_lvl=FIREWORKS_LOG_LEVEL)
             jobflow_file = run_dir / "jobflow.yaml"
             jobflow_file.write_text(yaml.safe_dump({"JOB_STORE": jobstore_spec(server.host, server.port, STORE_DB)}))
             env = {**(env or {}), "JOBFLOW_CONFIG_FILE": str(jobflow_file)}
