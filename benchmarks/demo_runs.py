@@ -47,7 +47,7 @@ def run_demo(run_dir: Path, workers: int, full: bool, kill_after: int | None = N
 
     Returns the wall time, whether it was killed, and the last progress line seen.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # lines as they happen: the kill waits for one
     log = (run_dir.parent / f"{run_dir.name}.log").open("a")
     start = time.perf_counter()
     proc = subprocess.Popen(demo_command(run_dir, workers, full), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -56,6 +56,7 @@ def run_demo(run_dir: Path, workers: int, full: bool, kill_after: int | None = N
     assert proc.stdout is not None
     for line in proc.stdout:
         log.write(line)
+        log.flush()
         if "jobs " in line:
             last = line.strip()
         match = LOOP_LABELS.search(line)
