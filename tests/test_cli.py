@@ -253,3 +253,5 @@ def test_progress_line_counts_the_jobs_of_the_running_step(tmp_path):
     assert "stage 1, iteration 2: labelling 3 frames (1/3)" in line
     assert "distillation: teacher MD 2 tasks (1/2)" in line
     assert "running: distill train student step 1200/12000" in line
+    waiting = {k: (("WAITING",) + v[1:] if k == 5 else v) for k, v in states.items()}
+    assert "teacher MD" not in describe(waiting, {})  # not before the teacher MD starts

@@ -55,7 +55,7 @@ def describe(states: dict[int, tuple[str, str, dict[str, Any]]], launch_dirs: di
         where = "initial set" if iteration is None else f"stage {stage}, iteration {iteration}"
         what = f"{len(members)} frames" if step == "label" else f"{len(members)} tasks"
         parts.append(f"{where}: {_ACTIONS[step]} {what} ({members.count('COMPLETED')}/{len(members)})")
-    if any(s != "COMPLETED" for s in distill_md):
+    if any(s in ("RUNNING", "RESERVED") for s in distill_md):
         parts.append(f"distillation: teacher MD {len(distill_md)} tasks ({distill_md.count('COMPLETED')}/{len(distill_md)})")
     others = set()
     for fw_id, (state, name, meta) in states.items():
@@ -120,7 +120,7 @@ class ProgressPrinter:
         if self._status is not None:
             self._status.update(line)
         elif view.states != self._last_states and line != self._last:
-            self.console.print(f"[dim]{line}[/dim]")
+            self.console.print(f"[dim]{line}[/dim]", soft_wrap=True)  # one line per state, unwrapped in a log
         self._last, self._last_states = line, dict(view.states)
         rows = queries.iteration_tests(view.store, view.flow_uuid)
         if len(rows) > self._n_tests:
