@@ -55,6 +55,7 @@ def small_pfd_maker() -> PFDMaker:
         distill=DistillMaker(
             student=student,
             task_groups=[TaskGroup(temperatures=[700.0], ensemble="nvt", n_steps=60, time_step=2.0, traj_interval=2)],
+            perturb=PerturbMaker(n_frames=6, cell_pert_fraction=0.03, atom_pert_distance=0.15, seed=5),
             test_fraction=0.2,
         ),
     )
@@ -156,6 +157,24 @@ def test_student_learnt_from_teacher(pfd_run):
     # a student that learnt nothing would sit near the force scale of 700 K Cu frames (~0.5-1 eV/Å)
     assert st["force_rmse"] < 0.3
     assert report["n_distill_frames"] > 10
+
+
+def test_teacher_labels_md_rattled_and_initial_frames(pfd_run):
+    """The teacher labels its MD frames, the distillation's rattled frames and the perturbed initial
+    frames: every candidate is counted."""
+    _, _, store, _, report = pfd_run
+    store.connect()
+
+    def output(name, field):
+        (doc,) = store.query({"name": name}, properties=["uuid"])
+        return store.get_output(doc["uuid"], load=True)[field]
+
+    md_names = {d["name"] for d in store.query({"name": {"$regex": "^pfd distill explore"}}, properties=["name"])}
+    n_md = sum(len(output(name, "frames")["frames"]) for name in md_names)
+    rattled = output("pfd distill perturb", "dataset")["frames"]
+    assert len(rattled) == 6
+    n_candidates = output("pfd distill teacher label", "n_candidates")
+    assert n_candidates == n_md + len(rattled) + report["n_initial_labels"]
 
 
 def test_bad_input_fails_before_any_job(tmp_path):

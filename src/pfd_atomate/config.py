@@ -243,7 +243,9 @@ FinetuneConfig = section(FinetuneMaker, "FinetuneConfig", exclude=("name", "labe
                          overrides={"trainer": (TrainerConfig, Field(default_factory=DeepMDConfig)),
                                     "select": (SelectConfig, Field(default_factory=SelectConfig))})
 DistillConfig = section(DistillMaker, "DistillConfig", exclude=("name", "teacher", "md_maker"),
-                        overrides={"student": (StudentConfig, Field(default_factory=StudentConfig))})
+                        overrides={"student": (StudentConfig, Field(default_factory=StudentConfig)),
+                                   "perturb": (Union[PerturbConfig, None], Field(
+                                       None, description="rattled frames for the teacher to label (null: MD only)"))})
 
 
 class PFDConfig(_Section):

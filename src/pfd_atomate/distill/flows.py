@@ -15,6 +15,7 @@ from pfd_atomate.distill.jobs import gather_distill, teacher_label
 from pfd_atomate.evaluate.jobs import EvaluateMaker, compare_models
 from pfd_atomate.explore.jobs import ExploreMaker, explore_task_jobs
 from pfd_atomate.explore.schemas import TaskGroup
+from pfd_atomate.perturb.jobs import PerturbMaker
 from pfd_atomate.presets import distillation_task_groups, se_e2_a_student
 from pfd_atomate.select.filters import FrameFilter
 from pfd_atomate.train.base import TrainerBackend
@@ -38,6 +39,10 @@ class DistillMaker(Maker):
     task_groups: MD of the teacher; default :func:`pfd_atomate.presets.distillation_task_groups`.
     md_maker: atomate2 ``ForceFieldMDMaker`` template.
     md_supercell: supercell of the input structures for the teacher MD.
+    perturb: strained and rattled copies of the input structures for the teacher to label too
+        (None: MD frames only, as in the PFD paper). MD at working temperatures rarely brings two
+        atoms as close as a strongly rattled frame does; without such frames the student
+        extrapolates there (the teacher does not: it was pre-trained on them).
     frame_filter: pre-label filters for teacher frames.
     max_frames: cap on teacher-labelled frames.
     test_fraction: share of teacher frames held out.
@@ -52,6 +57,7 @@ class DistillMaker(Maker):
         default_factory=lambda: ForceFieldMDMaker(force_field_name="DeepMD", store_trajectory="no")
     )
     md_supercell: tuple[int, int, int] | None = None
+    perturb: PerturbMaker | None = None
     frame_filter: FrameFilter = field(default_factory=FrameFilter)
     max_frames: int | None = None
     test_fraction: float = 0.1
@@ -104,10 +110,16 @@ class DistillMaker(Maker):
             seed=self.seed,
             supercell=self.md_supercell,
         )
+        candidates = [md.output.frames for md in jobs] + list(extra_frames)
+        if self.perturb is not None:
+            rattled = self.perturb.make(structures)
+            rattled.name = "pfd distill perturb"
+            jobs.append(rattled)
+            candidates.append(rattled.output.dataset)
         label = teacher_label(
             self.teacher,
             teacher_model,
-            [md.output.frames for md in jobs] + list(extra_frames),
+            candidates,
             frame_filter=self.frame_filter,
             max_frames=self.max_frames,
             test_fraction=self.test_fraction,
