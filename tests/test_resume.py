@@ -71,7 +71,11 @@ def killed_and_resumed(tmp_path_factory):
         time.sleep(1)  # nothing may change once the launcher is gone
         assert lp.get_fw_dict_by_id(running["fw_id"])["state"] == state_after_kill
 
-        # the commands of docs/workflows.md: find the lost run, rerun it, launch again
+        # the commands of docs/workflows.md: release a lock the dead launcher held (if the kill landed
+        # inside a workflow update), find the lost run, rerun it, launch again
+        if lp.workflows.find_one({"nodes": running["fw_id"], "locked": {"$exists": True}}):
+            subprocess.run([str(BIN / "lpad"), "-l", str(lp_file), "admin", "unlock", "-i", str(running["fw_id"])],
+                           capture_output=True, text=True, env=worker_env(), timeout=120, check=True)
         detect = subprocess.run(
             [str(BIN / "lpad"), "-l", str(lp_file), "detect_lostruns", "--time", "0", "--rerun"],
             capture_output=True, text=True, env=worker_env(), timeout=300, check=True)
