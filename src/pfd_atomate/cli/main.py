@@ -43,7 +43,18 @@ HARMLESS_WARNINGS = (
     (UserWarning, r".*pin_memory.*no accelerator.*"),  # torch DataLoader on a CPU
     (UserWarning, r".*No tensor product accelerator.*"),  # SevenNet
     (UserWarning, r".*contains an Flow or Job as an input.*"),
+    (UserWarning, r".*Converting a tensor with requires_grad=True to a scalar.*"),  # chgnet's volume tensor
 )
+#: upstream loggers whose warnings are advice, not news: deepmd-kit's thread and batch-size hints,
+#: torch's "Triton not available" on a CPU build
+HARMLESS_LOGGERS = ("deepmd.env", "deepmd.utils.batch_size", "torch._library.triton")
+
+
+class _OwnInfoOrWarnings(logging.Filter):
+    """pfd_atomate's INFO lines, everybody's warnings and errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.startswith("pfd_atomate")
 
 
 def _quiet_upstream() -> None:
@@ -51,8 +62,13 @@ def _quiet_upstream() -> None:
         warnings.filterwarnings("ignore", message=message, category=category)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # the workers, too
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        # FireWorks sets its loggers to DEBUG: on the console, other libraries' warnings only
+        handler.addFilter(_OwnInfoOrWarnings())
     for name in ("pfd_atomate",):
         logging.getLogger(name).setLevel(logging.INFO)
+    for name in HARMLESS_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -103,7 +103,7 @@ def write_report(store, flow_uuid: str, out_dir: Path, held_out_file: Path | Non
     else:
         where = report["datasets"]["held_out_dft"]
         held_out = fetch_dataset(store, where["job_uuid"], where["field"])
-        source = "the run's last iteration set (never trained on)"
+        source = "the run's last iteration set, never trained on"
     metrics, predictions = evaluate_models(store, report, held_out)
     plots = [parity_plot(held_out, predictions, out_dir / "parity.png",
                          title=f"{report['formula']}: {len(held_out)} held-out DFT frames").name,
