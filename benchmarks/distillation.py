@@ -37,7 +37,7 @@ def errors(backend, model, reference) -> dict:
     from pfd_atomate.evaluate.metrics import frame_errors
 
     err = frame_errors(reference, backend.predict(model, reference))
-    return {"energy_rmse": err.energy_rmse, "energy_rmse_offset_removed": float(np.std(err.frame_energy_error)),
+    return {"energy_rmse": err.energy_rmse, "energy_rmse_offset_removed": err.energy_rmse_offset_removed,
             "force_rmse": err.force_rmse, "n_frames": len(reference)}
 
 

@@ -35,8 +35,7 @@ def errors_of(test, pred) -> dict[str, float]:
     from pfd_atomate.evaluate.metrics import frame_errors
 
     err = frame_errors(test, pred)
-    e = np.asarray(err.frame_energy_error)
-    return {"energy_rmse": err.energy_rmse, "energy_rmse_offset_removed": float(np.sqrt(np.mean((e - e.mean()) ** 2))),
+    return {"energy_rmse": err.energy_rmse, "energy_rmse_offset_removed": err.energy_rmse_offset_removed,
             "force_rmse": err.force_rmse}
 
 

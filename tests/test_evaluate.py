@@ -42,6 +42,8 @@ def test_frame_errors_hand_computed(tiny_pair):
     assert err.energy_mae == pytest.approx((0.005 + 0.002) / 2)
     assert err.force_rmse == pytest.approx(np.sqrt((0.3**2 + 0.4**2 + 0.3**2) / 9))
     assert err.force_mae == pytest.approx((0.3 + 0.4 + 0.3) / 9)
+    # errors 0.005 and -0.002 around their mean 0.0015: what is left once a constant reference shift is removed
+    assert err.energy_rmse_offset_removed == pytest.approx(0.0035)
 
     m = err.to_metrics(frame_energy=0.003, frame_force=0.18)
     # frame 0: |e| = 0.005 > 0.003; frame 1: |e| = 0.002, force RMSE 0.173 <= 0.18

@@ -52,6 +52,12 @@ class FrameErrors:
         return float(np.sqrt(np.mean(self.frame_energy_error**2)))
 
     @property
+    def energy_rmse_offset_removed(self) -> float:
+        """RMSE of the energy per atom after removing the mean error, eV/atom: a model whose energies
+        sit on another reference (a foundation model against this DFT) is compared on shape alone."""
+        return float(np.std(self.frame_energy_error))
+
+    @property
     def energy_mae(self) -> float:
         """Mean absolute energy error per atom over frames, eV/atom."""
         return float(np.mean(np.abs(self.frame_energy_error)))
