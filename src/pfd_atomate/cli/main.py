@@ -64,7 +64,8 @@ def _quiet_upstream() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for handler in logging.getLogger().handlers:
         # FireWorks sets its loggers to DEBUG: on the console, other libraries' warnings only
-        handler.addFilter(_OwnInfoOrWarnings())
+        if not any(isinstance(f, _OwnInfoOrWarnings) for f in handler.filters):  # once per handler
+            handler.addFilter(_OwnInfoOrWarnings())
     for name in ("pfd_atomate",):
         logging.getLogger(name).setLevel(logging.INFO)
     for name in HARMLESS_LOGGERS:
