@@ -255,3 +255,28 @@ def test_progress_line_counts_the_jobs_of_the_running_step(tmp_path):
     assert "running: distill train student step 1200/12000" in line
     waiting = {k: (("WAITING",) + v[1:] if k == 5 else v) for k, v in states.items()}
     assert "teacher MD" not in describe(waiting, {})  # not before the teacher MD starts
+
+
+def test_console_filter_on_a_fresh_process_and_never_on_a_hosts_handlers(tmp_path, caplog):
+    """The CLI's console shows our INFO and others' warnings only; a host's own handlers (pytest's caplog, shared
+    across tests) stay untouched, so other libraries' INFO records still reach them after a ``pfd`` command."""
+    import logging
+    import subprocess
+    import sys
+
+    script = textwrap.dedent("""
+        import logging
+        from pfd_atomate.cli.main import _quiet_upstream
+        _quiet_upstream()
+        logging.getLogger("fireworks.core").setLevel(logging.DEBUG)
+        logging.getLogger("fireworks.core").info("upstream-info")
+        logging.getLogger("fireworks.core").warning("upstream-warning")
+        logging.getLogger("pfd_atomate.x").info("own-info")
+    """)
+    err = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stderr
+    assert "own-info" in err and "upstream-warning" in err and "upstream-info" not in err
+
+    assert invoke("status", str(tmp_path / "no-run"))[0] == 2  # a command that sets up the console
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("jobflow.core.job").info("jobflow-info-after-cli")
+    assert "jobflow-info-after-cli" in caplog.text

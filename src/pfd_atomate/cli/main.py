@@ -61,11 +61,15 @@ def _quiet_upstream() -> None:
     for category, message in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # the workers, too
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        # FireWorks sets its loggers to DEBUG: on the console, other libraries' warnings only
-        if not any(isinstance(f, _OwnInfoOrWarnings) for f in handler.filters):  # once per handler
-            handler.addFilter(_OwnInfoOrWarnings())
+    root = logging.getLogger()
+    if not root.handlers:
+        # as logging.basicConfig, only where nobody configured logging: a host (pytest, a notebook) keeps its own
+        # handlers untouched. FireWorks sets its loggers to DEBUG: on our console, other libraries' warnings only.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        handler.addFilter(_OwnInfoOrWarnings())
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
     for name in ("pfd_atomate",):
         logging.getLogger(name).setLevel(logging.INFO)
     for name in HARMLESS_LOGGERS:
