@@ -244,16 +244,19 @@ def test_progress_line_counts_the_jobs_of_the_running_step(tmp_path):
         1: ("COMPLETED", "pfd label", label),
         2: ("RUNNING", "pfd label", label),
         3: ("WAITING", "pfd label", label),
+        # an MD task: its launcher (4, 5) is replaced by atomate2's MD job of the same name (7, 8)
         4: ("COMPLETED", "pfd distill explore 0", {"pfd_step": "distill"}),
-        5: ("RUNNING", "pfd distill explore 1", {"pfd_step": "distill"}),
+        5: ("COMPLETED", "pfd distill explore 1", {"pfd_step": "distill"}),
         6: ("RUNNING", "pfd distill train student", {"pfd_step": "distill"}),
+        7: ("COMPLETED", "pfd distill explore 0", {"pfd_step": "distill"}),
+        8: ("RUNNING", "pfd distill explore 1", {"pfd_step": "distill"}),
     }
-    line = describe(states, {6: str(tmp_path / "launch")})
+    line = describe(states, {6: str(tmp_path / "launch")})  # the launchers are not counted
     assert line.startswith("jobs 2/6 done")
     assert "stage 1, iteration 2: labelling 3 frames (1/3)" in line
     assert "distillation: teacher MD 2 tasks (1/2)" in line
     assert "running: distill train student step 1200/12000" in line
-    waiting = {k: (("WAITING",) + v[1:] if k == 5 else v) for k, v in states.items()}
+    waiting = {k: (("WAITING",) + v[1:] if k == 8 else v) for k, v in states.items()}
     assert "teacher MD" not in describe(waiting, {})  # not before the teacher MD starts
 
 

@@ -16,6 +16,7 @@ from pymatgen.core import Lattice, Structure
 from pfd_atomate.distill.flows import DistillMaker
 from pfd_atomate.evaluate.metrics import frame_errors
 from pfd_atomate.evaluate.schemas import ConvergenceCriteria
+from pfd_atomate.explore.frames import md_frames
 from pfd_atomate.explore.schemas import Stage, TaskGroup
 from pfd_atomate.finetune.jobs import FinetuneMaker
 from pfd_atomate.flows import PFDMaker
@@ -169,8 +170,16 @@ def test_teacher_labels_md_rattled_and_initial_frames(pfd_run):
         (doc,) = store.query({"name": name}, properties=["uuid"])
         return store.get_output(doc["uuid"], load=True)[field]
 
-    md_names = {d["name"] for d in store.query({"name": {"$regex": "^pfd distill explore"}}, properties=["name"])}
-    n_md = sum(len(output(name, "frames")["frames"]) for name in md_names)
+    # each MD task: a launcher job replaced by atomate2's ForceFieldMDMaker job under the same uuid
+    md_uuids = {d["uuid"] for d in store.query({"name": {"$regex": "^pfd distill explore"}}, properties=["uuid"])}
+    md_docs = [store.get_output(uuid, load=True) for uuid in md_uuids]
+    assert all(d["@class"] == "ForceFieldTaskDocument" for d in md_docs)
+    n_md = sum(len(md_frames(d)) for d in md_docs)
+    assert n_md == sum(len(d["objects"]["trajectory"]["coords"]) - 1 for d in md_docs)  # all but the start
+    teacher_sha = {m["role"]: m for m in report["lineage"]}["teacher"]["sha256"]
+    for uuid in md_uuids:  # the MD job says which model drove it, and where
+        (last,) = store.query({"uuid": uuid}, properties=["metadata", "index"], sort={"index": -1}, limit=1)
+        assert last["metadata"]["pfd_model_sha256"] == teacher_sha and last["metadata"]["pfd_device"] == "cpu"
     rattled = output("pfd distill perturb", "dataset")["frames"]
     assert len(rattled) == 6
     n_candidates = output("pfd distill teacher label", "n_candidates")

@@ -35,9 +35,23 @@ def training_progress(launch_dir: str) -> str | None:
     return f"step {lines[-1].split()[0]}/{total}" if lines else f"step 0/{total}"
 
 
+def _is_md_task(name: str, meta: dict[str, Any]) -> bool:
+    return meta.get("pfd_step") == "explore" or name.startswith("pfd distill explore")
+
+
+def _newest_md_tasks(states: dict[int, tuple[str, str, dict[str, Any]]]) -> dict[int, tuple[str, str, dict[str, Any]]]:
+    """An MD task is a launcher job replaced by atomate2's MD job of the same name: count it once, as its newest."""
+    newest: dict[str, int] = {}
+    for fw_id, (_, name, meta) in states.items():
+        if _is_md_task(name, meta):
+            newest[name] = max(fw_id, newest.get(name, fw_id))
+    return {fw_id: v for fw_id, v in states.items() if not _is_md_task(v[1], v[2]) or newest[v[1]] == fw_id}
+
+
 def describe(states: dict[int, tuple[str, str, dict[str, Any]]], launch_dirs: dict[int, str] | None = None) -> str:
     """One line: jobs done, and for the newest iteration (or the distillation) what runs, with counts
     (and a running training's step, read from the folders in ``launch_dirs``)."""
+    states = _newest_md_tasks(states)
     counts = Counter(state for state, _, _ in states.values())
     done, total = counts.get("COMPLETED", 0), len(states)
     parts = [f"jobs {done}/{total} done"]

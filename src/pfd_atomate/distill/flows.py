@@ -54,7 +54,7 @@ class DistillMaker(Maker):
     student: TrainerBackend = field(default_factory=se_e2_a_student)
     task_groups: list[TaskGroup] = field(default_factory=distillation_task_groups)
     md_maker: ForceFieldMDMaker = field(
-        default_factory=lambda: ForceFieldMDMaker(force_field_name="DeepMD", store_trajectory="no")
+        default_factory=lambda: ForceFieldMDMaker(force_field_name="DeepMD", store_trajectory="partial")
     )
     md_supercell: tuple[int, int, int] | None = None
     perturb: PerturbMaker | None = None
@@ -110,7 +110,7 @@ class DistillMaker(Maker):
             seed=self.seed,
             supercell=self.md_supercell,
         )
-        candidates = [md.output.frames for md in jobs] + list(extra_frames)
+        candidates = [md.output for md in jobs] + list(extra_frames)
         if self.perturb is not None:
             rattled = self.perturb.make(structures)
             rattled.name = "pfd distill perturb"

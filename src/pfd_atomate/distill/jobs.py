@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from jobflow import job
 
-from pfd_atomate.data import Dataset, ModelFile, as_dataset, as_model_file
+from pfd_atomate.data import Dataset, ModelFile, as_model_file
 from pfd_atomate.evaluate.schemas import TestMetrics
+from pfd_atomate.explore.frames import candidate_frames
 from pfd_atomate.distill.schemas import DistillOutput, TeacherLabelOutput
 from pfd_atomate.select.filters import FrameFilter
 from pfd_atomate.train.base import TrainerBackend
@@ -22,7 +24,7 @@ logger = logging.getLogger(__name__)
 def teacher_label(
     backend: TrainerBackend,
     model: ModelFile,
-    candidates: Sequence[Dataset | None],
+    candidates: Sequence[Any],
     frame_filter: FrameFilter | None = None,
     max_frames: int | None = None,
     test_fraction: float = 0.1,
@@ -34,7 +36,7 @@ def teacher_label(
     ----------
     backend: backend of the teacher model.
     model: the fine-tuned teacher.
-    candidates: frame sets from the teacher's MD.
+    candidates: the teacher's MD task documents (``ForceFieldTaskDocument``) and further datasets.
     frame_filter: drop non-physical frames first.
     max_frames: keep at most this many frames (random subset).
     test_fraction: fraction held out to test the student against the teacher, in (0, 1).
@@ -47,7 +49,7 @@ def teacher_label(
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     model = as_model_file(model)
-    pool = Dataset.concat([as_dataset(c) for c in candidates], name="teacher candidates")
+    pool = Dataset.concat([candidate_frames(c) for c in candidates], name="teacher candidates")
     kept, rejected = (frame_filter or FrameFilter()).apply(pool)
     if len(kept) == 0:
         raise ValueError(f"no teacher frame left: {len(pool)} candidates, rejected {rejected}")

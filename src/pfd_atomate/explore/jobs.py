@@ -3,79 +3,81 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from ase import units
 from atomate2.forcefields.md import ForceFieldMDMaker
-from jobflow import Maker, job
+from jobflow import Job, Maker
 from pymatgen.core import Structure
 
-from pfd_atomate.data import Dataset, Frame, ModelFile, as_model_file
-from pfd_atomate.explore.schemas import ExploreOutput, TaskGroup
+from pfd_atomate.data import ModelFile
+from pfd_atomate.explore.schemas import TaskGroup
 from pfd_atomate.train.base import TrainerBackend
-
-logger = logging.getLogger(__name__)
-
-
-
-def trajectory_frames(trajectory, source: str) -> tuple[list[Frame], list[float]]:
-    """Frames (unlabelled) and kinetic temperatures (K) from an atomate2 ``AseResult`` trajectory.
-
-    Handles both ASE-style trajectories (list of ``Atoms``) and pymatgen ``Trajectory``.
-    """
-    frames: list[Frame] = []
-    temps: list[float] = []
-    if hasattr(trajectory, "frame_properties") or hasattr(trajectory, "get_structure"):
-        for i in range(len(trajectory)):
-            structure = trajectory.get_structure(i)
-            frames.append(Frame.from_structure(structure, source=source))
-            props = (trajectory.frame_properties or [{}] * len(trajectory))[i] if trajectory.frame_properties else {}
-            if "temperature" in props:
-                temps.append(float(props["temperature"]))
-    else:
-        for atoms in trajectory:
-            frames.append(Frame.from_atoms(atoms, source=source, with_labels=False))
-            if atoms.get_velocities() is not None:
-                temps.append(float(atoms.get_temperature()))
-    return frames, temps
-
-
-def atomate2_force_field_name(name):
-    """atomate2 wants a dotted calculator path as a monty dict; MLFF names pass through."""
-    if isinstance(name, str) and "." in name and not name.startswith("MLFF."):
-        module, _, attr = name.rpartition(".")
-        return {"@module": module, "@callable": attr}
-    return name
+from pfd_atomate.train.with_model import run_with_model
 
 
 @dataclass
 class ExploreMaker(Maker):
     """Explore with MD driven by a trained model (PFD step 3).
 
-    The MD itself is atomate2's :class:`ForceFieldMDMaker` (``md_maker``: thermostat,
-    barostat and any ASE options can be set there); this Maker sets temperature, pressure,
-    ensemble and length per task, and points the force field at the model file it is given
-    (fetched from the JobStore, so the job runs on any worker).
+    The MD is atomate2's own :class:`ForceFieldMDMaker` job (``md_maker``: thermostat, barostat
+    and any ASE options can be set there), run through
+    :func:`~pfd_atomate.train.with_model.run_with_model` with the stored model; its output is
+    atomate2's ``ForceFieldTaskDocument`` whose ``objects["trajectory"]`` (pymatgen
+    ``Trajectory``, in the ``data`` store) holds the frames. This Maker sets temperature,
+    pressure, ensemble and length per task; read the frames with
+    :func:`~pfd_atomate.explore.frames.md_frames`.
 
     Parameters
     ----------
     name: job name.
     backend: trainer backend that knows how to build a calculator for the model.
-    md_maker: template for the MD runs.
+    md_maker: template for the MD runs (a trajectory is always stored: it is what exploration is for).
     """
 
     name: str = "pfd explore"
     backend: TrainerBackend = field(default=None)  # type: ignore[assignment]
     md_maker: ForceFieldMDMaker = field(
-        default_factory=lambda: ForceFieldMDMaker(force_field_name="DeepMD", store_trajectory="no")
+        default_factory=lambda: ForceFieldMDMaker(force_field_name="DeepMD", store_trajectory="partial")
     )
 
-    @job(output_schema=ExploreOutput, data=["frames"])
+    def md_task(self, task_group: TaskGroup, temperature: float, pressure: float | None = None,
+                seed: int | None = None) -> ForceFieldMDMaker:
+        """The ``ForceFieldMDMaker`` of one task (K, GPa; model not set yet).
+
+        NVT defaults to Langevin and NPT to Berendsen dynamics with the task group's time
+        constants (atomate2's default NPT dynamics needs damping constants it does not set).
+        """
+        tg = task_group
+        md_kwargs = dict(self.md_maker.ase_md_kwargs or {})
+        dynamics = self.md_maker.dynamics
+        if tg.ensemble == "npt" and dynamics is None:
+            dynamics = "berendsen"
+            md_kwargs.setdefault("taut", tg.thermostat_time * units.fs)
+            md_kwargs.setdefault("taup", tg.barostat_time * units.fs)
+            md_kwargs.setdefault("compressibility_au", 1.0 / (tg.bulk_modulus * units.GPa))
+        elif tg.ensemble == "nvt" and dynamics is None:
+            dynamics = "langevin"
+            md_kwargs.setdefault("friction", 1.0 / (tg.thermostat_time * units.fs))
+        label = f"md:{tg.ensemble}:T{temperature:g}" + ("" if pressure is None else f":P{pressure:g}")
+        return dataclasses.replace(
+            self.md_maker,
+            ensemble=tg.ensemble,
+            dynamics=dynamics,
+            ase_md_kwargs=md_kwargs,
+            temperature=temperature,
+            # GPa -> atomate2's kbar
+            pressure=None if pressure is None or tg.ensemble == "nvt" else pressure * units.GPa / (1e3 * units.bar),
+            n_steps=tg.n_steps,
+            time_step=tg.time_step,
+            traj_interval=tg.traj_interval,
+            mb_velocity_seed=seed,
+            store_trajectory="partial",  # the frames are what exploration is for
+            tags=[*(self.md_maker.tags or []), label],  # md_frames names the frames' source after it
+        )
+
     def make(
         self,
         model: ModelFile,
@@ -84,8 +86,8 @@ class ExploreMaker(Maker):
         pressure: float | None = None,
         task_group: TaskGroup | None = None,
         seed: int | None = None,
-    ) -> ExploreOutput:
-        """Run one MD task and return its frames.
+    ) -> Job:
+        """One MD task: a job whose output becomes atomate2's ``ForceFieldTaskDocument``.
 
         Parameters
         ----------
@@ -96,61 +98,13 @@ class ExploreMaker(Maker):
         task_group: MD settings (ensemble, n_steps, time step fs, trajectory interval).
         seed: seed of the Maxwell-Boltzmann initial velocities.
 
-        Raises
-        ------
-        ValueError: model missing or elements unknown to the model.
+        The job raises ``ValueError`` when it runs if the model is missing or does not know the
+        structure's elements (checked before any MD step).
         """
-        model = as_model_file(model)
-        if model is None:
-            raise ValueError("exploration needs a model; the upstream training produced none")
-        self.backend.check_elements(sorted({s.symbol for s in structure.species}), model=model)
-        tg = task_group or TaskGroup(temperatures=[temperature])
-        force_field_name, calc_kwargs = self.backend.force_field_spec(model)
-        md_kwargs = dict(self.md_maker.ase_md_kwargs or {})
-        dynamics = self.md_maker.dynamics
-        if tg.ensemble == "npt" and dynamics is None:
-            # atomate2's default npt dynamics (MTK chain) needs damping constants it does not set
-            dynamics = "berendsen"
-            md_kwargs.setdefault("taut", tg.thermostat_time * units.fs)
-            md_kwargs.setdefault("taup", tg.barostat_time * units.fs)
-            md_kwargs.setdefault("compressibility_au", 1.0 / (tg.bulk_modulus * units.GPa))
-        elif tg.ensemble == "nvt" and dynamics is None:
-            dynamics = "langevin"
-            md_kwargs.setdefault("friction", 1.0 / (tg.thermostat_time * units.fs))
-        md = dataclasses.replace(
-            self.md_maker,
-            force_field_name=atomate2_force_field_name(force_field_name),
-            calculator_kwargs={**self.md_maker.calculator_kwargs, **calc_kwargs},
-            calculator_meta=None,
-            ensemble=tg.ensemble,
-            dynamics=dynamics,
-            ase_md_kwargs=md_kwargs,
-            temperature=temperature,
-            pressure=None if pressure is None or tg.ensemble == "nvt" else pressure * units.GPa / (1e3 * units.bar),  # GPa -> atomate2's kBar
-            n_steps=tg.n_steps,
-            time_step=tg.time_step,
-            traj_interval=tg.traj_interval,
-            mb_velocity_seed=seed,
-        )
-        label = f"md:{tg.ensemble}:T{temperature:g}" + ("" if pressure is None else f":P{pressure:g}")
-        logger.info("exploring %s %s for %d steps", structure.composition.reduced_formula, label, tg.n_steps)
-        start = time.perf_counter()
-        result = md.run_ase(structure)
-        wall = time.perf_counter() - start
-        frames, temps = trajectory_frames(result.trajectory, source=label)
-        frames = frames[1:]  # the first frame is the starting structure
-        logger.info("MD %s: %d frames in %.1f s", label, len(frames), wall)
-        return ExploreOutput(
-            frames=Dataset(frames=frames, name=label),
-            temperature=temperature,
-            pressure=pressure,
-            ensemble=tg.ensemble,
-            n_steps=tg.n_steps,
-            model_sha256=model.sha256,
-            mean_temperature=float(np.mean(temps[1:])) if len(temps) > 1 else None,
-            wall_time_s=wall,
-            device=self.backend.compute_device,
-        )
+        md = self.md_task(task_group or TaskGroup(temperatures=[temperature]), temperature, pressure, seed)
+        task = run_with_model(md, self.backend, model, structure)
+        task.name = self.name
+        return task
 
 
 def explore_task_jobs(

@@ -1,4 +1,4 @@
-"""Exploration task groups and the output of exploration jobs."""
+"""Exploration task groups and stages (the MD output is atomate2's ``ForceFieldTaskDocument``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pfd_atomate.data import Dataset
 
 
 class TaskGroup(BaseModel):
@@ -49,17 +48,3 @@ class Stage(BaseModel):
 
     task_groups: list[TaskGroup]
     name: str = ""
-
-
-class ExploreOutput(BaseModel):
-    """Frames sampled from one MD run (``frames`` lives in the ``data`` store)."""
-
-    frames: Dataset = Field(description="MD frames, unlabelled")
-    temperature: float = Field(description="K")
-    pressure: float | None = Field(None, description="GPa (npt)")
-    ensemble: str
-    n_steps: int
-    model_sha256: str
-    mean_temperature: float | None = Field(None, description="mean kinetic temperature of kept frames, K")
-    wall_time_s: float
-    device: str = Field("cpu", description="where the MD's model ran: 'cpu' or 'cuda'")

@@ -68,7 +68,7 @@ class FinetuneMaker(Maker):
     trainer: TrainerBackend = field(default_factory=dpa4_teacher)
     stages: list[Stage] = field(default_factory=exploration_stages)
     md_maker: ForceFieldMDMaker = field(
-        default_factory=lambda: ForceFieldMDMaker(force_field_name="DeepMD", store_trajectory="no")
+        default_factory=lambda: ForceFieldMDMaker(force_field_name="DeepMD", store_trajectory="partial")
     )
     md_supercell: tuple[int, int, int] | None = None
     select: SelectMaker = field(default_factory=SelectMaker)
@@ -286,7 +286,7 @@ def _next_iteration(maker: FinetuneMaker, structures: list[Structure], state: Lo
         md.update_metadata({"pfd_step": "explore", **where}, dynamic=False)
     jobs.extend(explores)
 
-    select = maker.select.make([e.output.frames for e in explores], reference=list(state.train_sets))
+    select = maker.select.make([e.output for e in explores], reference=list(state.train_sets))
     select.name = f"pfd select {tag}"
     select.update_metadata({"pfd_step": "select", **where}, dynamic=False)
     label = maker.label.make(select.output.dataset)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from jobflow import Maker, job
 
 from pfd_atomate.checks import check_choice, check_int, check_number
 from pfd_atomate.data import Dataset, as_dataset
+from pfd_atomate.explore.frames import candidate_frames
 from pfd_atomate.select.entropy import entropy_select
 from pfd_atomate.select.filters import FrameFilter
 from pfd_atomate.select.sampling import random_select
@@ -59,19 +60,20 @@ class SelectMaker(Maker):
             self.frame_filter = FrameFilter.model_validate(self.frame_filter)
 
     @job(output_schema=SelectOutput, data=["dataset"])
-    def make(self, candidates: Sequence[Dataset | None], reference: Sequence[Dataset | None] = ()) -> SelectOutput:
+    def make(self, candidates: Sequence[Any], reference: Sequence[Dataset | None] = ()) -> SelectOutput:
         """Select frames from the union of ``candidates``.
 
         Parameters
         ----------
-        candidates: candidate frame sets (e.g. one per MD run); ``None`` entries are skipped.
+        candidates: candidate frames: atomate2 MD task documents (``ForceFieldTaskDocument``, read by
+            :func:`~pfd_atomate.explore.frames.md_frames`) or datasets; ``None`` entries are skipped.
         reference: data the selection should be novel against (all training data so far).
 
         Raises
         ------
         ValueError: no candidate frame is left after the filters (empty selection).
         """
-        pool = Dataset.concat([as_dataset(c) for c in candidates], name="candidates")
+        pool = Dataset.concat([candidate_frames(c) for c in candidates], name="candidates")
         ref = Dataset.concat([as_dataset(r) for r in reference], name="reference")
         kept, rejected = self.frame_filter.apply(pool)
         logger.info("selection: %d candidates, %d after filters %s", len(pool), len(kept), rejected)

@@ -1,0 +1,79 @@
+"""The one seam between a model in the JobStore and atomate2's force-field Makers.
+
+atomate2 takes the force field as a Maker setting (``force_field_name``, ``calculator_kwargs``),
+not as a job input, while a PFD model is the output of an earlier job. :func:`run_with_model`
+closes that gap once for every force-field Maker (``ForceFieldMDMaker``, ``ForceFieldStaticMaker``,
+...): it materializes the stored model on the worker, points a copy of the Maker at the file and
+replaces itself with that Maker's own job. The result under this job's uuid is atomate2's task
+document (e.g. ``ForceFieldTaskDocument``), so users query it as any atomate2 force-field run.
+
+The replacing job reads the model from the worker's model cache (``$PFD_MODEL_CACHE``): the
+workers of one run share that folder, as atomate2's jobs share their run folders (``prev_dir``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jobflow import CURRENT_JOB, Maker, Response, job
+from pymatgen.core import Structure
+
+from pfd_atomate.data import ModelFile, as_model_file
+from pfd_atomate.train.base import TrainerBackend
+
+
+def atomate2_force_field_name(name):
+    """atomate2 wants a dotted calculator path as a monty dict; MLFF names pass through."""
+    if isinstance(name, str) and "." in name and not name.startswith("MLFF."):
+        module, _, attr = name.rpartition(".")
+        return {"@module": module, "@callable": attr}
+    return name
+
+
+def with_model(maker: Maker, backend: TrainerBackend, model: ModelFile) -> Maker:
+    """A copy of the atomate2 force-field ``maker`` whose calculator is ``model`` (materialized here).
+
+    Raises
+    ------
+    ValueError: ``maker`` is not a force-field Maker, or ``model`` belongs to another backend.
+    """
+    if not hasattr(maker, "calculator_kwargs") or not hasattr(maker, "force_field_name"):
+        raise ValueError(f"{type(maker).__name__} is not an atomate2 force-field Maker (no force_field_name)")
+    force_field_name, calculator_kwargs = backend.force_field_spec(model)
+    return dataclasses.replace(
+        maker,
+        force_field_name=atomate2_force_field_name(force_field_name),
+        calculator_kwargs={**maker.calculator_kwargs, **calculator_kwargs},
+        calculator_meta=None,  # derived again from force_field_name
+    )
+
+
+@job
+def run_with_model(maker: Maker, backend: TrainerBackend, model: ModelFile, structure: Structure) -> Response:
+    """Run the atomate2 force-field ``maker`` on ``structure`` with a stored ``model``.
+
+    Parameters
+    ----------
+    maker: an atomate2 force-field Maker (its ``force_field_name`` and calculator are replaced).
+    backend: the backend that reads ``model`` (it knows the ASE calculator).
+    model: the model (usually an ``OutputReference`` to a training job's ``model``).
+    structure: the input structure of the Maker's job.
+
+    Returns
+    -------
+    ``Response(replace=<the Maker's job>)``: the job keeps this job's name and metadata and adds
+    ``pfd_model_sha256`` and ``pfd_device`` (where the model runs: "cpu" or "cuda").
+
+    Raises
+    ------
+    ValueError: no model, or elements of ``structure`` the model does not know.
+    """
+    model = as_model_file(model)
+    if model is None:
+        raise ValueError(f"{maker.name}: no model to run; the upstream training produced none")
+    backend.check_elements(sorted({site.specie.symbol for site in structure}), model=model)
+    replacement = with_model(maker, backend, model).make(structure)
+    if CURRENT_JOB.job is not None:
+        replacement.name = CURRENT_JOB.job.name  # "pfd explore s0 i1 g0 T600 #0", not "Force field MD"
+    replacement.update_metadata({"pfd_model_sha256": model.sha256, "pfd_device": backend.compute_device})
+    return Response(replace=replacement)
