@@ -328,3 +328,45 @@ def test_read_type_map_of_multitask_checkpoint(tmp_path):
         backend.check_elements(["Cu", "O"])
     with pytest.raises(FileNotFoundError):
         read_type_map(tmp_path / "nothing.pt")
+
+
+def test_a_stored_model_runs_atomate2_makers(scratch, cu_test, memory_store):
+    """run_with_model: atomate2's own static and MD jobs run the stored model; the output is atomate2's task
+    document under the launcher's uuid, name and metadata, with the same energy as the backend's predict."""
+    from atomate2.forcefields.jobs import ForceFieldStaticMaker
+    from jobflow import Flow, run_locally
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from pfd_atomate.explore.frames import md_frames
+    from pfd_atomate.explore.jobs import ExploreMaker
+    from pfd_atomate.explore.schemas import TaskGroup
+    from pfd_atomate.train.with_model import run_with_model
+
+    backend, model, _ = scratch
+    frame = cu_test.frames[0]
+    structure = AseAtomsAdaptor.get_structure(frame.to_atoms(with_labels=False))
+    static = run_with_model(ForceFieldStaticMaker(force_field_name="DeepMD"), backend, model, structure)
+    static.name = "pfd static check"
+    static.update_metadata({"pfd_step": "validate"})
+    md = ExploreMaker(backend=backend).make(model, structure, 500.0,
+                                            task_group=TaskGroup(temperatures=[500.0], n_steps=20, traj_interval=5),
+                                            seed=1)
+    run_locally(Flow([static, md]), store=memory_store, ensure_success=True, log=False)
+
+    out = memory_store.get_output(static.uuid, load=True)
+    assert out["@class"] == "ForceFieldTaskDocument"
+    assert out["output"]["energy"] == pytest.approx(backend.predict(model, cu_test.subset([0])).frames[0].energy,
+                                                    abs=1e-6)
+    (doc,) = memory_store.query({"uuid": static.uuid, "index": 2}, properties=["name", "metadata"])
+    assert doc["name"] == "pfd static check"
+    assert doc["metadata"] == {"pfd_step": "validate", "pfd_model_sha256": model.sha256, "pfd_device": "cpu"}
+
+    frames = md_frames(memory_store.get_output(md.uuid, load=True))
+    assert len(frames) == 4 and frames.name == "md:nvt:T500"  # steps 5, 10, 15, 20; not the start
+    assert not np.allclose(frames.frames[-1].positions, structure.cart_coords)
+    assert not frames.frames[0].is_labelled  # the MD model's energies are no labels
+
+    silver = Structure(structure.lattice, ["Ag"] * len(structure), structure.frac_coords)
+    with pytest.raises(ValueError, match="Ag"):  # before any calculator is built
+        run_with_model.original(ForceFieldStaticMaker(force_field_name="DeepMD"), backend, model, silver)
