@@ -53,7 +53,7 @@ def jobstore_spec(
     database: str = "pfd",
     collection: str = "outputs",
     data_collection: str = "outputs_data",
-    compression: bool = False,
+    compression: bool = True,
     **client_kwargs: Any,
 ) -> dict:
     """The ``JobStore.from_dict_spec`` description of a MongoDB JobStore with GridFS ``data``.
@@ -64,7 +64,11 @@ def jobstore_spec(
     database: database of both stores.
     collection: collection of the job documents.
     data_collection: GridFS bucket (``<name>.files`` / ``<name>.chunks``) of the ``data`` store.
-    compression: zlib-compress GridFS blobs (smaller, slower; base64 model files shrink ~25 %).
+    compression: zlib-compress GridFS blobs. On by default: maggma's ``GridFSStore`` writes each blob
+        as JSON, so a model file travels base64-encoded (+33 %); zlib brings it back below the
+        file's own size and halves the frames. Measured on the full demo's store (Si8, DPA-4):
+        10.4 MiB of blobs -> 6.8 MiB (models 5.8 -> 4.1 MiB for a 4.4 MiB file), 0.8 s of zlib
+        in all. Blobs written without compression stay readable (maggma reads the flag per file).
     **client_kwargs: extra store arguments (``username``, ``password``, ``auth_source``, ...).
 
     Returns
