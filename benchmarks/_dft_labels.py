@@ -14,7 +14,6 @@ import multiprocessing as mp
 import os
 import queue as queue_module
 import shutil
-import tempfile
 from pathlib import Path
 
 from _common import si_frames
@@ -30,7 +29,7 @@ def _label_chunk(k: int, frames_json: str, kpoints: tuple[int, int, int], workdi
     from pfd_atomate.data import Dataset
     from pfd_atomate.label.cp2k import cp2k_static_maker
     from pfd_atomate.label.flows import LabelMaker
-    from pfd_atomate.store import embedded_store, fetch_dataset
+    from pfd_atomate.store import embedded_store, fetch_dataset, fetch_field
 
     try:
         frames = Dataset.model_validate_json(frames_json)
@@ -39,7 +38,7 @@ def _label_chunk(k: int, frames_json: str, kpoints: tuple[int, int, int], workdi
         run_locally(flow, store=store, root_dir=Path(workdir) / "jobs", create_folders=True, ensure_success=True,
                     log=False)
         store.connect()
-        indices = store.get_output(flow.output.uuid)["indices"]
+        indices = fetch_field(store, flow.output.uuid, "indices")
         queue.put((k, "ok", fetch_dataset(store, flow.output.uuid).model_dump_json(), indices))
     except Exception as err:  # noqa: BLE001 - reported to the parent, which raises
         queue.put((k, "error", f"{type(err).__name__}: {err}", None))
@@ -64,23 +63,26 @@ def label_with_cp2k(frames, kpoints: tuple[int, int, int], n_procs: int = 2):
     chunks = [list(range(i, len(frames), n_procs)) for i in range(n_procs)]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    with tempfile.TemporaryDirectory(prefix="pfd-cp2k-labels-") as tmp:
-        procs = []
-        for k, idx in enumerate(chunks):
-            sub = frames.subset(idx, name=f"{frames.name}-chunk{k}")
-            proc = ctx.Process(target=_label_chunk, args=(k, sub.model_dump_json(), kpoints, f"{tmp}/chunk{k}", queue))
-            proc.start()
-            procs.append(proc)
-        results = []
-        while len(results) < len(procs):  # read before join: a full queue would block the child
-            try:
-                results.append(queue.get(timeout=5))
-            except queue_module.Empty:  # nothing yet: check that no child died without a word
-                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-                if dead or (all(p.exitcode == 0 for p in procs) and queue.empty()):
-                    raise RuntimeError(f"a CP2K labelling process ended without a result (exit codes {dead})")
-        for proc in procs:
-            proc.join()
+    # a kept folder per frame set: a rerun after a failure reuses every finished label (label reuse by fingerprint)
+    tmp = Path(os.environ.get("PFD_BENCH_LABELS", Path.home() / ".cache" / "pfd_atomate" / "bench-labels"))
+    tmp = tmp / f"{frames.name}-{len(frames)}-k{''.join(map(str, kpoints))}-n{n_procs}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for k, idx in enumerate(chunks):
+        sub = frames.subset(idx, name=f"{frames.name}-chunk{k}")
+        proc = ctx.Process(target=_label_chunk, args=(k, sub.model_dump_json(), kpoints, f"{tmp}/chunk{k}", queue))
+        proc.start()
+        procs.append(proc)
+    results = []
+    while len(results) < len(procs):  # read before join: a full queue would block the child
+        try:
+            results.append(queue.get(timeout=5))
+        except queue_module.Empty:  # nothing yet: check that no child died without a word
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead or (all(p.exitcode == 0 for p in procs) and queue.empty()):
+                raise RuntimeError(f"a CP2K labelling process ended without a result (exit codes {dead})")
+    for proc in procs:
+        proc.join()
     errors = [msg for _, status, msg, _ in results if status != "ok"]
     if errors:
         raise RuntimeError("CP2K labelling failed: " + "; ".join(errors))

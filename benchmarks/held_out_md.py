@@ -1,0 +1,172 @@
+"""An independent held-out set of MD frames for diamond Si8, labelled by CP2K, and a demo run's models on it.
+
+The demo's other held-out set (39 strained/rattled frames, ``data/si8_cp2k_k333_n200_s11``) is harsher
+than anything MD at the explored temperatures visits. These frames come from short NVT MD of the
+8-atom cubic cell driven by the **pretrained** DPA-4 checkpoint (ASE Langevin, its own seeds, not a
+PFD run), at several temperatures, labelled with the same CP2K settings (PBE, 3x3x3 k-points,
+``cp2k_static_maker``) and cached in ``data/`` with the settings that made them.
+
+Usage: ``python benchmarks/held_out_md.py [--temperatures 300 900 1500] [--per-temperature 10]
+[--run runs/demo-si]``; with ``--run``, the run's teacher (PF) and student (PFD) and the zero-shot
+foundation model are tested on the frames, per temperature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import multiprocessing as mp
+import os
+import queue as queue_module
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import environment, save
+from _dft_labels import DATA, label_with_cp2k
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _md_frames(temperature: float, n_frames: int, seed: int, equilibrate: int, interval: int, queue) -> None:
+    """Child process (one thread): Langevin MD of diamond Si8 with pretrained DPA-4; frames to ``queue``."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from ase import units
+    from ase.build import bulk
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from pfd_atomate.data import Dataset, Frame, ModelFile
+    from pfd_atomate.train.deepmd import DeepMDBackend
+
+    backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.calc = backend.calculator(ModelFile.from_path(backend.base_model_path(), backend="deepmd"))
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    md = Langevin(atoms, 2.0 * units.fs, temperature_K=temperature, friction=0.01, rng=rng)
+    md.run(equilibrate)
+    frames = []
+    for _ in range(n_frames):
+        md.run(interval)
+        frames.append(Frame.from_atoms(atoms, with_labels=False, source=f"md:nvt:T{temperature:g}:dpa4-zero-shot"))
+    queue.put((temperature, Dataset(frames=frames).model_dump_json()))
+
+
+def md_held_out(temperatures, per_temperature: int, seed: int, relabel: bool = False):
+    """CP2K-labelled MD frames per temperature, from the cache when made with the same settings."""
+    from pfd_atomate.data import Dataset
+
+    settings = {"system": "diamond Si, 8-atom cubic cell (a = 5.43 Å)", "temperatures_K": list(temperatures),
+                "per_temperature": per_temperature, "seed": seed,
+                "md": "ASE Langevin, 2 fs, friction 0.01, pretrained DPA-4 (dpa4-neo), 200 steps to equilibrate, "
+                      "a frame every 40 steps", "kpoints": [3, 3, 3],
+                "labeller": "CP2K PBE via pfd_atomate.label.cp2k.cp2k_static_maker"}
+    path = DATA / f"si8_md_cp2k_k333_{'-'.join(f'{t:g}' for t in temperatures)}K_n{per_temperature}_s{seed}.json.gz"
+    if path.exists() and not relabel:
+        stored = json.loads(gzip.decompress(path.read_bytes()))
+        if stored["settings"] == settings:
+            return Dataset.model_validate(stored["dataset"]), stored["meta"]
+    # the MD frames are kept too, so that a rerun after a failed labelling labels the very same frames (and reuses
+    # every finished label)
+    frames_file = (Path(os.environ.get("PFD_BENCH_LABELS", Path.home() / ".cache" / "pfd_atomate" / "bench-labels"))
+                   / (path.name.removesuffix(".json.gz") + "-frames.json"))
+    if frames_file.exists() and not relabel:
+        frames, md_wall = Dataset.model_validate_json(frames_file.read_text()), 0.0
+    else:
+        frames, md_wall = _run_md(temperatures, per_temperature, seed)
+        frames_file.parent.mkdir(parents=True, exist_ok=True)
+        frames_file.write_text(frames.model_dump_json())
+    start = time.perf_counter()
+    labelled, order = label_with_cp2k(frames, (3, 3, 3), n_procs=2)
+    meta = {"n_frames": len(frames), "n_labelled": len(labelled), "input_indices": order, "md_wall_s": md_wall,
+            "cp2k_wall_s": time.perf_counter() - start}
+    path.write_bytes(gzip.compress(json.dumps({"settings": settings, "meta": meta,
+                                                "dataset": json.loads(labelled.model_dump_json())}).encode()))
+    return labelled, meta
+
+
+def _run_md(temperatures, per_temperature: int, seed: int):
+    """MD frames at each temperature, two single-threaded processes at a time; (Dataset, wall time s)."""
+    from pfd_atomate.data import Dataset
+
+    start = time.perf_counter()
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_md_frames, args=(t, per_temperature, seed + i, 200, 40, queue))
+             for i, t in enumerate(temperatures)]
+    for p in procs[:2]:
+        p.start()
+    pending, results = procs[2:], {}
+    while len(results) < len(procs):
+        try:
+            t, payload = queue.get(timeout=10)
+        except queue_module.Empty:  # nothing yet: a child that died without a word is an error
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"an MD process failed (exit codes {dead}); see its traceback above") from None
+            continue
+        results[t] = Dataset.model_validate_json(payload)
+        if pending:
+            pending.pop(0).start()
+    for p in procs:
+        p.join()
+    return Dataset.concat([results[t] for t in temperatures], name="si8-md"), time.perf_counter() - start
+
+
+def _rmse(reference, predicted) -> dict:
+    from pfd_atomate.evaluate.metrics import frame_errors
+
+    err = frame_errors(reference, predicted)
+    return {"n_frames": err.n_frames, "energy_rmse_offset_removed_ev_per_atom": err.energy_rmse_offset_removed,
+            "energy_rmse_ev_per_atom": err.energy_rmse, "force_rmse_ev_per_a": err.force_rmse}
+
+
+def evaluate_run(run_dir: Path, data) -> dict:
+    """PF (teacher), PFD (student) and zero-shot DPA-4 on ``data``, per temperature and all together."""
+    from pfd_atomate import queries
+    from pfd_atomate.data import ModelFile
+    from pfd_atomate.train.deepmd import DeepMDBackend
+    from pfd_atomate.workflows.local import open_run_store
+
+    with open_run_store(run_dir) as (store, _, _):
+        teacher, student = (queries.final_model(store, "Si", role) for role in ("teacher", "student"))
+    backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
+    foundation = ModelFile.from_path(backend.base_model_path(), backend="deepmd")
+    models = {"DPA-4 zero-shot": foundation, "PF (teacher)": teacher, "PFD (student)": student}
+    predictions = {name: backend.predict(model, data) for name, model in models.items()}
+    def condition(frame) -> str:  # "md:nvt:T900" (labelling appends ";label:<job>" to the source)
+        return frame.source.split(";")[0].removesuffix(":dpa4-zero-shot")
+
+    groups = sorted({condition(f) for f in data.frames}, key=lambda g: float(g.rsplit("T", 1)[-1]))
+    table = {}
+    for group in [*groups, "all"]:
+        idx = [i for i, f in enumerate(data.frames) if group in ("all", condition(f))]
+        table[group] = {name: _rmse(data.subset(idx), pred.subset(idx)) for name, pred in predictions.items()}
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 900.0, 1500.0])
+    parser.add_argument("--per-temperature", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--run", type=Path, default=None, help="a finished demo run folder to test")
+    parser.add_argument("--relabel", action="store_true")
+    args = parser.parse_args()
+    data, meta = md_held_out(args.temperatures, args.per_temperature, args.seed, relabel=args.relabel)
+    print(f"{len(data)} CP2K-labelled MD frames (MD {meta['md_wall_s']:.0f} s, CP2K {meta['cp2k_wall_s']:.0f} s)")
+    result = {"benchmark": "held_out_md", "environment": environment(1),
+              "meta": {k: v for k, v in meta.items() if k != "input_indices"}}
+    if args.run is not None:
+        result["run"] = str(args.run)
+        result["rmse"] = evaluate_run(args.run.resolve(), data)
+        for group, row in result["rmse"].items():
+            print(group, {n: (round(1000 * v["energy_rmse_offset_removed_ev_per_atom"], 1),
+                              round(v["force_rmse_ev_per_a"], 3)) for n, v in row.items()})
+    save("held_out_md", result, RESULTS)
+
+
+if __name__ == "__main__":
+    main()
