@@ -330,7 +330,7 @@ def test_read_type_map_of_multitask_checkpoint(tmp_path):
         read_type_map(tmp_path / "nothing.pt")
 
 
-def test_a_stored_model_runs_atomate2_makers(scratch, cu_test, memory_store):
+def test_a_stored_model_runs_atomate2_makers(scratch, cu_test, memory_store, tmp_path):
     """run_with_model: atomate2's own static and MD jobs run the stored model; the output is atomate2's task
     document under the launcher's uuid, name and metadata, with the same energy as the backend's predict."""
     from atomate2.forcefields.jobs import ForceFieldStaticMaker
@@ -352,7 +352,8 @@ def test_a_stored_model_runs_atomate2_makers(scratch, cu_test, memory_store):
     md = ExploreMaker(backend=backend).make(model, structure, 500.0,
                                             task_group=TaskGroup(temperatures=[500.0], n_steps=20, traj_interval=5),
                                             seed=1)
-    run_locally(Flow([static, md]), store=memory_store, ensure_success=True, log=False)
+    run_locally(Flow([static, md]), store=memory_store, root_dir=tmp_path, create_folders=True, ensure_success=True,
+                log=False)
 
     out = memory_store.get_output(static.uuid, load=True)
     assert out["@class"] == "ForceFieldTaskDocument"
