@@ -21,6 +21,11 @@ from _common import si_frames
 DATA = Path(__file__).resolve().parent / "data"
 
 
+def label_workdir() -> Path:
+    """Kept folder of the benchmarks' labelling runs (``$PFD_BENCH_LABELS``): a rerun reuses finished labels."""
+    return Path(os.environ.get("PFD_BENCH_LABELS", Path.home() / ".cache" / "pfd_atomate" / "bench-labels"))
+
+
 def _label_chunk(k: int, frames_json: str, kpoints: tuple[int, int, int], workdir: str, queue) -> None:
     """Child process: label one chunk with CP2K through LabelMaker + run_locally (one OpenMP thread)."""
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -64,8 +69,7 @@ def label_with_cp2k(frames, kpoints: tuple[int, int, int], n_procs: int = 2):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     # a kept folder per frame set: a rerun after a failure reuses every finished label (label reuse by fingerprint)
-    tmp = Path(os.environ.get("PFD_BENCH_LABELS", Path.home() / ".cache" / "pfd_atomate" / "bench-labels"))
-    tmp = tmp / f"{frames.name}-{len(frames)}-k{''.join(map(str, kpoints))}-n{n_procs}"
+    tmp = label_workdir() / f"{frames.name}-{len(frames)}-k{''.join(map(str, kpoints))}-n{n_procs}"
     tmp.mkdir(parents=True, exist_ok=True)
     procs = []
     for k, idx in enumerate(chunks):

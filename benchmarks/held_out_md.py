@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import environment, save
-from _dft_labels import DATA, label_with_cp2k
+from _dft_labels import DATA, label_with_cp2k, label_workdir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -70,8 +70,7 @@ def md_held_out(temperatures, per_temperature: int, seed: int, relabel: bool = F
             return Dataset.model_validate(stored["dataset"]), stored["meta"]
     # the MD frames are kept too, so that a rerun after a failed labelling labels the very same frames (and reuses
     # every finished label)
-    frames_file = (Path(os.environ.get("PFD_BENCH_LABELS", Path.home() / ".cache" / "pfd_atomate" / "bench-labels"))
-                   / (path.name.removesuffix(".json.gz") + "-frames.json"))
+    frames_file = label_workdir() / (path.name.removesuffix(".json.gz") + "-frames.json")
     if frames_file.exists() and not relabel:
         frames, md_wall = Dataset.model_validate_json(frames_file.read_text()), 0.0
     else:

@@ -29,13 +29,12 @@ def store_size(run_dir: Path) -> dict:
     model_file_bytes = model_blob_bytes = 0
     with open_run_store(run_dir) as (store, _, _):
         step_of: dict[str, str] = {}
+        model_blobs: set[str] = set()
         for doc in store.docs_store._collection.find({}):
             step = (doc.get("metadata") or {}).get("pfd_step", "other")
             step_of[doc["uuid"]] = step
             docs_bytes[step] += len(bson.encode(doc))
             n_docs[step] += 1
-        model_blobs: set[str] = set()
-        for doc in store.docs_store._collection.find({}, {"output": 1}):
             output = doc.get("output")
             for key in ("model", "uncompressed_model"):
                 ref = output.get(key) if isinstance(output, dict) else None

@@ -40,9 +40,8 @@ def test_md_frames_are_the_trajectory_without_its_start(memory_store, tmp_path):
     assert not any(f.is_labelled for f in frames)  # the MD model's energies are not labels
 
     # the selection reads task documents and datasets alike
-    out = SelectMaker(n_select=3, method="random", seed=0).make.original(
-        SelectMaker(n_select=3, method="random", seed=0), [doc, None, frames]
-    )
+    select = SelectMaker(n_select=3, method="random", seed=0)
+    out = select.make.original(select, [doc, None, frames])
     assert out.n_candidates == 8 and out.n_selected == 3
 
 

@@ -9,6 +9,11 @@ from pymatgen.core.trajectory import Trajectory
 from pfd_atomate.data import Dataset, Frame, as_dataset
 
 
+def _field(doc: Any, key: str) -> Any:
+    """A field of a task document given as a (resolved) object or as its stored dict."""
+    return doc.get(key) if isinstance(doc, dict) else getattr(doc, key, None)
+
+
 def md_frames(task_doc: Any) -> Dataset:
     """The unlabelled frames of one MD run: its trajectory without the starting structure.
 
@@ -26,15 +31,14 @@ def md_frames(task_doc: Any) -> Dataset:
     ------
     ValueError: the document has no trajectory (the MD ran with ``store_trajectory="no"``).
     """
-    get = task_doc.get if isinstance(task_doc, dict) else lambda key: getattr(task_doc, key, None)
-    objects = get("objects") or {}
+    objects = _field(task_doc, "objects") or {}
     trajectory = next((v for k, v in objects.items() if str(getattr(k, "value", k)) == "trajectory"), None)
     if trajectory is None:
         raise ValueError("the MD task document has no trajectory: run its ForceFieldMDMaker with "
                          "store_trajectory='partial'")
     if isinstance(trajectory, dict):
         trajectory = Trajectory.from_dict(trajectory)
-    source = (get("tags") or ["md"])[-1]
+    source = (_field(task_doc, "tags") or ["md"])[-1]
     frames = [Frame.from_structure(trajectory.get_structure(i), source=source) for i in range(1, len(trajectory))]
     return Dataset(frames=frames, name=source)
 
@@ -43,7 +47,6 @@ def candidate_frames(candidate: Any) -> Dataset | None:
     """Candidate frames from an MD task document or a (stored) dataset; ``None`` stays ``None``."""
     if candidate is None:
         return None
-    get = candidate.get if isinstance(candidate, dict) else lambda key: getattr(candidate, key, None)
-    if get("objects") is not None or get("forcefield_name") is not None:
+    if _field(candidate, "objects") is not None or _field(candidate, "forcefield_name") is not None:
         return md_frames(candidate)
     return as_dataset(candidate)

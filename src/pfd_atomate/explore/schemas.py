@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
-
 class TaskGroup(BaseModel):
     """A group of MD exploration tasks: every structure × temperature × pressure.
 
