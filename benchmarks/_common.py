@@ -165,8 +165,37 @@ def emt_cu_frames(
     return Dataset(frames=frames, name=f"emt-cu-{seed}")
 
 
-def si_frames(n_frames: int, seed: int, strain: float = 0.04, displacements=(0.05, 0.1, 0.15, 0.2)):
-    """Strained, rattled 8-atom diamond Si cells (unlabelled).
+def si_phase(phase: str):
+    """8-atom cell of a silicon phase as ASE ``Atoms``, near its PBE equilibrium.
+
+    - ``diamond``: conventional cubic cell, a = 5.43 Å;
+    - ``beta-Sn``: conventional I4_1/amd cell doubled along c (a = 4.81 Å, c = 2 x 2.65 Å), atoms at
+      (0,0,0), (0,½,¼) and their body-centred images;
+    - ``bc8``: primitive cell of the Ia-3 (BC8) phase, a = 6.636 Å, x = 0.1003.
+
+    Raises
+    ------
+    ValueError: another phase name.
+    """
+    from ase.build import bulk
+    from pymatgen.core import Lattice, Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    if phase == "diamond":
+        return bulk("Si", "diamond", a=5.43, cubic=True)
+    if phase == "beta-Sn":
+        cell = Structure(Lattice.tetragonal(4.81, 2.65), ["Si"] * 4,
+                         [[0, 0, 0], [0, 0.5, 0.25], [0.5, 0.5, 0.5], [0.5, 0, 0.75]])
+        return AseAtomsAdaptor.get_atoms(cell * (1, 1, 2))
+    if phase == "bc8":
+        cell = Structure.from_spacegroup("Ia-3", Lattice.cubic(6.636), ["Si"], [[0.1003] * 3])
+        return AseAtomsAdaptor.get_atoms(cell.get_primitive_structure())
+    raise ValueError(f"phase must be one of 'diamond', 'beta-Sn', 'bc8'; got {phase!r}")
+
+
+def si_frames(n_frames: int, seed: int, strain: float = 0.04, displacements=(0.05, 0.1, 0.15, 0.2),
+              phase: str = "diamond"):
+    """Strained, rattled 8-atom Si cells of one phase (unlabelled).
 
     Parameters
     ----------
@@ -175,22 +204,22 @@ def si_frames(n_frames: int, seed: int, strain: float = 0.04, displacements=(0.0
     strain: half-width of the uniform symmetric strain components.
     displacements: Gaussian displacement σ per coordinate, Å, cycled over the frames (roughly the
         thermal displacements of 300 K to over 1000 K in diamond Si).
+    phase: see :func:`si_phase`.
 
     Returns
     -------
     pfd_atomate Dataset of ``n_frames`` unlabelled frames.
     """
-    from ase.build import bulk
-
     from pfd_atomate.data import Dataset, Frame
 
     rng = np.random.default_rng(seed)
     frames = []
     for i in range(n_frames):
-        atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+        atoms = si_phase(phase)
         eps = rng.uniform(-strain, strain, size=(3, 3))
         atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
         sigma = displacements[i % len(displacements)]
         atoms.positions += rng.normal(0.0, sigma, size=atoms.positions.shape)
-        frames.append(Frame.from_atoms(atoms, source=f"rattle:d{sigma:g}:s{strain:g}"))
-    return Dataset(frames=frames, name=f"si8-{seed}")
+        source = f"rattle:d{sigma:g}:s{strain:g}" if phase == "diamond" else f"{phase}:rattle:d{sigma:g}:s{strain:g}"
+        frames.append(Frame.from_atoms(atoms, source=source))
+    return Dataset(frames=frames, name=f"si8-{seed}" if phase == "diamond" else f"si-{phase}-{seed}")

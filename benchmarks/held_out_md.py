@@ -23,17 +23,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import environment, save
+from _common import environment, save, si_phase
 from _dft_labels import DATA, label_with_cp2k, label_workdir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _md_frames(temperature: float, n_frames: int, seed: int, equilibrate: int, interval: int, queue) -> None:
-    """Child process (one thread): Langevin MD of diamond Si8 with pretrained DPA-4; frames to ``queue``."""
+def _md_frames(temperature: float, n_frames: int, seed: int, equilibrate: int, interval: int, queue,
+               phase: str = "diamond") -> None:
+    """Child process (one thread): Langevin MD of an 8-atom Si cell with pretrained DPA-4; frames to ``queue``."""
     os.environ["OMP_NUM_THREADS"] = "1"
     from ase import units
-    from ase.build import bulk
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
@@ -41,7 +41,7 @@ def _md_frames(temperature: float, n_frames: int, seed: int, equilibrate: int, i
     from pfd_atomate.train.deepmd import DeepMDBackend
 
     backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
-    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms = si_phase(phase)
     atoms.calc = backend.calculator(ModelFile.from_path(backend.base_model_path(), backend="deepmd"))
     rng = np.random.default_rng(seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
@@ -50,7 +50,8 @@ def _md_frames(temperature: float, n_frames: int, seed: int, equilibrate: int, i
     frames = []
     for _ in range(n_frames):
         md.run(interval)
-        frames.append(Frame.from_atoms(atoms, with_labels=False, source=f"md:nvt:T{temperature:g}:dpa4-zero-shot"))
+        tag = f"md:nvt:T{temperature:g}:dpa4-zero-shot"
+        frames.append(Frame.from_atoms(atoms, with_labels=False, source=tag if phase == "diamond" else f"{phase}:{tag}"))
     queue.put((temperature, Dataset(frames=frames).model_dump_json()))
 
 
@@ -86,14 +87,14 @@ def md_held_out(temperatures, per_temperature: int, seed: int, relabel: bool = F
     return labelled, meta
 
 
-def _run_md(temperatures, per_temperature: int, seed: int):
+def _run_md(temperatures, per_temperature: int, seed: int, phase: str = "diamond"):
     """MD frames at each temperature, two single-threaded processes at a time; (Dataset, wall time s)."""
     from pfd_atomate.data import Dataset
 
     start = time.perf_counter()
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_md_frames, args=(t, per_temperature, seed + i, 200, 40, queue))
+    procs = [ctx.Process(target=_md_frames, args=(t, per_temperature, seed + i, 200, 40, queue, phase))
              for i, t in enumerate(temperatures)]
     for p in procs[:2]:
         p.start()

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${PFD_VENV:-.venv}
-stamp="$VENV/.pfd-setup-v4"  # bump when the pinned stack changes
+stamp="$VENV/.pfd-setup-v5"  # bump when the pinned stack changes
 
 log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
@@ -34,7 +34,7 @@ if [ ! -f "$stamp" ]; then
   pip install -q torch==2.13.0
   log "pip install the stack (atomate2, jobflow, deepmd build tools, ...)"
   pip install -q "atomate2[ase]==0.1.5" "jobflow==0.4.0" pymatgen custodian "maggma==0.77.1" "fireworks==2.1.4" \
-      "jobflow-remote==1.0.1" montydb "secantusdb==0.7.0b3" "quests==2026.2.22" "dpdata==1.1.0" phonopy \
+      "jobflow-remote==1.0.1" montydb "secantusdb==0.7.0b3" "quests==2026.2.22" "dpdata==1.1.0" phonopy "seekpath==2.2.2" \
       "chgnet==0.4.2" "sevenn==0.13.0" "vesin[torch]==0.6.2" "e3nn==0.6.0" matplotlib pytest pytest-timeout \
       typer rich pyyaml "mkdocs==1.6.1" "mkdocs-material==9.8.2" "mkdocstrings[python]==1.0.8" \
       scikit-build-core setuptools_scm packaging "cmake<4" ninja wheel dependency-groups tomli hatch-fancy-pypi-readme

@@ -23,7 +23,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from _labelled_data import emt_dataset
 from pfd_atomate.data import ModelFile
-from pfd_atomate.validation.eos import compare_eos, energy_volume_curve
+from pfd_atomate.validation.eos import fit_eos
 from pfd_atomate.validation.jobs import (
     CalculatorSpec,
     EOSValidationMaker,
@@ -32,15 +32,19 @@ from pfd_atomate.validation.jobs import (
     PhononValidationMaker,
 )
 from pfd_atomate.validation.md_stability import md_stability
-from pfd_atomate.validation.phonons import band_path, compare_phonons, phonon_bands
+from pfd_atomate.validation.phonons import compare_band_structures
 
 # Girifalco-Weizer Morse parameters of Cu (D = 0.3429 eV, alpha = 1.3588 1/Å, r0 = 2.866 Å):
 # a physical but different Cu model, so its E(V) and phonons must differ from EMT's
 MORSE_CU = {"epsilon": 0.3429, "r0": 2.866, "rho0": 1.3588 * 2.866, "rcut1": 4.5, "rcut2": 5.5}
 
 
-def morse_cu() -> MorsePotential:
-    return MorsePotential(**MORSE_CU)
+class TetheredEMT(SumCalculator):
+    """EMT plus an :class:`EinsteinTether` (``lattice`` rows in Å, ``k`` in eV/Å^2), built from kwargs
+    as atomate2 builds a calculator from an import path."""
+
+    def __init__(self, lattice, k: float):
+        super().__init__([EMT(), EinsteinTether(np.asarray(lattice), k)])
 
 
 class EinsteinTether(Calculator):
@@ -65,49 +69,74 @@ class EinsteinTether(Calculator):
 
 # --------------------------------------------------------------------------- energy-volume
 
+EMT_SPEC = CalculatorSpec.from_ase("ase.calculators.emt.EMT", name="EMT")
+MORSE_SPEC = CalculatorSpec.from_ase({"@module": "ase.calculators.morse", "@callable": "MorsePotential"},
+                                     name="Morse", **MORSE_CU)
 
-def test_emt_cu_equation_of_state_is_physical():
+
+def _run(flow, store, tmp_path) -> dict:
+    """Run a validation flow through jobflow (atomate2's jobs inside) and read its output document."""
+    run_locally(flow, store=store, root_dir=tmp_path, create_folders=True, ensure_success=True, log=False)
+    return store.get_output(flow.output.uuid, load=True)
+
+
+def test_emt_cu_equation_of_state_is_physical(memory_store, tmp_path):
     phases = {"fcc": bulk("Cu", "fcc", a=3.6), "bcc": bulk("Cu", "bcc", a=2.87)}
-    result = compare_eos(phases, EMT(), EMT(), model_name="EMT copy", reference_name="EMT")
-    fcc = result.reference["fcc"]
+    copy = CalculatorSpec.from_ase(EMT, name="EMT copy")  # a class, not an import path
+    flow = EOSValidationMaker().make(phases, copy, EMT_SPEC)
+    # one atomate2 EOS flow per phase and side: 9 force-field static jobs each
+    assert len(flow.jobs) == 2 * len(phases) + 1
+    result = _run(flow, memory_store, tmp_path)["result"]
+    fcc = result["reference"]["fcc"]
+    assert len(fcc["volumes"]) == 9 and fcc["n_atoms"] == 1
     # EMT Cu: a0 ≈ 3.59 Å → V0 ≈ 11.6 Å^3/atom; B0 ≈ 135 GPa (experiment 11.8 Å^3, 137-142 GPa)
-    assert 11.2 < fcc.v0 < 12.0
-    assert 115 < fcc.b0 < 160
-    assert 3.0 < fcc.b0_prime < 6.0
-    assert fcc.fit_rmse < 1e-3
+    assert 11.2 < fcc["v0"] < 12.0
+    assert 115 < fcc["b0"] < 160
+    assert 3.0 < fcc["b0_prime"] < 6.0
+    assert fcc["fit_rmse"] < 1e-3
     # the fitted minimum is a real minimum of the sampled energies
-    assert fcc.e0 <= min(fcc.energies) + 1e-6
+    assert fcc["e0"] <= min(fcc["energies"]) + 1e-6
     # fcc is Cu's ground state: bcc lies tens of meV/atom above it
-    assert 0.01 < result.phase_energy_reference["bcc"] < 0.1
-    assert result.phase_energy_reference["fcc"] == 0.0
+    assert 0.01 < result["phase_energy_reference"]["bcc"] < 0.1
+    assert result["phase_energy_reference"]["fcc"] == 0.0
     # a calculator compared with itself agrees exactly
-    assert result.v0_error_percent == {"fcc": 0.0, "bcc": 0.0}
-    assert result.b0_error_gpa == {"fcc": 0.0, "bcc": 0.0}
+    assert result["v0_error_percent"] == {"fcc": 0.0, "bcc": 0.0}
+    assert result["b0_error_gpa"] == {"fcc": 0.0, "bcc": 0.0}
 
 
-def test_eos_comparison_sees_a_different_model(tmp_path):
-    result = compare_eos({"fcc": bulk("Cu", "fcc", a=3.6)}, morse_cu(), EMT(), model_name="Morse",
-                         plot_path=tmp_path / "eos.png")
+def test_eos_comparison_sees_a_different_model(memory_store, tmp_path):
+    out = _run(EOSValidationMaker().make({"fcc": bulk("Cu", "fcc", a=3.6)}, MORSE_SPEC, EMT_SPEC),
+               memory_store, tmp_path)
+    result = out["result"]
     # the Morse model puts the fcc minimum at a different volume and stiffness than EMT
-    assert abs(result.v0_error_percent["fcc"]) > 0.5
-    assert abs(result.b0_error_gpa["fcc"]) > 1.0
-    assert result.model["fcc"].v0 == pytest.approx(
-        result.reference["fcc"].v0 * (1 + result.v0_error_percent["fcc"] / 100)
+    assert abs(result["v0_error_percent"]["fcc"]) > 0.5
+    assert abs(result["b0_error_gpa"]["fcc"]) > 1.0
+    assert result["model"]["fcc"]["v0"] == pytest.approx(
+        result["reference"]["fcc"]["v0"] * (1 + result["v0_error_percent"]["fcc"] / 100)
     )
-    assert (tmp_path / "eos.png").stat().st_size > 10_000
+    assert len(base64.b64decode(out["plot_png"])) > 10_000
 
 
 def test_eos_rejects_bad_input():
     cu = bulk("Cu", "fcc", a=3.6)
-    with pytest.raises(ValueError, match="at least 5"):
-        energy_volume_curve(cu, EMT(), strains=[-0.01, 0.0, 0.01])
+    with pytest.raises(ValueError, match=">= 5"):
+        EOSValidationMaker(number_of_frames=3).make({"fcc": cu}, MORSE_SPEC, EMT_SPEC)
+    with pytest.raises(ValueError, match="linear_strain"):
+        EOSValidationMaker(linear_strain=(0.1, -0.1)).make({"fcc": cu}, MORSE_SPEC, EMT_SPEC)
     with pytest.raises(ValueError, match="no phases"):
-        compare_eos({}, EMT(), EMT())
-    with pytest.raises(ValueError, match="periodic"):
-        compare_eos({"molecule": molecule("H2O")}, EMT(), EMT())
+        EOSValidationMaker().make({}, MORSE_SPEC, EMT_SPEC)
+    with pytest.raises(ValueError, match="different names"):
+        EOSValidationMaker().make({"fcc": cu}, EMT_SPEC, EMT_SPEC)
     # only expanded cells: the minimum is not bracketed, the fit must not be trusted
+    volumes = [cu.get_volume() * (1 + s) ** 3 for s in (0.04, 0.06, 0.08, 0.10, 0.12)]
+    energies = []
+    for v in volumes:
+        atoms = cu.copy()
+        atoms.set_cell(cu.cell * (v / cu.get_volume()) ** (1 / 3), scale_atoms=True)
+        atoms.calc = EMT()
+        energies.append(atoms.get_potential_energy())
     with pytest.raises(ValueError, match="outside the sampled volumes"):
-        energy_volume_curve(cu, EMT(), strains=[0.04, 0.06, 0.08, 0.10, 0.12])
+        fit_eos(volumes, energies, 1, "fcc", "EMT")
 
 
 # --------------------------------------------------------------------------- phonons
@@ -118,44 +147,60 @@ def cu_primitive():
     return bulk("Cu", "fcc", a=3.59)
 
 
-def test_phonon_band_rmse_zero_against_itself_positive_against_other_model(cu_primitive, tmp_path):
-    same = compare_phonons(cu_primitive, EMT(), EMT(), min_length=8.0, npoints=21)
-    assert same.band_rmse == 0.0
-    other = compare_phonons(cu_primitive, morse_cu(), EMT(), min_length=8.0, npoints=21, model_name="Morse",
-                            plot_path=tmp_path / "bands.png")
-    assert other.band_rmse > 0.3
-    assert other.max_abs_error >= other.band_rmse
-    ref = other.reference.all_frequencies()
-    assert ref.shape[1] == 3  # one atom per primitive cell: three branches
+def test_phonon_band_rmse_zero_against_itself_positive_against_other_model(cu_primitive, memory_store, tmp_path):
+    maker = PhononValidationMaker(min_length=8.0, npoints=21)
+    same = _run(maker.make(cu_primitive, CalculatorSpec.from_ase(EMT, name="EMT copy"), EMT_SPEC),
+                memory_store, tmp_path)["result"]
+    assert same["band_rmse"] == 0.0
+    out = _run(maker.make(cu_primitive, MORSE_SPEC, EMT_SPEC), memory_store, tmp_path)
+    other = out["result"]
+    assert other["band_rmse"] > 0.3
+    assert other["max_abs_error"] >= other["band_rmse"]
+    assert other["n_branches"] == 3  # one atom per primitive cell: three branches
     # EMT Cu: acoustic modes vanish at Γ, no imaginary modes, top of the spectrum near
     # Cu's measured 7.3 THz (EMT gives about 8 THz)
-    assert other.gamma_acoustic_max["reference"] < 0.01
-    assert other.gamma_acoustic_max["Morse"] < 0.01
-    assert other.min_frequency["reference"] > -0.01
-    assert 6.5 < ref.max() < 9.5
-    assert (tmp_path / "bands.png").stat().st_size > 10_000
+    assert other["gamma_acoustic_max"]["EMT"] < 0.01
+    assert other["gamma_acoustic_max"]["Morse"] < 0.01
+    assert other["min_frequency"]["EMT"] > -0.01
+    assert 6.5 < other["max_frequency"]["EMT"] < 9.5
+    assert len(base64.b64decode(out["plot_png"])) > 10_000
 
 
-def test_phonons_expose_broken_translational_invariance(cu_primitive):
+def test_phonons_expose_broken_translational_invariance(cu_primitive, memory_store, tmp_path):
     k = 1.0  # eV/Å^2
-    tethered = SumCalculator([EMT(), EinsteinTether(cu_primitive.cell.array, k)])
-    path = band_path(cu_primitive, npoints=5)
-    bands = phonon_bands(cu_primitive, tethered, path, supercell_matrix=[4, 4, 4])
-    gamma = bands.all_frequencies()[0]  # the path starts at Γ
+    tethered = CalculatorSpec.from_ase(f"{__name__}.TetheredEMT", name="tethered EMT",
+                                       lattice=cu_primitive.cell.array.tolist(), k=k)
+    out = _run(PhononValidationMaker(supercell_matrix=np.diag([4, 4, 4]).tolist(), npoints=5)
+               .make(cu_primitive, tethered, EMT_SPEC), memory_store, tmp_path)["result"]
     mass = cu_primitive.get_masses()[0] * units._amu
     expected = np.sqrt(k * units._e * 1e20 / mass) / (2 * np.pi) / 1e12  # THz
     assert expected == pytest.approx(1.96, abs=0.02)
-    assert np.sort(gamma)[:3] == pytest.approx([expected] * 3, rel=0.02)
+    assert out["gamma_acoustic_max"]["tethered EMT"] == pytest.approx(expected, rel=0.02)
+    assert out["gamma_acoustic_max"]["EMT"] < 0.01
 
 
 def test_phonons_reject_bad_input(cu_primitive):
     with pytest.raises(ValueError, match="supercell_matrix"):
-        phonon_bands(cu_primitive, EMT(), supercell_matrix=[2, 2])
+        PhononValidationMaker(supercell_matrix=[2, 2]).make(cu_primitive, MORSE_SPEC, EMT_SPEC)
     with pytest.raises(ValueError, match="displacement"):
-        phonon_bands(cu_primitive, EMT(), displacement=0.0)
-    # q-points in reduced coordinates of bcc's reciprocal lattice are meaningless for fcc
-    with pytest.raises(ValueError, match="another primitive cell"):
-        phonon_bands(cu_primitive, EMT(), path=band_path(bulk("Cu", "bcc", a=2.87)))
+        PhononValidationMaker(displacement=0.0).make(cu_primitive, MORSE_SPEC, EMT_SPEC)
+    with pytest.raises(ValueError, match="periodic"):
+        PhononValidationMaker().make(molecule("H2O"), MORSE_SPEC, EMT_SPEC)
+
+
+def test_band_structures_on_other_q_points_are_not_compared(cu_primitive, memory_store, tmp_path):
+    """fcc and bcc paths differ: a branch-by-branch RMSE between them would be meaningless."""
+    from atomate2.forcefields.flows.phonons import PhononMaker  # noqa: F401 - atomate2's own flow below
+
+    from pfd_atomate.validation.phonons import force_field_phonon_maker
+
+    docs = []
+    for atoms in (cu_primitive, bulk("Cu", "bcc", a=2.87)):
+        flow = EMT_SPEC.run(force_field_phonon_maker(min_length=6.0, npoints=5), atoms)
+        run_locally(flow, store=memory_store, root_dir=tmp_path, create_folders=True, ensure_success=True, log=False)
+        docs.append(memory_store.get_output(flow.output.uuid, load=True)["phonon_bandstructure"])
+    with pytest.raises(ValueError, match="q-points"):
+        compare_band_structures(docs[0], docs[1], "fcc", "bcc")
 
 
 # --------------------------------------------------------------------------- MD stability
@@ -221,9 +266,7 @@ def test_calculator_spec_validation():
 def test_validation_jobs_run_through_jobflow(memory_store, tmp_path):
     from pfd_atomate.train.chgnet import CHGNetBackend, pretrained_checkpoint
 
-    emt = CalculatorSpec.from_ase("ase.calculators.emt.EMT", name="EMT")
-    morse = CalculatorSpec.from_ase({"@module": "ase.calculators.morse", "@callable": "MorsePotential"},
-                                    name="Morse", **MORSE_CU)
+    emt, morse = EMT_SPEC, MORSE_SPEC
     # a model file + backend, handed over as an OutputReference as from a PFD training job
     chgnet_file = ModelFile.from_path(pretrained_checkpoint(), backend="chgnet", kind="pretrained")
     provider = _provide_model(chgnet_file)
@@ -232,16 +275,22 @@ def test_validation_jobs_run_through_jobflow(memory_store, tmp_path):
     jobs = [
         provider,
         EOSValidationMaker().make({"fcc": fcc}, morse, emt),
-        PhononValidationMaker(min_length=7.0, npoints=11).make(fcc, morse, emt),
+        # the stored model runs atomate2's whole phonon flow (run_with_model on a Flow Maker)
+        PhononValidationMaker(min_length=7.0, npoints=11).make(fcc, chgnet, emt),
         MDStabilityMaker(n_steps=40, time_step=2.0, temperature=300.0).make(fcc * (2, 2, 2), emt),
         ParityMaker(reference_name="EMT").make(emt_dataset(2, seed=5, supercell=(2, 1, 1)), [chgnet, emt]),
     ]
     run_locally(Flow(jobs), store=memory_store, root_dir=tmp_path, create_folders=True, ensure_success=True)
-    eos, phonons, md, parity = (memory_store.get_output(j.uuid, load=True) for j in jobs[1:])
+    eos, phonons, md, parity = (memory_store.get_output(j.output.uuid, load=True) for j in jobs[1:])
 
     assert eos["calculators"] == ["Morse", "EMT"]
     assert abs(eos["result"]["v0_error_percent"]["fcc"]) > 0.5
-    assert phonons["result"]["band_rmse"] > 0.3
+    assert phonons["calculators"] == ["CHGNet", "EMT"]
+    assert phonons["result"]["band_rmse"] > 0.1  # PBE-trained CHGNet softens Cu against EMT
+    assert phonons["result"]["gamma_acoustic_max"]["CHGNet"] < 0.05
+    forces = [d for d in memory_store.query({"metadata.pfd_model_sha256": chgnet_file.sha256})
+              if isinstance(d["output"], dict) and d["output"].get("@class") == "ForceFieldTaskDocument"]
+    assert len(forces) == 1  # fcc: one displaced supercell, computed by the stored CHGNet model
     assert md["passed"] is True and md["result"]["n_steps_run"] == 40
     metrics = parity["result"]["metrics"]
     assert metrics["EMT"]["force_rmse"] == 0.0  # the labeller reproduces its own labels

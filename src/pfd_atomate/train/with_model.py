@@ -3,8 +3,9 @@
 atomate2 takes the force field as a Maker setting (``force_field_name``, ``calculator_kwargs``),
 not as a job input, while a PFD model is the output of an earlier job. :func:`run_with_model`
 closes that gap once for every force-field Maker (``ForceFieldMDMaker``, ``ForceFieldStaticMaker``,
-...): it materializes the stored model on the worker, points a copy of the Maker at the file and
-replaces itself with that Maker's own job. The result under this job's uuid is atomate2's task
+and Flow Makers holding them: ``PhononMaker``, ``ForceFieldEosMaker``): it materializes the stored
+model on the worker, points a copy of the Maker at the file and replaces itself with that Maker's
+own job or Flow. The result under this job's uuid is atomate2's task
 document (e.g. ``ForceFieldTaskDocument``), so users query it as any atomate2 force-field run.
 
 The replacing job reads the model from the worker's model cache (``$PFD_MODEL_CACHE``): the
@@ -30,26 +31,46 @@ def atomate2_force_field_name(name):
     return name
 
 
+def point_at(maker: Maker, force_field_name, calculator_kwargs: dict) -> Maker:
+    """A copy of ``maker`` whose force-field Makers, itself or nested (a ``PhononMaker``'s
+    displacement Maker, an EOS Maker's relax Maker), use ``force_field_name``/``calculator_kwargs``.
+
+    Raises
+    ------
+    ValueError: ``maker`` neither is nor holds an atomate2 force-field Maker.
+    """
+    if _is_force_field_maker(maker):
+        return dataclasses.replace(
+            maker,
+            force_field_name=atomate2_force_field_name(force_field_name),
+            calculator_kwargs={**maker.calculator_kwargs, **calculator_kwargs},
+            calculator_meta=None,  # derived again from force_field_name
+        )
+    nested = {f.name: point_at(value, force_field_name, calculator_kwargs)
+              for f in dataclasses.fields(maker) if _is_force_field_maker(value := getattr(maker, f.name))}
+    if not nested:
+        raise ValueError(f"{type(maker).__name__} is not, and holds no, atomate2 force-field Maker (no force_field_name)")
+    return dataclasses.replace(maker, **nested)
+
+
+def _is_force_field_maker(obj) -> bool:
+    return isinstance(obj, Maker) and hasattr(obj, "calculator_kwargs") and hasattr(obj, "force_field_name")
+
+
 def with_model(maker: Maker, backend: TrainerBackend, model: ModelFile) -> Maker:
     """A copy of the atomate2 force-field ``maker`` whose calculator is ``model`` (materialized here).
 
     Raises
     ------
-    ValueError: ``maker`` is not a force-field Maker, or ``model`` belongs to another backend.
+    ValueError: ``maker`` neither is nor holds a force-field Maker.
     """
-    if not hasattr(maker, "calculator_kwargs") or not hasattr(maker, "force_field_name"):
-        raise ValueError(f"{type(maker).__name__} is not an atomate2 force-field Maker (no force_field_name)")
-    force_field_name, calculator_kwargs = backend.force_field_spec(model)
-    return dataclasses.replace(
-        maker,
-        force_field_name=atomate2_force_field_name(force_field_name),
-        calculator_kwargs={**maker.calculator_kwargs, **calculator_kwargs},
-        calculator_meta=None,  # derived again from force_field_name
-    )
+    return point_at(maker, *backend.force_field_spec(model))
 
 
 @job
-def run_with_model(maker: Maker, backend: TrainerBackend, model: ModelFile, structure: Structure) -> Response:
+def run_with_model(
+    maker: Maker, backend: TrainerBackend, model: ModelFile, structure: Structure, make_kwargs: dict | None = None
+) -> Response:
     """Run the atomate2 force-field ``maker`` on ``structure`` with a stored ``model``.
 
     Parameters
@@ -58,10 +79,11 @@ def run_with_model(maker: Maker, backend: TrainerBackend, model: ModelFile, stru
     backend: the backend that reads ``model`` (it knows the ASE calculator).
     model: the model (usually an ``OutputReference`` to a training job's ``model``).
     structure: the input structure of the Maker's job.
+    make_kwargs: further arguments of ``maker.make`` (e.g. a ``PhononMaker``'s ``supercell_matrix``).
 
     Returns
     -------
-    ``Response(replace=<the Maker's job>)``: the job keeps this job's name and metadata and adds
+    ``Response(replace=<the Maker's job or Flow>)``: it keeps this job's name and metadata and adds
     ``pfd_model_sha256`` and ``pfd_device`` (where the model runs: "cpu" or "cuda").
 
     Raises
@@ -72,7 +94,7 @@ def run_with_model(maker: Maker, backend: TrainerBackend, model: ModelFile, stru
     if model is None:
         raise ValueError(f"{maker.name}: no model to run; the upstream training produced none")
     backend.check_elements(sorted({site.specie.symbol for site in structure}), model=model)
-    replacement = with_model(maker, backend, model).make(structure)
+    replacement = with_model(maker, backend, model).make(structure, **(make_kwargs or {}))
     if CURRENT_JOB.job is not None:
         replacement.name = CURRENT_JOB.job.name  # "pfd explore s0 i1 g0 T600 #0", not "Force field MD"
     replacement.update_metadata({"pfd_model_sha256": model.sha256, "pfd_device": backend.compute_device})

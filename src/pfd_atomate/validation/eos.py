@@ -1,12 +1,14 @@
 """Energy-volume curves of given phases, model vs reference, with a Birch-Murnaghan fit.
 
-Each phase is scaled isotropically (fixed cell shape and fractional coordinates, unless
-``relax_positions``) over a range of volumes around its input volume; the energy per atom is
-fitted with pymatgen's third-order Birch-Murnaghan equation of state
-(:class:`pymatgen.analysis.eos.BirchMurnaghan`), giving the equilibrium volume ``V0``
-(Å^3/atom), energy ``E0`` (eV/atom), bulk modulus ``B0`` (GPa) and its pressure derivative
-``B0'``. Comparing a model with a reference calculator on the same phases shows whether
-the model gets the equilibrium densities, stiffness and the energy ordering of the phases.
+Each phase runs atomate2's equation-of-state flow (:class:`~atomate2.common.flows.eos.CommonEosMaker`;
+the force-field one for models, the same flow with CP2K static jobs for the reference): the cell is
+scaled isotropically over linear strains around the input cell (fixed shape and fractional
+coordinates, unless positions are relaxed at each volume) and each point is one atomate2 job. The
+energy per atom is fitted with pymatgen's third-order Birch-Murnaghan equation of state
+(:class:`pymatgen.analysis.eos.BirchMurnaghan`), giving the equilibrium volume ``V0`` (Å^3/atom),
+energy ``E0`` (eV/atom), bulk modulus ``B0`` (GPa) and its pressure derivative ``B0'``. Comparing a
+model with a reference on the same phases shows whether the model gets the equilibrium densities,
+stiffness and the energy ordering of the phases.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from pfd_atomate.validation.figures import pyplot, save_figure
 
 if TYPE_CHECKING:
     from ase import Atoms
-    from ase.calculators.calculator import Calculator
+    from jobflow import Maker
 
-#: default linear strains: volumes from 0.94^3 to 1.06^3 of the input volume (about -17 % .. +19 %)
-DEFAULT_STRAINS = tuple(np.round(np.linspace(-0.06, 0.06, 9), 6))
+#: default linear strains -6 % .. +6 % in 9 steps: volumes from 0.94^3 to 1.06^3 of the input volume
+DEFAULT_LINEAR_STRAIN = (-0.06, 0.06)
+DEFAULT_NUMBER_OF_FRAMES = 9
 
 
 class EOSFit(BaseModel):
@@ -107,154 +110,130 @@ def as_atoms(structure) -> Atoms:
     raise TypeError(f"expected ase.Atoms, pymatgen Structure or Frame, got {type(structure).__name__}")
 
 
-def _check_strains(strains: Sequence[float]) -> np.ndarray:
-    strains = np.asarray(strains, dtype=float)
-    if strains.ndim != 1 or len(strains) < 5:
-        raise ValueError(f"need at least 5 strains for a 4-parameter Birch-Murnaghan fit, got {strains.size}")
-    if np.any(strains <= -0.5) or np.any(strains >= 0.5):
-        raise ValueError(f"linear strains must lie in (-0.5, 0.5), got {strains.min()}..{strains.max()}")
-    if len(np.unique(np.round(strains, 10))) != len(strains):
-        raise ValueError("strains must be distinct")
-    return strains
-
-
-def energy_volume_curve(
-    structure,
-    calculator: Calculator,
-    strains: Sequence[float] = DEFAULT_STRAINS,
-    phase: str = "",
-    calculator_name: str = "",
+def force_field_eos_maker(
+    linear_strain: tuple[float, float] = DEFAULT_LINEAR_STRAIN,
+    number_of_frames: int = DEFAULT_NUMBER_OF_FRAMES,
     relax_positions: bool = False,
     fmax: float = 0.01,
-) -> EOSFit:
-    """Energy-volume curve of one phase and its third-order Birch-Murnaghan fit.
+) -> Maker:
+    """atomate2's force-field EOS flow without initial relaxation or fit (the fit is :func:`fit_eos`).
+
+    Its force field is set later (:func:`~pfd_atomate.train.with_model.point_at`), so a model and
+    its reference share everything else.
 
     Parameters
     ----------
-    structure: the phase (``Atoms``, ``Structure`` or :class:`Frame`), periodic in 3D.
-    calculator: ASE calculator.
-    strains: linear strains ``s``; the cell is scaled by ``1 + s`` (volume by ``(1 + s)^3``),
-        at least 5 distinct values in (-0.5, 0.5).
-    phase, calculator_name: names stored in the result.
-    relax_positions: relax the atomic positions at each fixed cell (ASE BFGS) - needed
-        for phases with internal degrees of freedom (e.g. hcp, wurtzite); the cell shape
-        is never relaxed.
+    linear_strain: first and last linear strain; the cell is scaled by ``1 + s`` (volume by ``(1 + s)^3``).
+    number_of_frames: volumes (>= 5, for the 4-parameter fit).
+    relax_positions: relax atomic positions at each fixed cell (needed for phases with internal
+        degrees of freedom, e.g. hcp, wurtzite, β-Sn); the cell is never relaxed.
     fmax: force threshold of that relaxation, eV/Å.
-
-    Returns
-    -------
-    EOSFit with volumes (Å^3/atom), energies (eV/atom), V0, E0, B0 (GPa) and B0'.
 
     Raises
     ------
-    ValueError: too few or out-of-range strains, a non-periodic structure, or a fit
-        whose minimum lies outside the sampled volumes (the range must bracket it).
+    ValueError: fewer than 5 frames or strains outside (-0.5, 0.5).
+    """
+    from atomate2.forcefields.flows.eos import ForceFieldEosMaker
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker, ForceFieldStaticMaker
+
+    check_strains(linear_strain, number_of_frames)
+    point = (ForceFieldRelaxMaker(relax_cell=False, relax_kwargs={"fmax": fmax}) if relax_positions
+             else ForceFieldStaticMaker())
+    return ForceFieldEosMaker(initial_relax_maker=None, eos_relax_maker=point, static_maker=None,
+                              linear_strain=tuple(linear_strain), number_of_frames=number_of_frames,
+                              postprocessor=None)
+
+
+def cp2k_eos_maker(
+    static_maker: Maker | None = None,
+    linear_strain: tuple[float, float] = DEFAULT_LINEAR_STRAIN,
+    number_of_frames: int = DEFAULT_NUMBER_OF_FRAMES,
+) -> Maker:
+    """atomate2's code-agnostic EOS flow with CP2K static jobs at fixed positions, for a DFT reference.
+
+    ``static_maker`` defaults to :func:`~pfd_atomate.label.cp2k.cp2k_static_maker` (its k-mesh suits
+    8-atom Si cells; set one for other cells).
+
+    Raises
+    ------
+    ValueError: see :func:`check_strains`.
+    """
+    from atomate2.common.flows.eos import CommonEosMaker
+
+    from pfd_atomate.label.cp2k import cp2k_static_maker
+
+    check_strains(linear_strain, number_of_frames)
+    return CommonEosMaker(name="cp2k eos", initial_relax_maker=None, eos_relax_maker=static_maker or cp2k_static_maker(),
+                          static_maker=None, linear_strain=tuple(linear_strain), number_of_frames=number_of_frames,
+                          postprocessor=None)
+
+
+def check_strains(linear_strain: Sequence[float], number_of_frames: int) -> None:
+    """Raise ``ValueError`` unless ``number_of_frames >= 5`` and the strain range lies in (-0.5, 0.5)."""
+    if number_of_frames < 5:
+        raise ValueError(f"number_of_frames must be >= 5 for a 4-parameter Birch-Murnaghan fit, got {number_of_frames}")
+    lo, hi = (float(x) for x in linear_strain)
+    if not -0.5 < lo < hi < 0.5:
+        raise ValueError(f"linear_strain must be (low, high) with -0.5 < low < high < 0.5, got {tuple(linear_strain)}")
+
+
+def fit_eos(volumes: Sequence[float], energies: Sequence[float], n_atoms: int, phase: str = "",
+            calculator_name: str = "") -> EOSFit:
+    """Third-order Birch-Murnaghan fit of one energy-volume curve.
+
+    Parameters
+    ----------
+    volumes: cell volumes, shape (n_points,), Å^3.
+    energies: cell energies, shape (n_points,), eV.
+    n_atoms: atoms per cell (results are per atom).
+    phase, calculator_name: names stored in the result.
+
+    Raises
+    ------
+    ValueError: fewer than 5 points, or a fit whose minimum lies outside the sampled volumes
+        (the range must bracket it).
     """
     from pymatgen.analysis.eos import EOS, EOSError
 
-    strains = _check_strains(strains)
-    base = as_atoms(structure)
-    if not all(base.pbc):
-        raise ValueError(f"phase {phase!r}: an equation of state needs a cell periodic in 3D")
-    n_atoms = len(base)
-    volumes, energies = [], []
-    for s in strains:
-        atoms = base.copy()
-        atoms.set_cell(base.cell.array * (1.0 + s), scale_atoms=True)
-        atoms.calc = calculator
-        if relax_positions:
-            from ase.optimize import BFGS
-
-            BFGS(atoms, logfile=None).run(fmax=fmax, steps=200)
-        volumes.append(atoms.get_volume() / n_atoms)
-        energies.append(atoms.get_potential_energy() / n_atoms)
-    volumes_arr, energies_arr = np.array(volumes), np.array(energies)
+    order = np.argsort(volumes)
+    v = np.asarray(volumes, dtype=float)[order] / n_atoms
+    e = np.asarray(energies, dtype=float)[order] / n_atoms
+    if len(v) < 5:
+        raise ValueError(f"phase {phase!r}: need at least 5 volumes for the fit, got {len(v)}")
     where = (f"phase {phase!r} with {calculator_name or 'the calculator'}: the energy minimum lies outside the "
-             f"sampled volumes {volumes_arr.min():.3f}..{volumes_arr.max():.3f} Å^3/atom; "
-             "start nearer the equilibrium or widen the strains")
+             f"sampled volumes {v.min():.3f}..{v.max():.3f} Å^3/atom; start nearer the equilibrium or widen the strains")
     try:
-        fit = EOS("birch_murnaghan").fit(volumes_arr, energies_arr)
+        fit = EOS("birch_murnaghan").fit(v, e)
     except EOSError as err:  # pymatgen's initial parabola already has its minimum outside the range
         raise ValueError(where) from err
-    if not volumes_arr.min() < fit.v0 < volumes_arr.max():
+    if not v.min() < fit.v0 < v.max():
         raise ValueError(where)
-    residual = energies_arr - np.asarray(fit.func(volumes_arr))
-    return EOSFit(
-        phase=phase,
-        calculator=calculator_name,
-        n_atoms=n_atoms,
-        volumes=volumes_arr.tolist(),
-        energies=energies_arr.tolist(),
-        v0=float(fit.v0),
-        e0=float(fit.e0),
-        b0=float(fit.b0_GPa),
-        b0_prime=float(fit.b1),
-        fit_rmse=float(np.sqrt(np.mean(residual**2))),
-    )
+    residual = e - np.asarray(fit.func(v))
+    return EOSFit(phase=phase, calculator=calculator_name, n_atoms=n_atoms, volumes=v.tolist(), energies=e.tolist(),
+                  v0=float(fit.v0), e0=float(fit.e0), b0=float(fit.b0_GPa), b0_prime=float(fit.b1),
+                  fit_rmse=float(np.sqrt(np.mean(residual**2))))
 
 
-def compare_eos(
-    phases: Mapping[str, object],
-    model: Calculator,
-    reference: Calculator,
-    strains: Sequence[float] = DEFAULT_STRAINS,
-    model_name: str = "model",
-    reference_name: str = "reference",
-    relax_positions: bool = False,
-    plot_path: str | Path | None = None,
-) -> EOSComparison:
-    """Energy-volume curves of every phase with a model and a reference calculator.
-
-    Parameters
-    ----------
-    phases: phase name → structure (``Atoms``, ``Structure`` or :class:`Frame`), each
-        near its reference equilibrium volume.
-    model, reference: ASE calculators.
-    strains: linear strains (see :func:`energy_volume_curve`).
-    model_name, reference_name: labels in the result and the plot.
-    relax_positions: relax atomic positions at each volume.
-    plot_path: write the curves as a PNG here (see :func:`plot_eos`).
-
-    Returns
-    -------
-    EOSComparison (per phase: fits, V0 error in %, B0 error in GPa, phase energies).
+def compare_fits(model: Mapping[str, EOSFit], reference: Mapping[str, EOSFit]) -> EOSComparison:
+    """V0 error (%), B0 error (GPa) and phase-energy errors (eV/atom) of model fits against reference fits.
 
     Raises
     ------
-    ValueError: no phases, bad strains, a fit minimum outside the sampled range, or equal
-        model and reference names.
+    ValueError: no phases, or the two sides fitted different phases.
     """
-    if model_name == reference_name:
-        raise ValueError(f"model and reference need different names, both are {model_name!r}")
-    if not phases:
-        raise ValueError("compare_eos: no phases given")
-    strains = _check_strains(strains)
-    for name, structure in phases.items():  # fail on bad input before any energy is computed
-        if not all(as_atoms(structure).pbc):
-            raise ValueError(f"phase {name!r}: an equation of state needs a cell periodic in 3D")
-    fits_model = {
-        name: energy_volume_curve(s, model, strains, name, model_name, relax_positions) for name, s in phases.items()
-    }
-    fits_ref = {
-        name: energy_volume_curve(s, reference, strains, name, reference_name, relax_positions)
-        for name, s in phases.items()
-    }
-    e_min_model = min(f.e0 for f in fits_model.values())
-    e_min_ref = min(f.e0 for f in fits_ref.values())
-    phase_model = {n: f.e0 - e_min_model for n, f in fits_model.items()}
-    phase_ref = {n: f.e0 - e_min_ref for n, f in fits_ref.items()}
-    result = EOSComparison(
-        model=fits_model,
-        reference=fits_ref,
-        v0_error_percent={n: 100.0 * (fits_model[n].v0 - fits_ref[n].v0) / fits_ref[n].v0 for n in phases},
-        b0_error_gpa={n: fits_model[n].b0 - fits_ref[n].b0 for n in phases},
-        phase_energy_model=phase_model,
-        phase_energy_reference=phase_ref,
-        phase_energy_error={n: phase_model[n] - phase_ref[n] for n in phases},
+    if not model or set(model) != set(reference):
+        raise ValueError(f"model and reference need the same, non-empty phases; got {sorted(model)} vs {sorted(reference)}")
+    e_min_model = min(f.e0 for f in model.values())
+    e_min_ref = min(f.e0 for f in reference.values())
+    phase_model = {n: f.e0 - e_min_model for n, f in model.items()}
+    phase_ref = {n: f.e0 - e_min_ref for n, f in reference.items()}
+    return EOSComparison(
+        model=dict(model), reference=dict(reference),
+        v0_error_percent={n: 100.0 * (model[n].v0 - reference[n].v0) / reference[n].v0 for n in model},
+        b0_error_gpa={n: model[n].b0 - reference[n].b0 for n in model},
+        phase_energy_model=phase_model, phase_energy_reference=phase_ref,
+        phase_energy_error={n: phase_model[n] - phase_ref[n] for n in model},
     )
-    if plot_path is not None:
-        result.plot = str(plot_eos(result, plot_path, model_name=model_name, reference_name=reference_name))
-    return result
 
 
 def plot_eos(

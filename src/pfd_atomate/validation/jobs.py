@@ -1,25 +1,28 @@
-"""Validation as jobflow jobs: parity, energy-volume curves, phonons and MD stability.
+"""Validation as jobflow jobs and flows: parity, energy-volume curves, phonons and MD stability.
 
 A model under test is described by a :class:`CalculatorSpec`: either a model file with
 the backend that reads it (a :class:`~pfd_atomate.data.ModelFile`, usually an
 OutputReference to a PFD training job, so the job runs on any worker that reaches the
 JobStore) or any ASE calculator given by import path (e.g. a DFT code's ASE calculator,
-or EMT for tests). Each Maker returns a :class:`ValidationOutput` whose ``result`` is the
-comparison document and whose ``plot_png`` (base64 PNG, in the ``data`` store) is the
-figure, also written to the job's folder.
+or EMT for tests). Energy-volume curves and phonons run atomate2's own flows (its force-field
+EOS and phonon Makers, through :func:`~pfd_atomate.train.with_model.run_with_model` for a stored
+model); their reference may also be a DFT Maker of the same flow (:class:`~pfd_atomate.validation.phonons.Cp2kPhononMaker`,
+:func:`~pfd_atomate.validation.eos.cp2k_eos_maker`). Each Maker's output is a :class:`ValidationOutput`
+whose ``result`` is the comparison document and whose ``plot_png`` (base64 PNG, in the ``data``
+store) is the figure, also written to the job's folder.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ase.calculators.calculator import Calculator
-from jobflow import Maker, job
+from jobflow import Flow, Job, Maker, job
 from monty.json import MSONable
 from pydantic import BaseModel, Field
 
@@ -27,10 +30,31 @@ from pfd_atomate.data import Dataset, Frame, ModelFile, as_dataset, as_model_fil
 from pfd_atomate.evaluate.metrics import frame_errors
 from pfd_atomate.evaluate.schemas import TestMetrics
 from pfd_atomate.train.base import TrainerBackend
-from pfd_atomate.validation.eos import DEFAULT_STRAINS, compare_eos
-from pfd_atomate.validation.md_stability import DEFAULT_MAX_DRIFT, md_stability, plot_md_stability
+from pfd_atomate.train.with_model import (
+    atomate2_force_field_name,
+    point_at,
+    run_with_model,
+)
+from pfd_atomate.validation.eos import (
+    DEFAULT_LINEAR_STRAIN,
+    DEFAULT_NUMBER_OF_FRAMES,
+    as_atoms,
+    compare_fits,
+    fit_eos,
+    force_field_eos_maker,
+    plot_eos,
+)
+from pfd_atomate.validation.md_stability import (
+    DEFAULT_MAX_DRIFT,
+    md_stability,
+    plot_md_stability,
+)
 from pfd_atomate.validation.parity import parity_plot
-from pfd_atomate.validation.phonons import DEFAULT_DISPLACEMENT, compare_phonons
+from pfd_atomate.validation.phonons import (
+    DEFAULT_DISPLACEMENT,
+    compare_band_structures,
+    force_field_phonon_maker,
+)
 
 
 @dataclass
@@ -52,7 +76,7 @@ class CalculatorSpec(MSONable):
     Raises
     ------
     ValueError: neither or both of ``backend`` and ``calculator``; a deepmd backend
-        without a model.
+        without a model; a calculator path that is not dotted.
     """
 
     name: str = "model"
@@ -66,6 +90,9 @@ class CalculatorSpec(MSONable):
             raise ValueError(f"CalculatorSpec {self.name!r}: give either backend (+ model) or calculator, not both/none")
         if self.backend is not None and self.model is None and self.backend.name != "chgnet":
             raise ValueError(f"CalculatorSpec {self.name!r}: backend {self.backend.name!r} needs a model file")
+        if isinstance(self.calculator, str) and "." not in self.calculator:
+            raise ValueError(f"CalculatorSpec {self.name!r}: calculator import path must be dotted (module.Class), "
+                             f"got {self.calculator!r}")
 
     @classmethod
     def from_model(cls, model: ModelFile | None, backend: TrainerBackend, name: str | None = None) -> CalculatorSpec:
@@ -84,11 +111,33 @@ class CalculatorSpec(MSONable):
 
         Raises
         ------
-        ImportError / AttributeError: the calculator import path does not resolve.
+        ImportError / AttributeError / ValueError: the calculator does not resolve.
         """
         if self.backend is not None:
             return self.backend.calculator(as_model_file(self.model))
-        return _resolve_calculator(self.calculator)(**self.calculator_kwargs)
+        from atomate2.forcefields.utils import ase_calculator
+
+        return ase_calculator(self.force_field_name(), **self.calculator_kwargs)
+
+    def force_field_name(self) -> Any:
+        """The calculator as atomate2's ``force_field_name`` (a monty dict of its class)."""
+        calculator = self.calculator
+        if isinstance(calculator, type):
+            calculator = f"{calculator.__module__}.{calculator.__qualname__}"
+        return atomate2_force_field_name(calculator) if isinstance(calculator, str) else dict(calculator)
+
+    def run(self, maker: Maker, structure: Any, make_kwargs: dict | None = None) -> Job | Flow:
+        """atomate2's force-field ``maker`` (or a Flow Maker holding one) with this calculator, on ``structure``.
+
+        A stored model runs through :func:`~pfd_atomate.train.with_model.run_with_model` (materialized
+        on the worker); an ASE calculator or a backend's pretrained model is set at once.
+        """
+        structure = _as_structure(structure)
+        if self.backend is not None and self.model is not None:
+            return run_with_model(maker, self.backend, self.model, structure, make_kwargs)
+        spec = self.backend.force_field_spec(None) if self.backend is not None else (
+            self.force_field_name(), self.calculator_kwargs)
+        return point_at(maker, *spec).make(structure, **(make_kwargs or {}))
 
     def predict(self, dataset: Dataset) -> Dataset:
         """Label ``dataset`` with this calculator: energy (eV), forces (eV/Å), virial (eV) when available."""
@@ -107,28 +156,25 @@ class CalculatorSpec(MSONable):
         return Dataset(frames=frames, name=dataset.name)
 
 
-def _resolve_calculator(calculator: Any):
-    if isinstance(calculator, Mapping):
-        module, name = calculator.get("@module"), calculator.get("@callable") or calculator.get("@class")
-        if not module or not name:
-            raise ValueError(f"calculator dict needs '@module' and '@callable', got {dict(calculator)}")
-        return getattr(importlib.import_module(module), name)
-    if isinstance(calculator, str):
-        module, _, name = calculator.rpartition(".")
-        if not module:
-            raise ValueError(f"calculator import path must be dotted (module.Class), got {calculator!r}")
-        return getattr(importlib.import_module(module), name)
-    if callable(calculator):
-        return calculator
-    raise TypeError(f"calculator must be a class, import path or monty dict, got {type(calculator).__name__}")
-
-
 def _calculator_name(calculator: Any) -> str:
     if isinstance(calculator, Mapping):
         return str(calculator.get("@callable") or calculator.get("@class"))
     if isinstance(calculator, str):
         return calculator.rpartition(".")[2]
     return getattr(calculator, "__name__", type(calculator).__name__)
+
+
+def _as_structure(structure: Any, what: str = "the structure"):
+    """A pymatgen ``Structure``; ``ValueError`` unless it is periodic in 3D."""
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    if isinstance(structure, Structure):
+        return structure
+    atoms = as_atoms(structure)
+    if not all(atoms.pbc):
+        raise ValueError(f"{what}: phonons and equations of state need a crystal periodic in 3D")
+    return AseAtomsAdaptor.get_structure(atoms)
 
 
 def as_spec(obj: CalculatorSpec | Mapping) -> CalculatorSpec:
@@ -209,71 +255,153 @@ class ParityMaker(Maker):
         return _output("parity", list(predictions), ParityResult(n_frames=len(dataset), metrics=metrics), plot)
 
 
+def _reference_name(reference: CalculatorSpec | Maker) -> str:
+    return reference.name if isinstance(reference, CalculatorSpec) else type(reference).__name__.removesuffix("Maker")
+
+
+def _check_names(model: CalculatorSpec, reference_name: str) -> None:
+    if model.name == reference_name:
+        raise ValueError(f"model and reference need different names, both are {model.name!r}")
+
+
 @dataclass
 class EOSValidationMaker(Maker):
-    """Energy-volume curves (Birch-Murnaghan) of given phases, model vs reference.
+    """Energy-volume curves (Birch-Murnaghan) of given phases, model vs reference, by atomate2's EOS flows.
+
+    Each phase and each side is one atomate2 EOS flow (one job per volume): atomate2's
+    force-field ``ForceFieldEosMaker`` for a :class:`CalculatorSpec`, or a DFT EOS Maker given
+    as the reference (e.g. :func:`~pfd_atomate.validation.eos.cp2k_eos_maker`, which must use the
+    same strains). A last job fits every curve and compares them.
 
     Parameters
     ----------
-    name: job name.
-    strains: linear strains of the cell (see :func:`~pfd_atomate.validation.eos.energy_volume_curve`).
-    relax_positions: relax atomic positions at each volume.
+    name: name of the flow and of its comparison job.
+    linear_strain: first and last linear strain of the cell (volumes from ``(1 + s)^3``).
+    number_of_frames: volumes per curve (>= 5).
+    relax_positions: relax atomic positions at each volume (fixed cell).
     """
 
     name: str = "pfd validate eos"
-    strains: Sequence[float] = DEFAULT_STRAINS
+    linear_strain: tuple[float, float] = DEFAULT_LINEAR_STRAIN
+    number_of_frames: int = DEFAULT_NUMBER_OF_FRAMES
     relax_positions: bool = False
 
-    @job(output_schema=ValidationOutput, data=["plot_png"])
-    def make(self, phases: Mapping[str, Any], model: CalculatorSpec, reference: CalculatorSpec) -> ValidationOutput:
-        """Fit E(V) of every phase with both calculators; V0 (Å^3/atom), B0 (GPa), phase energies (eV/atom).
+    def make(self, phases: Mapping[str, Any], model: CalculatorSpec, reference: CalculatorSpec | Maker) -> Flow:
+        """EOS flows of every phase with both sides, then the fits: V0 (Å^3/atom), B0 (GPa), phase energies (eV/atom).
 
         Raises
         ------
-        ValueError: no phases, bad strains, or a fit minimum outside the sampled volumes.
+        ValueError: no phases, a non-periodic phase, bad strains or equal names (before any job
+            exists); a fit minimum outside the sampled volumes (in the comparison job).
         """
-        model, reference = as_spec(model), as_spec(reference)
-        result = compare_eos(
-            dict(phases), model.build(), reference.build(), strains=self.strains, model_name=model.name,
-            reference_name=reference.name, relax_positions=self.relax_positions, plot_path=Path.cwd() / "eos.png",
-        )
-        return _output("eos", [model.name, reference.name], result, Path(result.plot))
+        model, ref_name = as_spec(model), _reference_name(reference)
+        _check_names(model, ref_name)
+        if not phases:
+            raise ValueError("EOSValidationMaker: no phases given")
+        structures = {n: _as_structure(s, f"phase {n!r}") for n, s in phases.items()}
+        ff = force_field_eos_maker(self.linear_strain, self.number_of_frames, self.relax_positions)
+        jobs, curves = [], {"model": {}, "reference": {}}
+        for n, st in structures.items():
+            for side, run in (("model", model.run(ff, st)), ("reference", _run_reference(reference, ff, st))):
+                run.name = f"{self.name} {side} {n}"
+                jobs.append(run)
+                curves[side][n] = run.output["relax"]
+        compare = compare_eos_curves(curves["model"], curves["reference"], {n: len(st) for n, st in structures.items()},
+                                     model.name, ref_name)
+        compare.name = self.name
+        compare.update_metadata({"pfd_step": "validate", "validation": "eos"}, dynamic=False)
+        return Flow([*jobs, compare], compare.output, name=self.name)
+
+
+def _run_reference(reference: CalculatorSpec | Maker, ff_maker: Maker, structure, make_kwargs: dict | None = None):
+    if isinstance(reference, CalculatorSpec | Mapping):
+        return as_spec(reference).run(ff_maker, structure, make_kwargs)
+    return reference.make(structure, **(make_kwargs or {}))
+
+
+@job(output_schema=ValidationOutput, data=["plot_png"])
+def compare_eos_curves(model: Mapping[str, Mapping], reference: Mapping[str, Mapping], n_atoms: Mapping[str, int],
+                       model_name: str, reference_name: str) -> ValidationOutput:
+    """Birch-Murnaghan fits of atomate2 EOS outputs (``{"energy": [eV], "volume": [Å^3]}`` per phase) and their comparison.
+
+    Raises
+    ------
+    ValueError: a fit minimum outside the sampled volumes.
+    """
+    fits = {side: {n: fit_eos(c["volume"], c["energy"], n_atoms[n], n, name) for n, c in curves.items()}
+            for side, curves, name in (("model", model, model_name), ("reference", reference, reference_name))}
+    result = compare_fits(fits["model"], fits["reference"])
+    result.plot = str(plot_eos(result, Path.cwd() / "eos.png", model_name=model_name, reference_name=reference_name))
+    return _output("eos", [model_name, reference_name], result, Path(result.plot))
 
 
 @dataclass
 class PhononValidationMaker(Maker):
-    """Phonon band structure (phonopy finite displacements), model vs reference, with the band RMSE in THz.
+    """Phonon band structures by atomate2's phonon flows, model vs reference, with the band RMSE in THz.
+
+    Both sides see the same structure (not relaxed), the same supercell matrix (one atomate2
+    ``get_supercell_size`` job, unless given) and the same path. A :class:`CalculatorSpec` runs
+    atomate2's force-field ``PhononMaker``; a DFT phonon Maker (e.g.
+    :class:`~pfd_atomate.validation.phonons.Cp2kPhononMaker`) may be the reference.
 
     Parameters
     ----------
-    name: job name.
-    supercell_matrix: supercell of the primitive cell (None: from ``min_length``).
-    min_length: minimum supercell width, Å.
-    displacement: finite displacement, Å.
+    name: name of the flow and of its comparison job.
+    supercell_matrix: 3x3 supercell of the structure (None: from ``min_length``).
+    min_length: minimum supercell length, Å.
+    displacement: finite displacement, Å (a DFT reference Maker keeps its own: set it alike).
     npoints: q-points per path segment.
     """
 
     name: str = "pfd validate phonons"
-    supercell_matrix: Sequence[int] | Sequence[Sequence[int]] | None = None
+    supercell_matrix: Sequence[Sequence[int]] | None = None
     min_length: float = 10.0
     displacement: float = DEFAULT_DISPLACEMENT
     npoints: int = 51
 
-    @job(output_schema=ValidationOutput, data=["plot_png"])
-    def make(self, structure: Any, model: CalculatorSpec, reference: CalculatorSpec) -> ValidationOutput:
-        """Band structures of both calculators on the same path; autoplex band RMSE (THz).
+    def make(self, structure: Any, model: CalculatorSpec, reference: CalculatorSpec | Maker) -> Flow:
+        """Phonon flows of both sides on the same supercell; the autoplex band RMSE (THz) of the model.
 
         Raises
         ------
-        ValueError: bad supercell or displacement, non-periodic structure.
+        ValueError: bad supercell, displacement, npoints or equal names; a non-periodic structure.
         """
-        model, reference = as_spec(model), as_spec(reference)
-        result = compare_phonons(
-            structure, model.build(), reference.build(), supercell_matrix=self.supercell_matrix,
-            min_length=self.min_length, displacement=self.displacement, npoints=self.npoints,
-            model_name=model.name, reference_name=reference.name, plot_path=Path.cwd() / "phonons.png",
-        )
-        return _output("phonons", [model.name, reference.name], result, Path(result.plot))
+        from atomate2.common.jobs.phonons import get_supercell_size
+
+        model, ref_name = as_spec(model), _reference_name(reference)
+        _check_names(model, ref_name)
+        structure = _as_structure(structure)
+        ff = force_field_phonon_maker(self.min_length, self.displacement, self.npoints)
+        jobs = []
+        matrix = self.supercell_matrix
+        if matrix is None:
+            size = get_supercell_size(structure, self.min_length, None, True)
+            jobs.append(size)
+            matrix = size.output
+        elif np.asarray(matrix).shape != (3, 3) or round(abs(np.linalg.det(matrix))) < 1:
+            raise ValueError(f"supercell_matrix must be a 3x3 integer matrix with det >= 1, got {matrix}")
+        runs = {"model": model.run(ff, structure, {"supercell_matrix": matrix}),
+                "reference": _run_reference(reference, ff, structure, {"supercell_matrix": matrix})}
+        for side, run in runs.items():
+            run.name = f"{self.name} {side}"
+            jobs.append(run)
+        compare = compare_phonon_bands(runs["model"].output.phonon_bandstructure,
+                                       runs["reference"].output.phonon_bandstructure, model.name, ref_name)
+        compare.name = self.name
+        compare.update_metadata({"pfd_step": "validate", "validation": "phonons"}, dynamic=False)
+        return Flow([*jobs, compare], compare.output, name=self.name)
+
+
+@job(output_schema=ValidationOutput, data=["plot_png"])
+def compare_phonon_bands(model: Any, reference: Any, model_name: str, reference_name: str) -> ValidationOutput:
+    """Band RMSE (THz) and plot of two atomate2 phonon band structures (``PhononBSDOSDoc.phonon_bandstructure``).
+
+    Raises
+    ------
+    ValueError: the two band structures lie on different q-points.
+    """
+    result = compare_band_structures(model, reference, model_name, reference_name, plot_path=Path.cwd() / "phonons.png")
+    return _output("phonons", [model_name, reference_name], result, Path(result.plot))
 
 
 @dataclass
