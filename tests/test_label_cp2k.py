@@ -56,6 +56,24 @@ def test_preset_input_is_restricted_diagonalisation_with_kpoints():
     assert "&KPOINTS" not in str(gamma)
 
 
+def test_kpoint_density_gives_a_full_monkhorst_pack_mesh_per_cell():
+    """One labeller for cells of several shapes; a symmetric cell must not get atomate2's irreducible
+    k-point list (CP2K does not symmetrize forces or stress over it)."""
+    from monty.json import MontyDecoder
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    maker = MontyDecoder().process_decoded(cp2k_static_maker(kpoint_density=40).as_dict())  # as read from a store
+    cells = {"MONKHORST-PACK 3 3 3": bulk("Si", "diamond", a=5.43, cubic=True),  # 8 atoms, 5.43 Å
+             "MONKHORST-PACK 6 6 6": bulk("Si", "diamond", a=5.43),  # 2-atom primitive cell
+             "&KPOINTS": bulk("Si", "diamond", a=5.43, cubic=True).repeat(2)}  # 64 atoms: pymatgen rounds to Γ
+    for scheme, atoms in cells.items():
+        text = str(maker.input_set_generator.get_input_set(AseAtomsAdaptor.get_structure(atoms)).cp2k_input)
+        assert "GENERAL" not in text
+        assert (scheme in text) == (scheme != "&KPOINTS")  # a 1x1x1 mesh: CP2K's Γ-point code, no k-points
+    with pytest.raises(ValueError, match="kpoint_density"):
+        cp2k_static_maker(kpoint_density=0)
+
+
 def test_preset_rejects_bad_settings():
     with pytest.raises(ValueError, match="kpoints"):
         cp2k_static_maker(kpoints=(2, 2))

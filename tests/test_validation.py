@@ -203,6 +203,23 @@ def test_band_structures_on_other_q_points_are_not_compared(cu_primitive, memory
         compare_band_structures(docs[0], docs[1], "fcc", "bcc")
 
 
+def test_cp2k_phonon_flow_hands_the_analysis_forces_in_ev_per_angstrom():
+    """atomate2's CP2K task documents keep CP2K's Hartree/Bohr forces; read as eV/Å they put diamond Si's
+    optical mode at 2.1 THz instead of 15.2 (measured on the CP2K reference run)."""
+    from pfd_atomate.validation.phonons import Cp2kPhononMaker, forces_in_ev_per_angstrom
+
+    si = AseAtomsAdaptor.get_structure(bulk("Si", "diamond", a=5.466))
+    flow = Cp2kPhononMaker().make(si, supercell_matrix=np.diag([2, 2, 2]).tolist())
+    jobs = {j.function.__name__: j for j in flow.jobs}
+    convert, collect = jobs["forces_in_ev_per_angstrom"], jobs["generate_frequencies_eigenvectors"]
+    assert convert.function_args[0].uuid == jobs["run_phonon_displacements"].uuid
+    assert collect.function_kwargs["displacement_data"].uuid == convert.uuid
+    assert flow.output.uuid == collect.uuid and collect.function_kwargs["code"] == "ase"
+    out = forces_in_ev_per_angstrom.original({"forces": [[[1.0, 0.0, -2.0]]], "uuids": ["x"]})
+    assert out["forces"][0][0] == pytest.approx([51.4221, 0.0, -102.8441], rel=1e-5)  # 1 Ha/Bohr = 51.42 eV/Å
+    assert out["uuids"] == ["x"]
+
+
 # --------------------------------------------------------------------------- MD stability
 
 

@@ -26,6 +26,7 @@ exists: an unknown key or a bad value fails with its full key path and what is a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -35,11 +36,20 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic_core import to_jsonable_python
 
 from pfd_atomate.distill.flows import DistillMaker
 from pfd_atomate.finetune.jobs import FinetuneMaker
 from pfd_atomate.flows import PFDMaker
+from pfd_atomate.label.cp2k import cp2k_static_maker
 from pfd_atomate.label.flows import LabelMaker
 from pfd_atomate.perturb.jobs import PerturbMaker
 from pfd_atomate.presets import dpa4_teacher, se_e2_a_student
@@ -124,7 +134,7 @@ def section(cls: type, name: str, *, exclude: tuple[str, ...] = (), overrides: d
             continue
         description = docs.get(f.name)
         if defaults_from is not None:
-            default: Any = Field(default_factory=lambda v=getattr(defaults_from, f.name): _copy(v),
+            default: Any = Field(default_factory=lambda v=getattr(defaults_from, f.name): copy.deepcopy(v),
                                  description=description)
         elif f.default is not dataclasses.MISSING:
             default = Field(f.default, description=description)
@@ -137,12 +147,6 @@ def section(cls: type, name: str, *, exclude: tuple[str, ...] = (), overrides: d
     model.target = target or cls
     model.skip = tuple(extra or ())
     return model
-
-
-def _copy(value: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(value)
 
 
 DeepMDConfig = section(DeepMDBackend, "DeepMDConfig", extra={"backend": (Literal["deepmd"], "deepmd")},
@@ -177,21 +181,16 @@ class VaspLabeller(_Section):
     user_kpoints_settings: dict[str, Any] = Field(default_factory=dict, description="k-point settings over MP's")
 
 
-def _cp2k(**kwargs):
-    from pfd_atomate.label.cp2k import cp2k_static_maker
-
-    return cp2k_static_maker(**kwargs)
-
-
 class Cp2kLabeller(_Section):
     """atomate2's CP2K ``StaticMaker`` through :func:`~pfd_atomate.label.cp2k.cp2k_static_maker`."""
 
-    target: ClassVar = staticmethod(_cp2k)
+    target: ClassVar = staticmethod(cp2k_static_maker)
     skip: ClassVar = ("kind",)
     kind: Literal["cp2k"] = "cp2k"
     basis_and_potential: dict[str, tuple[str, str]] | None = Field(
         None, description="{element: [basis, pseudopotential]} from cp2k-data (default: Si DZVP-MOLOPT-SR-GTH, GTH-PBE-q4)")
     kpoints: tuple[int, int, int] | None = Field((4, 4, 4), description="Monkhorst-Pack mesh; null: Gamma only")
+    kpoint_density: float | None = Field(None, description="k-points per Å^-3 (a mesh per frame; replaces kpoints)")
     cutoff: float = Field(300.0, description="plane-wave cutoff, Ry")
     rel_cutoff: float = Field(40.0, description="relative cutoff, Ry")
     xc_functional: str = "PBE"
@@ -388,20 +387,8 @@ def _emit(model: BaseModel, indent: int, lines: list[str]) -> None:
             _emit(value, indent + 1, lines)
             continue
         # JSON is YAML: one line per key, whatever the value
-        lines.append(f"{pad}{name}: {json.dumps(_plain(value), ensure_ascii=False)}{comment}")
+        lines.append(f"{pad}{name}: {json.dumps(to_jsonable_python(value), ensure_ascii=False)}{comment}")
 
 
 def _is_leaf(model: BaseModel) -> bool:
     return not isinstance(model, _Section) and len(type(model).model_fields) > 6
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return {k: _plain(v) for k, v in value.model_dump(mode="json").items()}
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value

@@ -222,7 +222,6 @@ def report(
 ) -> None:
     """Write report.json and plots: parity, RMSE per iteration, labels per iteration (PNG)."""
     _quiet_upstream()
-    from pfd_atomate import queries
     from pfd_atomate.cli.report import write_report
     from pfd_atomate.workflows.local import attach_run
 
@@ -239,7 +238,6 @@ def report(
             console.print(f"{m['model']}: {1000 * m['energy_rmse_ev_per_atom']:.2f} meV/atom, "
                           f"{1000 * m['force_rmse_ev_per_a']:.1f} meV/Å on {m['n_frames']} held-out frames "
                           f"({summary['held_out']['source']})")
-    del queries
 
 
 @app.command()

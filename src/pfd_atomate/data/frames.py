@@ -196,16 +196,6 @@ class Dataset(BaseModel):
         return self.frames[i]
 
     @property
-    def n_frames(self) -> int:
-        """Number of frames."""
-        return len(self.frames)
-
-    @property
-    def n_atoms_total(self) -> int:
-        """Number of atoms summed over frames (= number of atomic environments)."""
-        return sum(f.n_atoms for f in self.frames)
-
-    @property
     def elements(self) -> list[str]:
         """Sorted element symbols present."""
         return sorted({s for f in self.frames for s in f.species})
@@ -231,11 +221,6 @@ class Dataset(BaseModel):
     def to_atoms_list(self, with_labels: bool = True) -> list[Atoms]:
         """List of ASE ``Atoms`` (labels attached when present)."""
         return [f.to_atoms(with_labels=with_labels) for f in self.frames]
-
-    @classmethod
-    def from_atoms_list(cls, atoms_list: Iterable[Atoms], source: str = "", name: str = "") -> Dataset:
-        """Build from ASE ``Atoms`` (labels from attached calculators)."""
-        return cls(frames=[Frame.from_atoms(a, source=source) for a in atoms_list], name=name)
 
     def energies_per_atom(self) -> np.ndarray:
         """Energies divided by atom count, shape (n_frames,), eV/atom.

@@ -34,18 +34,6 @@ import numpy as np
 from ase import units
 
 
-__all__ = [
-    "CONVENTIONS",
-    "LabelError",
-    "LabelUnits",
-    "code_of_maker",
-    "code_of_task_doc",
-    "labels_from_fields",
-    "labels_from_task_doc",
-    "task_doc_fields",
-]
-
-
 @dataclass(frozen=True)
 class LabelUnits:
     """Units of a code's task document.
@@ -115,23 +103,6 @@ def code_of_maker(maker: Any) -> str:
         f"no label adapter for {type(maker).__module__}.{type(maker).__name__}; "
         "use an atomate2 VASP, CP2K or force-field (ASE) static maker"
     )
-
-
-def code_of_task_doc(doc: Any) -> str:
-    """Which convention a task document (object) follows: "vasp", "cp2k" or "ase".
-
-    Raises
-    ------
-    ValueError: for an unknown document type.
-    """
-    module = type(doc).__module__
-    if module.startswith("emmet.core") or module.startswith("atomate2.vasp"):
-        return "vasp"
-    if module.startswith("atomate2.cp2k"):
-        return "cp2k"
-    if module.startswith("atomate2.forcefields") or module.startswith("atomate2.ase"):
-        return "ase"
-    raise ValueError(f"no label adapter for task document {module}.{type(doc).__name__}")
 
 
 def task_doc_fields(doc: Any) -> dict[str, Any]:
@@ -205,21 +176,3 @@ def labels_from_fields(fields: Mapping[str, Any], code: str):
             raise LabelError(f"stress must be a finite 3x3 tensor, got shape {stress.shape}")
         virial = stress * conv.stress_to_ev_per_angstrom3 * structure.volume
     return structure, float(energy), forces, virial
-
-
-def labels_from_task_doc(doc: Any, code: str | None = None):
-    """Labels from a whole task document (VASP ``TaskDoc``, CP2K ``TaskDocument``,
-    ``ForceFieldTaskDocument``); see :func:`labels_from_fields` for the returned tuple.
-
-    Parameters
-    ----------
-    doc: the task document object (or its dict form, then ``code`` is required).
-    code: convention override; default: from the document type.
-
-    Raises
-    ------
-    LabelError, ValueError: as :func:`labels_from_fields` / :func:`code_of_task_doc`.
-    """
-    if code is None:
-        code = code_of_task_doc(doc)
-    return labels_from_fields(task_doc_fields(doc), code)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ from atomate2.cp2k.sets.core import StaticSetGenerator
 
 if TYPE_CHECKING:
     from atomate2.cp2k.jobs.core import StaticMaker
+    from pymatgen.core import Structure
+    from pymatgen.io.vasp.inputs import Kpoints
 
 #: GTH/MOLOPT names for silicon: the 4-valence-electron PBE pseudopotential.
 SI_DZVP_GTH_PBE: dict[str, tuple[str, str]] = {"Si": ("DZVP-MOLOPT-SR-GTH", "GTH-PBE-q4")}
@@ -35,6 +38,7 @@ _DATA_DIR_CANDIDATES = ("/usr/share/cp2k", "/usr/share/cp2k/data")
 def cp2k_static_maker(
     basis_and_potential: Mapping[str, tuple[str, str]] | None = None,
     kpoints: tuple[int, int, int] | None = (4, 4, 4),
+    kpoint_density: float | None = None,
     cutoff: float = 300.0,
     rel_cutoff: float = 40.0,
     xc_functional: str = "PBE",
@@ -64,6 +68,12 @@ def cp2k_static_maker(
         point only. The default suits the 8-atom cubic Si cell (a = 5.43 Å): measured on a
         rattled, strained Si8, 2x2x2 / 3x3x3 differ from 4x4x4 by 81 / 13 meV/atom and
         0.037 / 0.013 eV/Å (max force error), 6x6x6 by 1.3 meV/atom and 0.001 eV/Å.
+    kpoint_density
+        k-points per Å⁻³ of reciprocal volume (atomate2's ``reciprocal_density``, pymatgen's
+        ``Kpoints.automatic_density_by_vol``): a mesh per frame, for runs on cells of several
+        shapes (phases). Replaces ``kpoints`` when given. 40 gives 3x3x3 for the 8-atom cubic Si
+        cell, 4x4x4 for 8-atom β-Sn (a = 4.81 Å, c = 5.30 Å) and BC8 (primitive) cells, but the
+        Γ point only for 64 atoms (pymatgen rounds the mesh down): check the mesh of supercells.
     cutoff
         Plane-wave cutoff of the finest multigrid level, Ry.
     rel_cutoff
@@ -101,7 +111,7 @@ def cp2k_static_maker(
     Raises
     ------
     ValueError
-        Bad k-point mesh, non-positive cutoffs or temperature, a malformed basis map, or a
+        Bad k-point mesh or density, non-positive cutoffs or temperature, a malformed basis map, or a
         basis/potential name missing from the data files.
     """
     from atomate2.cp2k.jobs.core import StaticMaker
@@ -117,6 +127,8 @@ def cp2k_static_maker(
         kpoints = tuple(int(k) for k in kpoints)  # type: ignore[assignment]
         if len(kpoints) != 3 or min(kpoints) < 1:
             raise ValueError(f"kpoints must be three positive integers or None, got {kpoints}")
+    if kpoint_density is not None and not kpoint_density > 0:
+        raise ValueError(f"kpoint_density must be > 0 k-points per Å^-3, got {kpoint_density}")
     if cutoff <= 0 or rel_cutoff <= 0:
         raise ValueError(f"cutoff and rel_cutoff must be positive (Ry), got {cutoff}, {rel_cutoff}")
     if eps_scf <= 0 or eps_default <= 0:
@@ -146,13 +158,37 @@ def cp2k_static_maker(
     }
     if smearing_temperature is not None:
         settings["elec_temp"] = float(smearing_temperature)
-    gamma_only = kpoints is None or tuple(kpoints) == (1, 1, 1)
-    generator = StaticSetGenerator(
-        user_input_settings=settings,
-        user_kpoints_settings=None if gamma_only else Kpoints.monkhorst_automatic(kpoints),
-        sort_structure=False,
-    )
+    gamma_only = kpoint_density is None and (kpoints is None or tuple(kpoints) == (1, 1, 1))
+    common = {"user_input_settings": settings, "sort_structure": False}
+    if kpoint_density is not None:
+        generator = DensityStaticSetGenerator(kpoint_density=float(kpoint_density), **common)
+    else:
+        generator = StaticSetGenerator(user_kpoints_settings=None if gamma_only else Kpoints.monkhorst_automatic(kpoints),
+                                       **common)
     return StaticMaker(name=name, input_set_generator=generator)
+
+
+@dataclass
+class DensityStaticSetGenerator(StaticSetGenerator):
+    """atomate2's CP2K static set with a Monkhorst-Pack mesh per structure from a k-point density.
+
+    atomate2's own ``reciprocal_density`` setting turns odd meshes into a list of the structure's
+    irreducible k-points with weights (pymatgen's Gamma-style conversion), and CP2K does not
+    symmetrize forces or stress over them: a frame with symmetry would get wrong forces. A
+    ``MONKHORST-PACK`` scheme samples the full mesh (time reversal only).
+
+    Attributes
+    ----------
+    kpoint_density: k-points per Å⁻³ of reciprocal volume (pymatgen ``Kpoints.automatic_density_by_vol``).
+    """
+
+    kpoint_density: float = 40.0
+
+    def _get_kpoints(self, structure: Structure, kpoints_updates: dict | None) -> Kpoints | None:
+        from pymatgen.io.vasp.inputs import Kpoints
+
+        mesh = tuple(int(k) for k in Kpoints.automatic_density_by_vol(structure, self.kpoint_density).kpts[0])
+        return None if mesh == (1, 1, 1) else Kpoints.monkhorst_automatic(mesh)  # None: CP2K's Γ-point code
 
 
 def _check_names_in_data_files(

@@ -64,7 +64,6 @@ class FineTunedCHGNetCalculator(Calculator):
 
             torch.set_num_threads(n_threads)
         network = None if model is None else load_network(model)
-        self.model_path = None if model is None else str(model)
         self._chgnet = CHGNetCalculator(model=network, use_device=resolve_device(device), **kwargs)
 
     def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from maggma.utils import recursive_update
 
 from pfd_atomate.data import Dataset, ModelFile
 from pfd_atomate.data.models import sha256_of_file
@@ -51,7 +52,6 @@ from pfd_atomate.train.deepmd_templates import (
     TEMPLATES,
     auto_prob_from_weights,
     build_input,
-    deep_merge,
 )
 
 logger = logging.getLogger(__name__)
@@ -522,7 +522,7 @@ class DeepMDBackend(TrainerBackend):
         )
         if start is not None:
             config["model"] = self._finetune_model_section(start, init_model) | {"type_map": type_map}
-        config = deep_merge(config, self.input_overrides)
+        recursive_update(config, copy.deepcopy(self.input_overrides))  # dicts merge, anything else replaces
         (workdir / "input.json").write_text(json.dumps(config, indent=2))
         return config
 

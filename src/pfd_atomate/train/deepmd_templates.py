@@ -14,8 +14,7 @@ scale them up through ``DeepMDBackend.input_overrides`` (deep-merged into the re
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 TEMPLATES = ("se_e2_a", "se_atten_v2", "dpa2")
@@ -92,17 +91,6 @@ def _descriptor(template: str, rcut: float, rcut_smth: float, sel: int | str) ->
 DEFAULT_CUTOFFS = {"se_e2_a": (6.0, 0.5), "se_atten_v2": (6.0, 0.5), "dpa2": (6.0, 0.5)}
 
 
-def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursively merge ``overrides`` into a copy of ``base`` (dicts merge, anything else replaces)."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def auto_prob_from_weights(n_systems: Sequence[int], weights: Sequence[float]) -> str:
     """deepmd ``auto_prob`` string that samples dataset ``i`` with relative weight ``weights[i]``.
 
@@ -146,7 +134,6 @@ def build_input(
     disp_freq: int,
     save_freq: int,
     use_virial: bool,
-    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A complete deepmd-kit ``input.json`` as a dict.
 
@@ -166,7 +153,6 @@ def build_input(
     seed: seed of network initialisation and batch sampling.
     disp_freq, save_freq: steps between ``lcurve.out`` lines / checkpoints.
     use_virial: give the virial a non-zero loss prefactor.
-    overrides: deep-merged into the result last.
 
     Raises
     ------
@@ -212,4 +198,4 @@ def build_input(
             "max_ckpt_keep": 1,
         },
     }
-    return deep_merge(config, overrides or {})
+    return config

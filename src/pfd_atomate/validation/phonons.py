@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from atomate2.common.flows.phonons import BasePhononMaker
-from jobflow import Maker
+from jobflow import Flow, Maker, job
 from pydantic import BaseModel
 
 from pfd_atomate.validation.figures import pyplot, save_figure
@@ -90,9 +90,10 @@ class Cp2kPhononMaker(BasePhononMaker):
     ``BasePhononMaker`` with a CP2K ``StaticMaker`` (default: :func:`~pfd_atomate.label.cp2k.cp2k_static_maker`
     with a 2x2x2 k-mesh, for 64-atom supercells of Si) and no relaxation or static energy job.
 
-    ``code`` only picks phonopy's frequency unit factor in atomate2 (eV, Å, amu → THz, the same for
-    every code whose task documents give forces in eV/Å, which CP2K's do); atomate2 accepts no
-    "cp2k", so it is "ase".
+    atomate2's CP2K task documents keep CP2K's forces in Hartree/Bohr (pymatgen's ``Cp2kOutput``),
+    while atomate2's phonon analysis expects eV/Å; one job between the displacement calculations and
+    the analysis converts them (:data:`~pfd_atomate.label.adapters.CONVENTIONS`), and ``code`` is
+    "ase" (eV, Å, amu → THz; atomate2 accepts no "cp2k").
     """
 
     name: str = "cp2k phonon"
@@ -107,6 +108,26 @@ class Cp2kPhononMaker(BasePhononMaker):
     def prev_calc_dir_argname(self) -> str:
         """Argument of atomate2's CP2K Makers that names a previous calculation folder."""
         return "prev_dir"
+
+    def make(self, structure, prev_dir=None, **kwargs) -> Flow:
+        """atomate2's phonon flow (see ``BasePhononMaker.make``), its forces read in eV/Å."""
+        flow = super().make(structure, prev_dir=prev_dir, **kwargs)
+        by_function = {j.function.__name__: j for j in flow.jobs if hasattr(j, "function")}
+        collect = by_function["generate_frequencies_eigenvectors"]
+        convert = forces_in_ev_per_angstrom(collect.function_kwargs["displacement_data"])
+        collect.function_kwargs["displacement_data"] = convert.output
+        flow.add_jobs(convert)
+        return flow
+
+
+@job
+def forces_in_ev_per_angstrom(displacement_data: dict) -> dict:
+    """atomate2's displacement outputs (``{"forces": [(n_atoms, 3) per cell], ...}``) with CP2K's
+    Hartree/Bohr forces in eV/Å."""
+    from pfd_atomate.label.adapters import CONVENTIONS
+
+    factor = CONVENTIONS["cp2k"].forces_to_ev_per_angstrom
+    return {**displacement_data, "forces": [(np.asarray(f) * factor).tolist() for f in displacement_data["forces"]]}
 
 
 class PhononComparison(BaseModel):

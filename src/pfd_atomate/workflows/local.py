@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 from jobflow import Flow, Job, JobStore
 
-from pfd_atomate.workflows.mongo import MongoServer, die_with_parent, jobstore_spec, start_server
+from pfd_atomate.workflows.mongo import MongoServer, die_with_parent, jobstore_spec, start_server, stop_process
 
 logger = logging.getLogger(__name__)
 #: FireWorks' own console handler: its INFO lines ("Performing db tune-up") repeat what the run reports
@@ -423,14 +423,3 @@ def _wait(lp: Any, first_fw_id: int, launchers: list[subprocess.Popen], poll: fl
         if timeout is not None and time.perf_counter() - start > timeout:
             raise TimeoutError(f"run not finished after {timeout:.0f} s; run again to resume it")
         time.sleep(poll)
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM a child process (SIGKILL when it does not exit within ``timeout`` s)."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)

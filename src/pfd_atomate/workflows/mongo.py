@@ -32,7 +32,6 @@ from typing import Any
 
 from jobflow import JobStore
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def _check_loopback(host: str) -> None:
@@ -136,14 +135,7 @@ class MongoServer:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the server (WiredTiger closes cleanly), SIGKILL if it does not exit in time."""
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout)
+        stop_process(self.process, timeout)
 
     def __enter__(self) -> MongoServer:
         return self
@@ -276,3 +268,14 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM a child process (SIGKILL when it does not exit within ``timeout`` s)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
