@@ -1,0 +1,113 @@
+"""CP2K (PBE) reference properties of diamond Si: energy-volume curve and phonon band structure.
+
+Runs atomate2's own flows with CP2K static jobs, the same settings as the PFD labels
+(:func:`pfd_atomate.label.cp2k.cp2k_static_maker`):
+
+1. energy-volume curve of the 8-atom diamond cell (k-mesh 3x3x3 as the labels, 9 volumes, linear
+   strain -6 % .. +6 %, :func:`pfd_atomate.validation.eos.cp2k_eos_maker`), Birch-Murnaghan fit → a0;
+2. phonons at a0 by finite displacements (:class:`pfd_atomate.validation.phonons.Cp2kPhononMaker`):
+   the 2x2x2 supercell of the conventional cell (64 atoms, k-mesh 2x2x2, the same k-point density
+   as 4x4x4 on the 8-atom cell) needs one displaced cell by symmetry.
+
+The result (settings, E-V points, fit, the band structure as pymatgen's dict, wall times) is cached in
+``benchmarks/data/si_diamond_cp2k_reference.json.gz``; ``benchmarks/properties.py`` compares models
+with it. A rerun with the cache present does nothing unless ``--recompute``.
+
+Usage: ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/cp2k_reference.py [--recompute]``
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parent / "data"
+CACHE = DATA / "si_diamond_cp2k_reference.json.gz"
+SETTINGS = {
+    "labeller": "CP2K PBE via pfd_atomate.label.cp2k.cp2k_static_maker (DZVP-MOLOPT-SR-GTH, GTH-PBE-q4, 300 Ry)",
+    "eos": {"cell": "conventional diamond Si8", "kpoints": [3, 3, 3], "linear_strain": [-0.06, 0.06],
+            "number_of_frames": 9, "start_a": 5.43},
+    "phonons": {"supercell_matrix": [[2, 0, 0], [0, 2, 0], [0, 0, 2]], "n_atoms": 64, "kpoints": [2, 2, 2],
+                "displacement": 0.01, "npoints_band": 51},
+}
+
+
+def load_reference() -> dict:
+    """The cached reference (raises FileNotFoundError when it was never computed)."""
+    with gzip.open(CACHE, "rt") as fh:
+        return json.load(fh)
+
+
+def _run(flow, workdir: Path):
+    from jobflow import run_locally
+
+    from pfd_atomate.store import embedded_store
+
+    store = embedded_store(workdir)
+    run_locally(flow, store=store, root_dir=workdir / "jobs", create_folders=True, ensure_success=True, log=False)
+    store.connect()
+    return store
+
+
+def compute(workdir: Path) -> dict:
+    """Run both CP2K flows in ``workdir`` and return the reference document."""
+    from jobflow.core.reference import find_and_resolve_references
+
+    from pfd_atomate.cli.demo import diamond_si
+    from pfd_atomate.label.cp2k import cp2k_static_maker
+    from pfd_atomate.validation.eos import cp2k_eos_maker, fit_eos
+    from pfd_atomate.validation.phonons import Cp2kPhononMaker
+
+    out: dict = {"settings": SETTINGS}
+    eos_set, ph_set = SETTINGS["eos"], SETTINGS["phonons"]
+    start = time.perf_counter()
+    flow = cp2k_eos_maker(cp2k_static_maker(kpoints=tuple(eos_set["kpoints"])), tuple(eos_set["linear_strain"]),
+                          eos_set["number_of_frames"]).make(diamond_si(eos_set["start_a"]))
+    store = _run(flow, workdir / "eos")
+    curve = find_and_resolve_references(flow.output["relax"], store)  # the flow's output is a dict of references
+    fit = fit_eos(curve["volume"], curve["energy"], 8, "diamond", "CP2K")
+    a0 = float((fit.v0 * 8) ** (1 / 3))
+    out["eos"] = {"volumes": curve["volume"], "energies": curve["energy"], "fit": fit.model_dump(), "a0": a0,
+                  "wall_s": time.perf_counter() - start}
+    print(f"CP2K diamond Si: a0 {a0:.4f} Å, B0 {fit.b0:.1f} GPa ({out['eos']['wall_s']:.0f} s)", flush=True)
+
+    start = time.perf_counter()
+    maker = Cp2kPhononMaker(
+        displacement=ph_set["displacement"],
+        phonon_displacement_maker=cp2k_static_maker(kpoints=tuple(ph_set["kpoints"]), name="cp2k phonon static"),
+        generate_frequencies_eigenvectors_kwargs={"npoints_band": ph_set["npoints_band"]},
+    )
+    flow = maker.make(diamond_si(a0), supercell_matrix=ph_set["supercell_matrix"])
+    store = _run(flow, workdir / "phonons")
+    doc = store.get_output(flow.output.uuid, load=True)
+    bands = np.asarray(doc["phonon_bandstructure"]["bands"])
+    out["phonons"] = {"band_structure": doc["phonon_bandstructure"], "n_displacements": 1,
+                      "max_frequency_thz": float(bands.max()), "min_frequency_thz": float(bands.min()),
+                      "wall_s": time.perf_counter() - start}
+    print(f"CP2K diamond Si phonons: max {bands.max():.2f} THz, min {bands.min():.3f} THz "
+          f"({out['phonons']['wall_s']:.0f} s)", flush=True)
+    return out
+
+
+def main(argv: list[str]) -> dict:
+    if CACHE.exists() and "--recompute" not in argv:
+        ref = load_reference()
+        print(f"cached: {CACHE.name} (a0 {ref['eos']['a0']:.4f} Å); --recompute to run CP2K again")
+        return ref
+    from _dft_labels import label_workdir
+
+    ref = compute(label_workdir() / "cp2k-reference")
+    DATA.mkdir(exist_ok=True)
+    with gzip.open(CACHE, "wt") as fh:
+        json.dump(ref, fh)
+    print(f"wrote {CACHE}")
+    return ref
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,127 @@
+"""Independent held-out CP2K frames of three Si phases, and a PFD run's models on them, per phase.
+
+Made apart from any PFD run (own seeds, own generator), labelled by the PFD labeller's settings
+(``cp2k_static_maker``, PBE, DZVP-MOLOPT-SR-GTH), cached in ``benchmarks/data/`` with those settings:
+
+- **diamond**: 40 strained + rattled Si8 cells (the first 40 of ``si8_cp2k_k333_n200_s11``) and 30 MD
+  frames at 300/900/1500 K (``held_out_md.py``), k-mesh 3x3x3;
+- **beta-Sn** and **bc8** (8-atom cells, ``_common.si_phase``): ``--rattled`` strained (±4 %) + rattled
+  (σ 0.05-0.2 Å) cells and ``--per-temperature`` frames of Langevin MD with the zero-shot DPA-4 at each
+  of ``--temperatures``, k-mesh 4x4x4 (pymatgen's 40 k-points/Å⁻³ for these cells; 3x3x3 for Si8
+  diamond).
+
+With ``--run`` the zero-shot DPA-4, PF (teacher) and PFD (student) of a finished run are tested on every
+set: energy RMSE (eV/atom, raw and with each model's mean offset removed per phase) and force RMSE (eV/Å).
+
+Usage: ``.venv/bin/python benchmarks/held_out_phases.py [--run RUN_DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import time
+from pathlib import Path
+
+from _common import environment, save, si_frames
+from _dft_labels import DATA, cached_si_labels, label_with_cp2k, label_workdir
+from held_out_md import _rmse, _run_md, md_held_out
+
+RESULTS = Path(__file__).resolve().parent / "results"
+KPOINTS = {"diamond": (3, 3, 3), "beta-Sn": (4, 4, 4), "bc8": (4, 4, 4)}
+
+
+def phase_held_out(phase: str, rattled: int, temperatures, per_temperature: int, seed: int, relabel: bool = False):
+    """CP2K-labelled strained/rattled and MD frames of ``phase`` (not diamond), cached; (Dataset, meta)."""
+    from pfd_atomate.data import Dataset
+
+    kpoints = KPOINTS[phase]
+    settings = {"system": f"Si {phase}, 8-atom cell (benchmarks/_common.si_phase)", "rattled": rattled,
+                "rattle": "si_frames(strain 0.04, displacements 0.05-0.2 Å)", "temperatures_K": list(temperatures),
+                "per_temperature": per_temperature, "seed": seed,
+                "md": "ASE Langevin, 2 fs, friction 0.01, pretrained DPA-4 (dpa4-neo), 200 steps to equilibrate, "
+                      "a frame every 40 steps", "kpoints": list(kpoints),
+                "labeller": "CP2K PBE via pfd_atomate.label.cp2k.cp2k_static_maker"}
+    name = f"si_{phase}_cp2k_k{''.join(map(str, kpoints))}_r{rattled}_md{'-'.join(f'{t:g}' for t in temperatures)}K" \
+           f"_n{per_temperature}_s{seed}"
+    path = DATA / f"{name}.json.gz"
+    if path.exists() and not relabel:
+        stored = json.loads(gzip.decompress(path.read_bytes()))
+        if stored["settings"] == settings:
+            return Dataset.model_validate(stored["dataset"]), stored["meta"]
+    frames_file = label_workdir() / f"{name}-frames.json"  # kept: a rerun labels the very same frames
+    if frames_file.exists() and not relabel:
+        frames, md_wall = Dataset.model_validate_json(frames_file.read_text()), 0.0
+    else:
+        md, md_wall = _run_md(temperatures, per_temperature, seed + 100, phase=phase)
+        frames = Dataset.concat([si_frames(rattled, seed, phase=phase), md], name=f"si-{phase}-held-out")
+        frames_file.parent.mkdir(parents=True, exist_ok=True)
+        frames_file.write_text(frames.model_dump_json())
+    start = time.perf_counter()
+    labelled, order = label_with_cp2k(frames, kpoints, n_procs=2)
+    meta = {"n_frames": len(frames), "n_labelled": len(labelled), "input_indices": order, "md_wall_s": md_wall,
+            "cp2k_wall_s": time.perf_counter() - start}
+    path.write_bytes(gzip.compress(json.dumps({"settings": settings, "meta": meta,
+                                                "dataset": json.loads(labelled.model_dump_json())}).encode()))
+    return labelled, meta
+
+
+def held_out_sets(args) -> dict:
+    """Phase name → (kind → labelled Dataset), diamond from the existing caches."""
+    rattled, _ = cached_si_labels(200, seed=11, kpoints=(3, 3, 3))
+    md, _ = md_held_out([300.0, 900.0, 1500.0], 10, 2026)
+    sets = {"diamond": {"rattled": rattled.subset(list(range(40))), "md": md}}
+    for phase in ("beta-Sn", "bc8"):
+        data, meta = phase_held_out(phase, args.rattled, args.temperatures, args.per_temperature, args.seed)
+        print(f"{phase}: {len(data)} CP2K frames (MD {meta['md_wall_s']:.0f} s, CP2K {meta['cp2k_wall_s']:.0f} s)",
+              flush=True)
+        kinds = ["md" if ":md:" in f.source or f.source.startswith(f"{phase}:md") else "rattled" for f in data.frames]
+        sets[phase] = {k: data.subset([i for i, kk in enumerate(kinds) if kk == k]) for k in ("rattled", "md")}
+    return sets
+
+
+def evaluate(run_dir: Path, sets: dict) -> dict:
+    """RMSEs of the zero-shot DPA-4, PF and PFD per phase and kind of frame."""
+    from pfd_atomate import queries
+    from pfd_atomate.data import Dataset, ModelFile
+    from pfd_atomate.train.deepmd import DeepMDBackend
+    from pfd_atomate.workflows.local import open_run_store
+
+    with open_run_store(run_dir) as (store, _, _):
+        teacher, student = (queries.final_model(store, "Si", role) for role in ("teacher", "student"))
+    backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
+    models = {"DPA-4 zero-shot": ModelFile.from_path(backend.base_model_path(), backend="deepmd"),
+              "PF (teacher)": teacher, "PFD (student)": student}
+    table: dict = {}
+    for phase, kinds in sets.items():
+        groups = {**kinds, "all": Dataset.concat(list(kinds.values()), name=phase)}
+        table[phase] = {g: {name: _rmse(data, backend.predict(model, data)) for name, model in models.items()}
+                        for g, data in groups.items()}
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rattled", type=int, default=8)
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 900.0])
+    parser.add_argument("--per-temperature", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=4242)
+    parser.add_argument("--run", type=Path, default=None, help="a finished PFD run folder to test")
+    args = parser.parse_args()
+    sets = held_out_sets(args)
+    result = {"benchmark": "held_out_phases", "environment": environment(1),
+              "sets": {p: {k: len(d) for k, d in kinds.items()} for p, kinds in sets.items()}}
+    if args.run is not None:
+        result["run"] = str(args.run)
+        result["rmse"] = evaluate(args.run.resolve(), sets)
+        for phase, groups in result["rmse"].items():
+            for g, row in groups.items():
+                print(phase, g, {n: (round(1000 * v["energy_rmse_ev_per_atom"], 1),
+                                     round(1000 * v["energy_rmse_offset_removed_ev_per_atom"], 1),
+                                     round(v["force_rmse_ev_per_a"], 3)) for n, v in row.items()})
+    save("held_out_phases", result, RESULTS)
+
+
+if __name__ == "__main__":
+    main()

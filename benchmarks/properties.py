@@ -1,0 +1,116 @@
+"""Diamond-Si properties of a PFD run's models against CP2K: energy-volume curve and phonon bands.
+
+The models of a finished run (PF: the fine-tuned teacher; PFD: the distilled student) and the
+zero-shot foundation model run atomate2's own force-field EOS and phonon flows
+(:func:`pfd_atomate.validation.eos.force_field_eos_maker`, :func:`pfd_atomate.validation.phonons.force_field_phonon_maker`,
+through ``CalculatorSpec.run`` → ``run_with_model``) on the structures, strains and supercell of the
+cached CP2K reference (``benchmarks/cp2k_reference.py``). Reported: V0 (Å^3/atom), a0 (Å) and B0 (GPa)
+against CP2K; the autoplex band RMSE (THz) against the CP2K band structure, the Γ optical frequency and
+the largest frequency error; a band plot per model.
+
+Usage: ``.venv/bin/python benchmarks/properties.py --run benchmarks/runs/demo-full``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import environment, save
+from cp2k_reference import load_reference
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _resolved(flow, workdir: Path):
+    from jobflow import JobStore, run_locally
+    from jobflow.core.reference import find_and_resolve_references
+    from maggma.stores import MemoryStore
+
+    store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_locally(flow, store=store, root_dir=workdir, create_folders=True, ensure_success=True, log=False)
+    return find_and_resolve_references(flow.output, store)
+
+
+def model_properties(name: str, spec, ref: dict, workdir: Path) -> dict:
+    """E-V fit and phonon comparison of one model against the CP2K reference ``ref``."""
+    from pfd_atomate.cli.demo import diamond_si
+    from pfd_atomate.validation.eos import fit_eos, force_field_eos_maker
+    from pfd_atomate.validation.phonons import (
+        compare_band_structures,
+        force_field_phonon_maker,
+    )
+
+    eos_set, ph_set = ref["settings"]["eos"], ref["settings"]["phonons"]
+    out: dict = {}
+    start = time.perf_counter()
+    eos_maker = force_field_eos_maker(tuple(eos_set["linear_strain"]), eos_set["number_of_frames"])
+    curve = _resolved(spec.run(eos_maker, diamond_si(eos_set["start_a"])), workdir / "eos")["relax"]
+    fit = fit_eos(curve["volume"], curve["energy"], 8, "diamond", name)
+    cp2k = ref["eos"]["fit"]
+    out["eos"] = {"v0": fit.v0, "a0": (fit.v0 * 8) ** (1 / 3), "b0_gpa": fit.b0, "b0_prime": fit.b0_prime,
+                  "v0_error_percent": 100 * (fit.v0 - cp2k["v0"]) / cp2k["v0"], "b0_error_gpa": fit.b0 - cp2k["b0"],
+                  "wall_s": time.perf_counter() - start}
+    start = time.perf_counter()
+    ph_maker = force_field_phonon_maker(displacement=ph_set["displacement"], npoints=ph_set["npoints_band"])
+    doc = _resolved(spec.run(ph_maker, diamond_si(ref["eos"]["a0"]), {"supercell_matrix": ph_set["supercell_matrix"]}),
+                    workdir / "phonons")
+    png = RESULTS / "properties" / f"phonons_{name.split()[0].lower()}.png"
+    bs = doc.phonon_bandstructure if hasattr(doc, "phonon_bandstructure") else doc["phonon_bandstructure"]
+    comparison = compare_band_structures(bs, ref["phonons"]["band_structure"], name, "CP2K", plot_path=png)
+    out["phonons"] = {**comparison.model_dump(exclude={"plot"}), "plot": str(png.relative_to(RESULTS.parent)),
+                      "gamma_optical_thz": gamma_optical(bs),
+                      "wall_s": time.perf_counter() - start}
+    return out
+
+
+def gamma_optical(band_structure: dict) -> float:
+    """Highest frequency at Γ of a band structure dict, THz (the Raman-active optical mode of diamond Si)."""
+    from pfd_atomate.validation.phonons import as_band_structure
+
+    bs = as_band_structure(band_structure)
+    at_gamma = [i for i, q in enumerate(bs.qpoints) if np.allclose(q.frac_coords, 0)]
+    return float(bs.bands[:, at_gamma].max())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a finished PFD run folder (local engine)")
+    args = parser.parse_args()
+    from pfd_atomate import queries
+    from pfd_atomate.data import ModelFile
+    from pfd_atomate.train.deepmd import DeepMDBackend
+    from pfd_atomate.validation.jobs import CalculatorSpec
+    from pfd_atomate.workflows.local import open_run_store
+
+    ref = load_reference()
+    with open_run_store(args.run.resolve()) as (store, _, _):
+        teacher, student = (queries.final_model(store, "Si", role) for role in ("teacher", "student"))
+    backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
+    foundation = ModelFile.from_path(backend.base_model_path(), backend="deepmd")
+    models = {"DPA-4 zero-shot": foundation, "PF (teacher)": teacher, "PFD (student)": student}
+    (RESULTS / "properties").mkdir(parents=True, exist_ok=True)
+    from _dft_labels import label_workdir
+
+    work = label_workdir().parent / "properties-jobs"
+    result = {"benchmark": "properties", "environment": environment(1), "run": str(args.run),
+              "system": "diamond Si, CP2K PBE reference (benchmarks/data/si_diamond_cp2k_reference.json.gz)",
+              "cp2k": {"a0": ref["eos"]["a0"], "v0": ref["eos"]["fit"]["v0"], "b0_gpa": ref["eos"]["fit"]["b0"],
+                       "gamma_optical_thz": gamma_optical(ref["phonons"]["band_structure"]),
+                       "eos_wall_s": ref["eos"]["wall_s"], "phonon_wall_s": ref["phonons"]["wall_s"]},
+              "models": {}}
+    for name, model in models.items():
+        spec = CalculatorSpec.from_model(model, backend, name=name)
+        row = model_properties(name, spec, ref, work / name.split()[0].lower())
+        print(f"{name}: a0 {row['eos']['a0']:.4f} Å (CP2K {ref['eos']['a0']:.4f}), B0 {row['eos']['b0_gpa']:.1f} GPa "
+              f"(CP2K {ref['eos']['fit']['b0']:.1f}); band RMSE {row['phonons']['band_rmse']:.3f} THz, "
+              f"max |Δω| {row['phonons']['max_abs_error']:.3f} THz", flush=True)
+        result["models"][name] = row
+    save("properties", result, RESULTS)
+
+
+if __name__ == "__main__":
+    main()
