@@ -35,7 +35,7 @@ def _resolved(flow, workdir: Path):
     return find_and_resolve_references(flow.output, store)
 
 
-def model_properties(name: str, spec, ref: dict, workdir: Path) -> dict:
+def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "") -> dict:
     """E-V fit and phonon comparison of one model against the CP2K reference ``ref``."""
     from pfd_atomate.cli.demo import diamond_si
     from pfd_atomate.validation.eos import fit_eos, force_field_eos_maker
@@ -58,7 +58,7 @@ def model_properties(name: str, spec, ref: dict, workdir: Path) -> dict:
     ph_maker = force_field_phonon_maker(displacement=ph_set["displacement"], npoints=ph_set["npoints_band"])
     doc = _resolved(spec.run(ph_maker, diamond_si(ref["eos"]["a0"]), {"supercell_matrix": ph_set["supercell_matrix"]}),
                     workdir / "phonons")
-    png = RESULTS / "properties" / f"phonons_{name.split()[0].lower()}.png"
+    png = RESULTS / "properties" / f"phonons_{name.split()[0].lower()}{'_' + tag if tag else ''}.png"
     bs = doc.phonon_bandstructure if hasattr(doc, "phonon_bandstructure") else doc["phonon_bandstructure"]
     comparison = compare_band_structures(bs, ref["phonons"]["band_structure"], name, "CP2K", plot_path=png)
     out["phonons"] = {**comparison.model_dump(exclude={"plot"}), "plot": str(png.relative_to(RESULTS.parent)),
@@ -79,6 +79,7 @@ def gamma_optical(band_structure: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished PFD run folder (local engine)")
+    parser.add_argument("--tag", default="", help="suffix of the result file (e.g. the run's name)")
     args = parser.parse_args()
     from pfd_atomate import queries
     from pfd_atomate.data import ModelFile
@@ -104,12 +105,12 @@ def main() -> None:
               "models": {}}
     for name, model in models.items():
         spec = CalculatorSpec.from_model(model, backend, name=name)
-        row = model_properties(name, spec, ref, work / name.split()[0].lower())
+        row = model_properties(name, spec, ref, work / name.split()[0].lower(), args.tag)
         print(f"{name}: a0 {row['eos']['a0']:.4f} Å (CP2K {ref['eos']['a0']:.4f}), B0 {row['eos']['b0_gpa']:.1f} GPa "
               f"(CP2K {ref['eos']['fit']['b0']:.1f}); band RMSE {row['phonons']['band_rmse']:.3f} THz, "
               f"max |Δω| {row['phonons']['max_abs_error']:.3f} THz", flush=True)
         result["models"][name] = row
-    save("properties", result, RESULTS)
+    save(f"properties_{args.tag}" if args.tag else "properties", result, RESULTS)
 
 
 if __name__ == "__main__":
