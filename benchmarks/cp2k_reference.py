@@ -13,7 +13,10 @@ The result (settings, E-V points, fit, the band structure as pymatgen's dict, wa
 ``benchmarks/data/si_diamond_cp2k_reference.json.gz``; ``benchmarks/properties.py`` compares models
 with it. A rerun with the cache present does nothing unless ``--recompute``.
 
-Usage: ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/cp2k_reference.py [--recompute]``
+``--phases`` adds the E-V curves of the β-Sn and BC8 cells (``_common.si_phase``, k-mesh 4x4x4 as their
+held-out sets, same strains; positions fixed), cached in ``benchmarks/data/si_phases_cp2k_eos.json.gz``.
+
+Usage: ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/cp2k_reference.py [--recompute] [--phases]``
 """
 
 from __future__ import annotations
@@ -94,7 +97,43 @@ def compute(workdir: Path) -> dict:
     return out
 
 
+PHASES_CACHE = DATA / "si_phases_cp2k_eos.json.gz"
+
+
+def phase_eos(workdir: Path) -> dict:
+    """CP2K E-V curves of β-Sn and BC8 (8-atom cells, 4x4x4), fitted; phase → points, fit, wall time."""
+    from jobflow.core.reference import find_and_resolve_references
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from _common import si_phase
+    from pfd_atomate.label.cp2k import cp2k_static_maker
+    from pfd_atomate.validation.eos import cp2k_eos_maker, fit_eos
+
+    eos_set = SETTINGS["eos"]
+    out = {}
+    for phase in ("beta-Sn", "bc8"):
+        start = time.perf_counter()
+        structure = AseAtomsAdaptor.get_structure(si_phase(phase))
+        flow = cp2k_eos_maker(cp2k_static_maker(kpoints=(4, 4, 4)), tuple(eos_set["linear_strain"]),
+                              eos_set["number_of_frames"]).make(structure)
+        curve = find_and_resolve_references(flow.output["relax"], _run(flow, workdir / phase))
+        fit = fit_eos(curve["volume"], curve["energy"], len(structure), phase, "CP2K")
+        out[phase] = {"kpoints": [4, 4, 4], "volumes": curve["volume"], "energies": curve["energy"],
+                      "fit": fit.model_dump(), "wall_s": time.perf_counter() - start}
+        print(f"CP2K {phase}: V0 {fit.v0:.3f} Å^3/atom, E0 {fit.e0:.4f} eV/atom, B0 {fit.b0:.1f} GPa "
+              f"({out[phase]['wall_s']:.0f} s)", flush=True)
+    return out
+
+
 def main(argv: list[str]) -> dict:
+    if "--phases" in argv and (not PHASES_CACHE.exists() or "--recompute" in argv):
+        from _dft_labels import label_workdir
+
+        phases = phase_eos(label_workdir() / "cp2k-reference-phases")
+        with gzip.open(PHASES_CACHE, "wt") as fh:
+            json.dump({"settings": {**SETTINGS["eos"], "kpoints": [4, 4, 4], "cells": "_common.si_phase"},
+                       "phases": phases}, fh)
+        print(f"wrote {PHASES_CACHE}")
     if CACHE.exists() and "--recompute" not in argv:
         ref = load_reference()
         print(f"cached: {CACHE.name} (a0 {ref['eos']['a0']:.4f} Å); --recompute to run CP2K again")

@@ -14,12 +14,14 @@ Usage: ``.venv/bin/python benchmarks/properties.py --run benchmarks/runs/demo-fu
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 from _common import environment, save
-from cp2k_reference import load_reference
+from cp2k_reference import PHASES_CACHE, load_reference
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -54,6 +56,21 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "") -
     out["eos"] = {"v0": fit.v0, "a0": (fit.v0 * 8) ** (1 / 3), "b0_gpa": fit.b0, "b0_prime": fit.b0_prime,
                   "v0_error_percent": 100 * (fit.v0 - cp2k["v0"]) / cp2k["v0"], "b0_error_gpa": fit.b0 - cp2k["b0"],
                   "wall_s": time.perf_counter() - start}
+    if PHASES_CACHE.exists():  # β-Sn and BC8: V0, B0 and the energy above diamond, against CP2K
+        from _common import si_phase
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        phases = json.loads(gzip.decompress(PHASES_CACHE.read_bytes()))["phases"]
+        out["phases"] = {}
+        for phase, cp2k_phase in phases.items():
+            structure = AseAtomsAdaptor.get_structure(si_phase(phase))
+            points = _resolved(spec.run(eos_maker, structure), workdir / f"eos-{phase}")["relax"]
+            pfit = fit_eos(points["volume"], points["energy"], len(structure), phase, name)
+            ref_fit = cp2k_phase["fit"]
+            out["phases"][phase] = {
+                "v0": pfit.v0, "b0_gpa": pfit.b0, "energy_above_diamond_ev_per_atom": pfit.e0 - fit.e0,
+                "cp2k_v0": ref_fit["v0"], "cp2k_b0_gpa": ref_fit["b0"],
+                "cp2k_energy_above_diamond_ev_per_atom": ref_fit["e0"] - cp2k["e0"]}
     start = time.perf_counter()
     ph_maker = force_field_phonon_maker(displacement=ph_set["displacement"], npoints=ph_set["npoints_band"])
     doc = _resolved(spec.run(ph_maker, diamond_si(ref["eos"]["a0"]), {"supercell_matrix": ph_set["supercell_matrix"]}),
@@ -109,6 +126,10 @@ def main() -> None:
         print(f"{name}: a0 {row['eos']['a0']:.4f} Å (CP2K {ref['eos']['a0']:.4f}), B0 {row['eos']['b0_gpa']:.1f} GPa "
               f"(CP2K {ref['eos']['fit']['b0']:.1f}); band RMSE {row['phonons']['band_rmse']:.3f} THz, "
               f"max |Δω| {row['phonons']['max_abs_error']:.3f} THz", flush=True)
+        for phase, r in row.get("phases", {}).items():
+            print(f"  {phase}: V0 {r['v0']:.3f} (CP2K {r['cp2k_v0']:.3f}) Å^3/atom, B0 {r['b0_gpa']:.1f} "
+                  f"(CP2K {r['cp2k_b0_gpa']:.1f}) GPa, above diamond {1000 * r['energy_above_diamond_ev_per_atom']:.0f} "
+                  f"(CP2K {1000 * r['cp2k_energy_above_diamond_ev_per_atom']:.0f}) meV/atom", flush=True)
         result["models"][name] = row
     save(f"properties_{args.tag}" if args.tag else "properties", result, RESULTS)
 
