@@ -65,7 +65,11 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "") -
         for phase, cp2k_phase in phases.items():
             structure = AseAtomsAdaptor.get_structure(si_phase(phase))
             points = _resolved(spec.run(eos_maker, structure), workdir / f"eos-{phase}")["relax"]
-            pfit = fit_eos(points["volume"], points["energy"], len(structure), phase, name)
+            try:
+                pfit = fit_eos(points["volume"], points["energy"], len(structure), phase, name)
+            except ValueError as err:  # no minimum in the sampled range: a failure of the model, recorded
+                out["phases"][phase] = {"failed": str(err), "energies": points["energy"], "volumes": points["volume"]}
+                continue
             ref_fit = cp2k_phase["fit"]
             out["phases"][phase] = {
                 "v0": pfit.v0, "b0_gpa": pfit.b0, "energy_above_diamond_ev_per_atom": pfit.e0 - fit.e0,
@@ -127,6 +131,9 @@ def main() -> None:
               f"(CP2K {ref['eos']['fit']['b0']:.1f}); band RMSE {row['phonons']['band_rmse']:.3f} THz, "
               f"max |Δω| {row['phonons']['max_abs_error']:.3f} THz", flush=True)
         for phase, r in row.get("phases", {}).items():
+            if "failed" in r:
+                print(f"  {phase}: {r['failed']}", flush=True)
+                continue
             print(f"  {phase}: V0 {r['v0']:.3f} (CP2K {r['cp2k_v0']:.3f}) Å^3/atom, B0 {r['b0_gpa']:.1f} "
                   f"(CP2K {r['cp2k_b0_gpa']:.1f}) GPa, above diamond {1000 * r['energy_above_diamond_ev_per_atom']:.0f} "
                   f"(CP2K {1000 * r['cp2k_energy_above_diamond_ev_per_atom']:.0f}) meV/atom", flush=True)
