@@ -170,7 +170,7 @@ def test_phonons_expose_broken_translational_invariance(cu_primitive, memory_sto
     k = 1.0  # eV/Å^2
     tethered = CalculatorSpec.from_ase(f"{__name__}.TetheredEMT", name="tethered EMT",
                                        lattice=cu_primitive.cell.array.tolist(), k=k)
-    out = _run(PhononValidationMaker(supercell_matrix=np.diag([4, 4, 4]).tolist(), npoints=5)
+    out = _run(PhononValidationMaker(supercell_matrix=[4, 4, 4], npoints=5)  # 3 integers: the diagonal
                .make(cu_primitive, tethered, EMT_SPEC), memory_store, tmp_path)["result"]
     mass = cu_primitive.get_masses()[0] * units._amu
     expected = np.sqrt(k * units._e * 1e20 / mass) / (2 * np.pi) / 1e12  # THz
@@ -182,6 +182,8 @@ def test_phonons_expose_broken_translational_invariance(cu_primitive, memory_sto
 def test_phonons_reject_bad_input(cu_primitive):
     with pytest.raises(ValueError, match="supercell_matrix"):
         PhononValidationMaker(supercell_matrix=[2, 2]).make(cu_primitive, MORSE_SPEC, EMT_SPEC)
+    with pytest.raises(ValueError, match="supercell_matrix"):
+        PhononValidationMaker(supercell_matrix=[2, 2, 2.5]).make(cu_primitive, MORSE_SPEC, EMT_SPEC)
     with pytest.raises(ValueError, match="displacement"):
         PhononValidationMaker(displacement=0.0).make(cu_primitive, MORSE_SPEC, EMT_SPEC)
     with pytest.raises(ValueError, match="periodic"):

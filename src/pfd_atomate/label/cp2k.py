@@ -158,11 +158,11 @@ def cp2k_static_maker(
     }
     if smearing_temperature is not None:
         settings["elec_temp"] = float(smearing_temperature)
-    gamma_only = kpoint_density is None and (kpoints is None or tuple(kpoints) == (1, 1, 1))
     common = {"user_input_settings": settings, "sort_structure": False}
     if kpoint_density is not None:
         generator = DensityStaticSetGenerator(kpoint_density=float(kpoint_density), **common)
     else:
+        gamma_only = kpoints is None or tuple(kpoints) == (1, 1, 1)
         generator = StaticSetGenerator(user_kpoints_settings=None if gamma_only else Kpoints.monkhorst_automatic(kpoints),
                                        **common)
     return StaticMaker(name=name, input_set_generator=generator)

@@ -347,14 +347,14 @@ class PhononValidationMaker(Maker):
     Parameters
     ----------
     name: name of the flow and of its comparison job.
-    supercell_matrix: 3x3 supercell of the structure (None: from ``min_length``).
+    supercell_matrix: supercell of the structure, 3 integers (diagonal) or 3x3 (None: from ``min_length``).
     min_length: minimum supercell length, Å.
     displacement: finite displacement, Å (a DFT reference Maker keeps its own: set it alike).
     npoints: q-points per path segment.
     """
 
     name: str = "pfd validate phonons"
-    supercell_matrix: Sequence[Sequence[int]] | None = None
+    supercell_matrix: Sequence[int] | Sequence[Sequence[int]] | None = None
     min_length: float = 10.0
     displacement: float = DEFAULT_DISPLACEMENT
     npoints: int = 51
@@ -378,8 +378,13 @@ class PhononValidationMaker(Maker):
             size = get_supercell_size(structure, self.min_length, None, True)
             jobs.append(size)
             matrix = size.output
-        elif np.asarray(matrix).shape != (3, 3) or round(abs(np.linalg.det(matrix))) < 1:
-            raise ValueError(f"supercell_matrix must be a 3x3 integer matrix with det >= 1, got {matrix}")
+        else:
+            m = np.asarray(matrix)
+            m = np.diag(m) if m.shape == (3,) else m
+            if m.shape != (3, 3) or not np.allclose(m, np.round(m)) or round(abs(np.linalg.det(m))) < 1:
+                raise ValueError(f"supercell_matrix must be 3 integers or a 3x3 integer matrix with det >= 1, "
+                                 f"got {matrix}")
+            matrix = np.round(m).astype(int).tolist()
         runs = {"model": model.run(ff, structure, {"supercell_matrix": matrix}),
                 "reference": _run_reference(reference, ff, structure, {"supercell_matrix": matrix})}
         for side, run in runs.items():
