@@ -91,8 +91,10 @@ def test_loop_iterates_with_replace_and_converges(pfd_run):
 
 def test_label_accounting_matches_stored_jobs(pfd_run):
     _, _, store, _, report = pfd_run
-    label_docs = list(store.query({"output.n_requested": {"$exists": True}}, properties=["output.n_labelled", "uuid"]))
-    # initial labels + one labelling per iteration, every one stored as a LabelOutput
+    label_docs = list(store.query({"output.n_requested": {"$exists": True}, "metadata.pfd_step": "label"},
+                                  properties=["output.n_labelled", "uuid"]))
+    # initial labels + one labelling per iteration, every one stored as a LabelOutput (the teacher's
+    # labels are LabelOutputs too, of the distill step)
     assert len({d["uuid"] for d in label_docs}) == 1 + report["n_iterations"]
     assert report["n_dft_labels"] == report["n_initial_labels"] + sum(it["n_labelled"] for it in report["iterations"])
     assert report["n_initial_labels"] == 4 and report["n_label_failures"] == 0
@@ -168,7 +170,8 @@ def test_teacher_labels_md_rattled_and_initial_frames(pfd_run):
 
     def output(name, field):
         (doc,) = store.query({"name": name}, properties=["uuid"])
-        return store.get_output(doc["uuid"], load=True)[field]
+        out = store.get_output(doc["uuid"], load=True)  # a LabelOutput is decoded, others stay dicts
+        return out[field] if isinstance(out, dict) else getattr(out, field)
 
     # each MD task: a launcher job replaced by atomate2's ForceFieldMDMaker job under the same uuid
     md_uuids = {d["uuid"] for d in store.query({"name": {"$regex": "^pfd distill explore"}}, properties=["uuid"])}
@@ -182,8 +185,20 @@ def test_teacher_labels_md_rattled_and_initial_frames(pfd_run):
         assert last["metadata"]["pfd_model_sha256"] == teacher_sha and last["metadata"]["pfd_device"] == "cpu"
     rattled = output("pfd distill perturb", "dataset")["frames"]
     assert len(rattled) == 6
-    n_candidates = output("pfd distill teacher label", "n_candidates")
+    n_candidates = output("pfd distill select", "n_candidates")
     assert n_candidates == n_md + len(rattled) + report["n_initial_labels"]
+    # the teacher labels through atomate2's ForceFieldStaticMaker, batches of frames per job, each
+    # job run with the teacher model; every frame that passed the filters is labelled
+    statics = list(store.query({"metadata.pfd_step": "distill", "output.task_document": {"$exists": True}},
+                               properties=["uuid", "metadata", "output.task_document", "output.error"]))
+    assert statics and all(d["output"]["error"] is None for d in statics)
+    assert all(d["metadata"]["pfd_model_sha256"] == teacher_sha for d in statics)
+    docs = [doc for d in statics for doc in d["output"]["task_document"]]
+    assert {doc["@class"] for doc in docs} == {"ForceFieldTaskDocument"}
+    n_labelled = output("pfd distill teacher label", "n_labelled")
+    assert len(docs) == n_labelled == output("pfd distill select", "n_after_filter")
+    split = output("pfd distill split", "test_indices"), output("pfd distill split", "train_indices")
+    assert len(split[1]) == report["n_distill_frames"] and sorted(split[0] + split[1]) == list(range(n_labelled))
 
 
 def test_bad_input_fails_before_any_job(tmp_path):

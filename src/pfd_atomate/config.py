@@ -241,7 +241,7 @@ class LabelConfig(_Section):
 FinetuneConfig = section(FinetuneMaker, "FinetuneConfig", exclude=("name", "label", "md_maker"),
                          overrides={"trainer": (TrainerConfig, Field(default_factory=DeepMDConfig)),
                                     "select": (SelectConfig, Field(default_factory=SelectConfig))})
-DistillConfig = section(DistillMaker, "DistillConfig", exclude=("name", "teacher", "md_maker"),
+DistillConfig = section(DistillMaker, "DistillConfig", exclude=("name", "teacher", "md_maker", "static_maker"),
                         overrides={"student": (StudentConfig, Field(default_factory=StudentConfig)),
                                    "perturb": (Union[PerturbConfig, None], Field(
                                        None, description="rattled frames for the teacher to label (null: MD only)"))})

@@ -2,32 +2,39 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from atomate2.forcefields.jobs import ForceFieldStaticMaker
 from atomate2.forcefields.md import ForceFieldMDMaker
 from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
 from pfd_atomate.checks import check_int, check_number, check_supercell
-from pfd_atomate.distill.jobs import gather_distill, teacher_label
+from pfd_atomate.data import DatasetSelection
+from pfd_atomate.distill.jobs import gather_distill, split_teacher_frames
 from pfd_atomate.evaluate.jobs import EvaluateMaker, compare_models
 from pfd_atomate.explore.jobs import ExploreMaker, explore_task_jobs
 from pfd_atomate.explore.schemas import TaskGroup
+from pfd_atomate.label.flows import LabelMaker
 from pfd_atomate.perturb.jobs import PerturbMaker
 from pfd_atomate.presets import distillation_task_groups, se_e2_a_student
 from pfd_atomate.select.filters import FrameFilter
+from pfd_atomate.select.jobs import SelectMaker
 from pfd_atomate.train.base import TrainerBackend
 from pfd_atomate.train.jobs import TrainMaker
+from pfd_atomate.train.with_model import run_with_model
 
 
 @dataclass
 class DistillMaker(Maker):
     """Distill a fine-tuned teacher into a student model (PFD paper, "distillation phase").
 
-    The teacher runs MD over ``task_groups`` (many frames, cheap), labels the frames itself,
-    and a student (e.g. deepmd-kit ``se_e2_a``) is trained from scratch once and tested on
+    The teacher runs MD over ``task_groups`` (many frames, cheap), labels the frames itself with
+    atomate2's ``ForceFieldStaticMaker`` (through :class:`~pfd_atomate.label.flows.LabelMaker`, so
+    its labels are atomate2 task documents like any labeller's), and a student (e.g. deepmd-kit ``se_e2_a``) is trained from scratch once and tested on
     held-out teacher frames and, when given, on held-out DFT frames.
 
     Parameters
@@ -38,6 +45,10 @@ class DistillMaker(Maker):
         :func:`pfd_atomate.presets.se_e2_a_student` (compressed se_e2_a).
     task_groups: MD of the teacher; default :func:`pfd_atomate.presets.distillation_task_groups`.
     md_maker: atomate2 ``ForceFieldMDMaker`` template.
+    static_maker: atomate2 ``ForceFieldStaticMaker`` template of the teacher's labels (its model is set).
+    label_batch_size: frames per teacher-label job: the teacher model is loaded once per job (7 s for
+        DPA-4 on a CPU, 0.2 s per 8-atom label), and each job's task documents are one MongoDB
+        document (about 4 kB per 8-atom frame, so 200 frames of 64 atoms stay far below 16 MB).
     md_supercell: supercell of the input structures for the teacher MD.
     perturb: strained and rattled copies of the input structures for the teacher to label too
         (None: MD frames only, as in the PFD paper). MD at working temperatures rarely brings two
@@ -56,6 +67,8 @@ class DistillMaker(Maker):
     md_maker: ForceFieldMDMaker = field(
         default_factory=lambda: ForceFieldMDMaker(force_field_name="DeepMD", store_trajectory="partial")
     )
+    static_maker: ForceFieldStaticMaker = field(default_factory=lambda: ForceFieldStaticMaker(force_field_name="DeepMD"))
+    label_batch_size: int = 200
     md_supercell: tuple[int, int, int] | None = None
     perturb: PerturbMaker | None = None
     frame_filter: FrameFilter = field(default_factory=FrameFilter)
@@ -69,6 +82,7 @@ class DistillMaker(Maker):
         if self.max_frames is not None:
             check_int("DistillMaker", "max_frames", self.max_frames, 2)
         check_supercell("DistillMaker", "md_supercell", self.md_supercell)
+        check_int("DistillMaker", "label_batch_size", self.label_batch_size, 1)
         check_int("DistillMaker", "seed", self.seed, 0)
         self.task_groups = [TaskGroup.model_validate(t) if isinstance(t, dict) else t for t in self.task_groups]
         if not self.task_groups:
@@ -98,8 +112,6 @@ class DistillMaker(Maker):
         """
         if self.teacher is None or self.student is None:
             raise ValueError("DistillMaker needs a teacher and a student backend")
-        if not self.task_groups:
-            raise ValueError("DistillMaker needs at least one task group for the teacher MD")
         structures = [structures] if isinstance(structures, Structure) else list(structures)
         jobs = explore_task_jobs(
             ExploreMaker(backend=self.teacher, md_maker=self.md_maker),
@@ -116,25 +128,29 @@ class DistillMaker(Maker):
             rattled.name = "pfd distill perturb"
             jobs.append(rattled)
             candidates.append(rattled.output.dataset)
-        label = teacher_label(
-            self.teacher,
-            teacher_model,
-            candidates,
-            frame_filter=self.frame_filter,
-            max_frames=self.max_frames,
-            test_fraction=self.test_fraction,
-            seed=self.seed,
+        # filter, then a random order (capped at max_frames): the split below takes the first frames
+        pick = SelectMaker(name="pfd distill select", n_select=self.max_frames or sys.maxsize, method="random",
+                           frame_filter=self.frame_filter, seed=self.seed).make(candidates)
+        label = run_with_model(
+            LabelMaker(name="pfd distill teacher label", static_maker=self.static_maker, min_success_ratio=0.9,
+                       batch_size=self.label_batch_size, name_prefix="pfd distill teacher label",
+                       reuse_labels=False),
+            self.teacher, teacher_model, pick.output.dataset,
         )
         label.name = "pfd distill teacher label"
-        train = TrainMaker(name="pfd distill train student", backend=self.student).make([label.output.train_set])
+        split = split_teacher_frames(label.output.n_labelled, self.test_fraction)
+        split.name = "pfd distill split"
+        teacher_frames = label.output.dataset
+        train_set = DatasetSelection(dataset=teacher_frames, indices=split.output.train_indices)
+        test_set = DatasetSelection(dataset=teacher_frames, indices=split.output.test_indices)
+        train = TrainMaker(name="pfd distill train student", backend=self.student).make([train_set])
         test_teacher = EvaluateMaker(name="pfd distill test vs teacher", backend=self.student).make(
-            train.output.model, label.output.test_set
+            train.output.model, test_set
         )
         # the compressed student must predict what the uncompressed one does (tabulation error)
-        check = compare_models(self.student, train.output.model, train.output.uncompressed_model,
-                               label.output.test_set)
+        check = compare_models(self.student, train.output.model, train.output.uncompressed_model, test_set)
         check.name = "pfd distill check compression"
-        flow_jobs = [*jobs, label, train, test_teacher, check]
+        flow_jobs = [*jobs, pick, label, split, train, test_teacher, check]
         test_dft = None
         if dft_test_set is not None:
             test_dft = EvaluateMaker(name="pfd distill test vs DFT", backend=self.student).make(
@@ -144,7 +160,7 @@ class DistillMaker(Maker):
         gather = gather_distill(
             train.uuid,
             train.output.model.sha256,
-            label.output.teacher_sha256,
+            teacher_model.sha256,
             train.output.n_frames,
             teacher_test=test_teacher.output.metrics,
             dft_test=None if test_dft is None else test_dft.output.metrics,

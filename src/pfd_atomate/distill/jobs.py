@@ -1,79 +1,36 @@
-"""Distillation jobs: the teacher labels its own MD frames; results are gathered."""
+"""Distillation jobs: the teacher-labelled frames split into training and held-out sets; results gathered."""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
-from typing import Any
 
-import numpy as np
 from jobflow import job
 
-from pfd_atomate.data import Dataset, ModelFile, as_model_file
+from pfd_atomate.distill.schemas import DistillOutput, TeacherSplit
 from pfd_atomate.evaluate.schemas import TestMetrics
-from pfd_atomate.explore.frames import candidate_frames
-from pfd_atomate.distill.schemas import DistillOutput, TeacherLabelOutput
-from pfd_atomate.select.filters import FrameFilter
-from pfd_atomate.train.base import TrainerBackend
 
 logger = logging.getLogger(__name__)
 
 
-@job(output_schema=TeacherLabelOutput, data=["train_set", "test_set"])
-def teacher_label(
-    backend: TrainerBackend,
-    model: ModelFile,
-    candidates: Sequence[Any],
-    frame_filter: FrameFilter | None = None,
-    max_frames: int | None = None,
-    test_fraction: float = 0.1,
-    seed: int = 0,
-) -> TeacherLabelOutput:
-    """Label MD frames with the teacher (cheap) and split off a held-out set.
+@job(output_schema=TeacherSplit)
+def split_teacher_frames(n_frames: int, test_fraction: float) -> TeacherSplit:
+    """Hold out the first ``round(test_fraction * n_frames)`` teacher-labelled frames (at least one
+    held out, one trained on); the frames were picked in random order, so the split is random.
 
     Parameters
     ----------
-    backend: backend of the teacher model.
-    model: the fine-tuned teacher.
-    candidates: the teacher's MD task documents (``ForceFieldTaskDocument``) and further datasets.
-    frame_filter: drop non-physical frames first.
-    max_frames: keep at most this many frames (random subset).
-    test_fraction: fraction held out to test the student against the teacher, in (0, 1).
-    seed: seed of the subset and split.
+    n_frames: teacher-labelled frames (``LabelOutput.n_labelled``).
+    test_fraction: share held out, in (0, 1).
 
     Raises
     ------
-    ValueError: no frame left, or test_fraction outside [0, 1).
+    ValueError: fewer than 2 frames.
     """
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    model = as_model_file(model)
-    pool = Dataset.concat([candidate_frames(c) for c in candidates], name="teacher candidates")
-    kept, rejected = (frame_filter or FrameFilter()).apply(pool)
-    if len(kept) == 0:
-        raise ValueError(f"no teacher frame left: {len(pool)} candidates, rejected {rejected}")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(kept))
-    if max_frames is not None:
-        order = order[:max_frames]
-    start = time.perf_counter()
-    labelled = backend.predict(model, kept.subset(order.tolist()))
-    wall = time.perf_counter() - start
-    n_test = min(max(1, int(round(test_fraction * len(labelled)))), len(labelled) - 1)
-    if n_test < 1:
-        raise ValueError(f"need at least 2 teacher frames to hold one out, got {len(labelled)}")
-    logger.info("teacher labelled %d frames in %.1f s (%d held out)", len(labelled), wall, n_test)
-    return TeacherLabelOutput(
-        train_set=labelled.subset(range(n_test, len(labelled)), name="distill train"),
-        test_set=labelled.subset(range(n_test), name="distill test"),
-        n_candidates=len(pool),
-        n_after_filter=len(kept),
-        rejected=rejected,
-        teacher_sha256=model.sha256,
-        wall_time_s=wall,
-        device=backend.compute_device,
-    )
+    if n_frames < 2:
+        raise ValueError(f"need at least 2 teacher frames to hold one out, got {n_frames}")
+    n_test = min(max(1, int(round(test_fraction * n_frames))), n_frames - 1)
+    logger.info("teacher frames: %d to train the student, %d held out", n_frames - n_test, n_test)
+    return TeacherSplit(train_indices=list(range(n_test, n_frames)), test_indices=list(range(n_test)))
 
 
 @job(output_schema=DistillOutput)

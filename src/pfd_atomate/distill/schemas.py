@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from pfd_atomate.data import Dataset
 from pfd_atomate.evaluate.schemas import TestMetrics
 
 
-class TeacherLabelOutput(BaseModel):
-    """Frames labelled by the teacher, split into student training and held-out sets."""
+class TeacherSplit(BaseModel):
+    """Positions, in the teacher-labelled dataset, of the student's training and held-out frames."""
 
-    train_set: Dataset
-    test_set: Dataset
-    n_candidates: int
-    n_after_filter: int
-    rejected: dict[str, int] = Field(default_factory=dict)
-    teacher_sha256: str
-    wall_time_s: float
-    device: str = Field("cpu", description="where the teacher labelled: 'cpu' or 'cuda'")
+    train_indices: list[int]
+    test_indices: list[int]
 
 
 class DistillOutput(BaseModel):

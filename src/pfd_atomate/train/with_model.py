@@ -19,7 +19,7 @@ import dataclasses
 from jobflow import CURRENT_JOB, Maker, Response, job
 from pymatgen.core import Structure
 
-from pfd_atomate.data import ModelFile, as_model_file
+from pfd_atomate.data import Dataset, ModelFile, as_model_file
 from pfd_atomate.train.base import TrainerBackend
 
 
@@ -69,7 +69,8 @@ def with_model(maker: Maker, backend: TrainerBackend, model: ModelFile) -> Maker
 
 @job
 def run_with_model(
-    maker: Maker, backend: TrainerBackend, model: ModelFile, structure: Structure, make_kwargs: dict | None = None
+    maker: Maker, backend: TrainerBackend, model: ModelFile, structure: Structure | Dataset,
+    make_kwargs: dict | None = None,
 ) -> Response:
     """Run the atomate2 force-field ``maker`` on ``structure`` with a stored ``model``.
 
@@ -78,7 +79,8 @@ def run_with_model(
     maker: an atomate2 force-field Maker (its ``force_field_name`` and calculator are replaced).
     backend: the backend that reads ``model`` (it knows the ASE calculator).
     model: the model (usually an ``OutputReference`` to a training job's ``model``).
-    structure: the input structure of the Maker's job.
+    structure: the input of the Maker's ``make``: a structure, or a dataset for a Maker of many
+        structures (a :class:`~pfd_atomate.label.flows.LabelMaker` holding a ``ForceFieldStaticMaker``).
     make_kwargs: further arguments of ``maker.make`` (e.g. a ``PhononMaker``'s ``supercell_matrix``).
 
     Returns
@@ -93,7 +95,8 @@ def run_with_model(
     model = as_model_file(model)
     if model is None:
         raise ValueError(f"{maker.name}: no model to run; the upstream training produced none")
-    backend.check_elements(sorted({site.specie.symbol for site in structure}), model=model)
+    elements = structure.elements if isinstance(structure, Dataset) else sorted({s.specie.symbol for s in structure})
+    backend.check_elements(elements, model=model)
     replacement = with_model(maker, backend, model).make(structure, **(make_kwargs or {}))
     if CURRENT_JOB.job is not None:
         replacement.name = CURRENT_JOB.job.name  # "pfd explore s0 i1 g0 T600 #0", not "Force field MD"
