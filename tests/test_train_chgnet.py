@@ -20,7 +20,6 @@ from ase.build import bulk  # noqa: E402
 from pfd_atomate.data import Dataset, Frame, ModelFile  # noqa: E402
 from pfd_atomate.data.models import sha256_of_file  # noqa: E402
 from pfd_atomate.train import chgnet as chgnet_backend  # noqa: E402
-from pfd_atomate.train import chgnet_calculator  # noqa: E402
 from pfd_atomate.train.chgnet import (  # noqa: E402
     CALCULATOR_PATH,
     CHGNetBackend,
@@ -224,8 +223,7 @@ def test_model_file_round_trip_gives_identical_predictions(cu_data, finetuned, t
 
     restored = ModelFile.model_validate(json.loads(model.model_dump_json()))
     monkeypatch.setenv("PFD_MODEL_CACHE", str(tmp_path / "other-worker"))
-    chgnet_calculator.cached_network.cache_clear()  # force a fresh load from the new file
-    path = restored.materialize()
+    path = restored.materialize()  # another path: a fresh calculator, loaded from the new file
     assert path.parent.parent == tmp_path / "other-worker"
     second = backend.predict(restored, test)
     for a, b in zip(first, second, strict=True):

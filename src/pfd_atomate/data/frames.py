@@ -218,6 +218,20 @@ class Dataset(BaseModel):
         """Frames at ``indices`` (in the given order)."""
         return Dataset(frames=[self.frames[i] for i in indices], name=self.name if name is None else name)
 
+    def predicted_by(self, calculator: Any) -> Dataset:
+        """Copy whose frames carry an ASE ``calculator``'s energy (eV), forces (n_atoms, 3) eV/Å and,
+        for frames periodic in 3D when the calculator gives a stress, virial (3, 3) eV."""
+        frames = []
+        for frame in self.frames:
+            atoms = frame.to_atoms(with_labels=False)
+            atoms.calc = calculator
+            if all(atoms.pbc) and "stress" in calculator.implemented_properties:
+                atoms.get_stress()  # first: calculators compute energy and forces in the same call
+            atoms.get_forces()
+            labels = Frame.from_atoms(atoms)
+            frames.append(frame.model_copy(update={k: getattr(labels, k) for k in ("energy", "forces", "virial")}))
+        return Dataset(frames=frames, name=self.name)
+
     def to_atoms_list(self, with_labels: bool = True) -> list[Atoms]:
         """List of ASE ``Atoms`` (labels attached when present)."""
         return [f.to_atoms(with_labels=with_labels) for f in self.frames]

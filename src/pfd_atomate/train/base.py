@@ -141,9 +141,19 @@ class TrainerBackend(MSONable, ABC):
         """A compressed (faster) copy of a trained model, or ``None`` when the backend has none."""
         return None
 
-    @abstractmethod
-    def predict(self, model: ModelFile, dataset: Dataset) -> Dataset:
-        """Return a copy of ``dataset`` whose frames carry the model's energy/forces/virial."""
+    def predict(self, model: ModelFile | None, dataset: Dataset) -> Dataset:
+        """A copy of ``dataset`` whose frames carry the model's energy (eV), forces (n_atoms, 3) eV/Å and
+        virial (3, 3) eV (periodic frames), from the backend's ASE :meth:`calculator` (one call per frame).
+
+        Raises
+        ------
+        ValueError: a model of another backend, or elements the model does not know.
+        """
+        self.check_elements(dataset.elements, model)
+        if len(dataset) == 0:
+            return Dataset(frames=[], name=dataset.name)
+        with torch_threads(getattr(self, "n_threads", None)):
+            return dataset.predicted_by(self.calculator(model))
 
     @abstractmethod
     def calculator(self, model: ModelFile) -> Calculator:

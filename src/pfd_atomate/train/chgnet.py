@@ -12,6 +12,7 @@ Units follow :mod:`pfd_atomate.data.frames`: energy eV (total), forces eV/Å, vi
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,20 +25,17 @@ from ase.calculators.calculator import Calculator
 from ase.data import atomic_numbers
 
 from pfd_atomate.data import Dataset, ModelFile
-from pfd_atomate.data.frames import stress_to_virial
 from pfd_atomate.data.models import sha256_of_file
 from pfd_atomate.train.base import TrainerBackend, torch_threads
 from pfd_atomate.train.chgnet_calculator import (  # noqa: F401  (re-exported: the calculator atomate2 builds)
     CALCULATOR_PATH,
     PRETRAINED_VERSION,
     FineTunedCHGNetCalculator,
-    cached_network,
     check_checkpoint,
     load_network,
     pretrained_checkpoint,
 )
-from pfd_atomate.train.chgnet_training import (  # noqa: F401  (re-exported)
-    as_list,
+from pfd_atomate.train.chgnet_training import (
     frame_sampling_weights,
     freeze_layers,
     graphs_or_raise,
@@ -313,48 +311,9 @@ class CHGNetBackend(TrainerBackend):
         model.eval()
 
     # ------------------------------------------------------------------ inference
-    def predict(self, model: ModelFile | None, dataset: Dataset) -> Dataset:
-        """Label ``dataset`` with a CHGNet model.
-
-        Parameters
-        ----------
-        model: CHGNet :class:`ModelFile`; ``None`` uses the pretrained CHGNet.
-        dataset: frames to label (existing labels are replaced).
-
-        Returns
-        -------
-        Copy of ``dataset`` whose frames carry energy (eV, total), forces (n_atoms, 3) eV/Å
-        and virial (3, 3) eV.
-
-        Raises
-        ------
-        ValueError: model of another backend, unsupported elements or non-periodic frames.
-        """
-        self.check_elements(dataset.elements, model)
-        _require_periodic(dataset)
-        if len(dataset) == 0:
-            return dataset.model_copy(deep=True)
-        if model is None:
-            network = cached_network("pretrained", None, self.compute_device)
-        else:
-            network = cached_network(model.sha256, str(model.materialize()), self.compute_device)
-        with torch_threads(self.n_threads):
-            graphs = [network.graph_converter(f.to_structure()) for f in dataset.frames]
-            results = as_list(network.predict_graph(graphs, task="efs", batch_size=16))
-        frames = []
-        for frame, res in zip(dataset.frames, results, strict=True):
-            energy = float(res["e"]) * (frame.n_atoms if network.is_intensive else 1)
-            stress = np.asarray(res["s"], dtype=float) * units.GPa  # ASE sign, eV/Å^3
-            update = {
-                "energy": energy,
-                "forces": np.asarray(res["f"], dtype=float).tolist(),
-                "virial": stress_to_virial(stress, frame.volume).tolist(),
-            }
-            frames.append(frame.model_copy(update=update))
-        return Dataset(frames=frames, name=dataset.name)
-
     def calculator(self, model: ModelFile | None) -> Calculator:
-        """ASE calculator for ``model`` (``None``: pretrained CHGNet); materializes the file.
+        """ASE calculator for ``model`` (``None``: pretrained CHGNet); materializes the file. One per
+        model in this process (the model cache path names its sha256).
 
         Raises
         ------
@@ -364,7 +323,7 @@ class CHGNetBackend(TrainerBackend):
         if model is not None:
             self.check_elements([], model)
             path = model.materialize()
-        return FineTunedCHGNetCalculator(model=path, device=self.compute_device, n_threads=self.n_threads)
+        return _cached_calculator(path, self.compute_device, self.n_threads)
 
     def force_field_spec(self, model: ModelFile | None) -> tuple[dict[str, str], dict[str, Any]]:
         """``(force_field_name, calculator_kwargs)`` for atomate2's ``ForceFieldMDMaker``.
@@ -393,6 +352,11 @@ class CHGNetBackend(TrainerBackend):
         return {"@module": module, "@callable": callable_name}, kwargs
 
 
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_calculator(path: Path | None, device: str, n_threads: int | None) -> FineTunedCHGNetCalculator:
+    return FineTunedCHGNetCalculator(model=path, device=device, n_threads=n_threads)
 
 
 def _require_periodic(dataset: Dataset) -> None:

@@ -118,8 +118,3 @@ def check_checkpoint(path: str, mtime: float) -> None:
     """Load a CHGNet checkpoint once per (path, modification time) to prove it is one (see _load_network)."""
     load_network(path, quiet=True)
 
-
-@functools.lru_cache(maxsize=4)
-def cached_network(sha256: str, path: str | None, device: str) -> CHGNet:
-    """Inference model per (sha256, device); ``path`` only tells where to read it."""
-    return load_network(path, quiet=True).to(device).eval()

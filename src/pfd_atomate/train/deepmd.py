@@ -40,13 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from maggma.utils import recursive_update
 
 from pfd_atomate.data import Dataset, ModelFile
 from pfd_atomate.data.models import sha256_of_file
 from pfd_atomate.train import foundation
-from pfd_atomate.train.base import TrainerBackend, resolve_device, torch_threads
+from pfd_atomate.train.base import TrainerBackend, resolve_device
 from pfd_atomate.train.deepmd_templates import (
     DEFAULT_CUTOFFS,
     TEMPLATES,
@@ -206,11 +205,11 @@ def can_compress(params: dict[str, Any]) -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def _deeppot(sha256: str, path: str):
-    """A loaded ``DeepPot`` per model (``sha256`` is the key; ``path`` tells where the file is)."""
-    from deepmd.infer import DeepPot
+def _dp_calculator(sha256: str, path: str):
+    """A loaded ``deepmd.calculator.DP`` per model (``sha256`` is the key; ``path`` tells where the file is)."""
+    from deepmd.calculator import DP
 
-    return DeepPot(path)
+    return DP(model=path)
 
 
 def strip_checkpoint(checkpoint: str | Path, output: str | Path) -> Path:
@@ -689,60 +688,11 @@ class DeepMDBackend(TrainerBackend):
 
     # ------------------------------------------------------------------ inference
 
-    def predict(self, model: ModelFile, dataset: Dataset) -> Dataset:
-        """Label ``dataset`` with the model's energy (eV), forces (eV/Å) and virial (eV).
-
-        Frames with the same species sequence are evaluated as one batch. Loaded models
-        are cached by sha256, so repeated calls only pay for evaluation.
-
-        Returns
-        -------
-        Dataset with the same frames (order, name, source) and predicted labels; the
-        virial is set for periodic frames only.
-
-        Raises
-        ------
-        ValueError: ``model`` is not a deepmd model, an element is missing from its type
-            map, or a frame is periodic along some but not all cell vectors.
-        """
-        self._require_deepmd(model)
-        if len(dataset) == 0:
-            return Dataset(frames=[], name=dataset.name)
-        with torch_threads(self.n_threads):
-            dp = _deeppot(model.sha256, str(model.materialize()))
-            type_map = dp.get_type_map()
-            missing = sorted(set(dataset.elements) - set(type_map))
-            if missing:
-                raise ValueError(f"elements {missing} are not in the type map {type_map} of model {model.filename}")
-            index = {e: i for i, e in enumerate(type_map)}
-
-            groups: dict[tuple, list[int]] = {}
-            for i, frame in enumerate(dataset):
-                if len(set(frame.pbc)) != 1:
-                    raise ValueError(f"frame {i}: deepmd needs full or no periodicity, got pbc={frame.pbc}")
-                groups.setdefault((tuple(frame.species), frame.pbc[0]), []).append(i)
-
-            frames = list(dataset.frames)
-            for (species, periodic), idx in groups.items():
-                coords = np.array([dataset[i].positions for i in idx], dtype=float).reshape(len(idx), -1)
-                cells = np.array([dataset[i].cell for i in idx], dtype=float).reshape(len(idx), 9) if periodic else None
-                energy, forces, virial = dp.eval(coords, cells, [index[s] for s in species])[:3]
-                for k, i in enumerate(idx):
-                    frames[i] = frames[i].model_copy(
-                        update={
-                            "energy": float(energy[k, 0]),
-                            "forces": forces[k].reshape(-1, 3).tolist(),
-                            "virial": virial[k].reshape(3, 3).tolist() if periodic else None,
-                        }
-                    )
-        return Dataset(frames=frames, name=dataset.name)
-
     def calculator(self, model: ModelFile):
-        """ASE calculator ``deepmd.calculator.DP`` for ``model`` (materialized into the model cache)."""
+        """ASE calculator ``deepmd.calculator.DP`` for ``model`` (materialized into the model cache),
+        one per model in this process (loading DPA-4 takes 7 s)."""
         self._require_deepmd(model)
-        from deepmd.calculator import DP
-
-        return DP(model=str(model.materialize()))
+        return _dp_calculator(model.sha256, str(model.materialize()))
 
     def force_field_spec(self, model: ModelFile) -> tuple[str, dict[str, Any]]:
         """``("DeepMD", {"model": path})`` for atomate2's ``ForceFieldMDMaker`` (``MLFF.DeepMD``).

@@ -26,7 +26,7 @@ from jobflow import Flow, Job, Maker, job
 from monty.json import MSONable
 from pydantic import BaseModel, Field
 
-from pfd_atomate.data import Dataset, Frame, ModelFile, as_dataset, as_model_file
+from pfd_atomate.data import Dataset, ModelFile, as_dataset, as_model_file
 from pfd_atomate.evaluate.metrics import frame_errors
 from pfd_atomate.evaluate.schemas import TestMetrics
 from pfd_atomate.train.base import TrainerBackend
@@ -143,17 +143,7 @@ class CalculatorSpec(MSONable):
         """Label ``dataset`` with this calculator: energy (eV), forces (eV/Å), virial (eV) when available."""
         if self.backend is not None:
             return self.backend.predict(as_model_file(self.model), dataset)
-        calc = self.build()
-        frames = []
-        for frame in dataset.frames:
-            atoms = frame.to_atoms(with_labels=False)
-            atoms.calc = calc
-            atoms.get_potential_energy()
-            atoms.get_forces()
-            if all(atoms.pbc) and "stress" in calc.implemented_properties:
-                atoms.get_stress()
-            frames.append(Frame.from_atoms(atoms, source=frame.source))
-        return Dataset(frames=frames, name=dataset.name)
+        return dataset.predicted_by(self.build())
 
 
 def _calculator_name(calculator: Any) -> str:
