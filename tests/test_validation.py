@@ -17,7 +17,6 @@ from ase.build import bulk, molecule
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.calculators.mixing import SumCalculator
-from ase.calculators.morse import MorsePotential
 from jobflow import Flow, job, run_locally
 from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -31,7 +30,7 @@ from pfd_atomate.validation.jobs import (
     ParityMaker,
     PhononValidationMaker,
 )
-from pfd_atomate.validation.md_stability import md_stability
+from pfd_atomate.validation.md_stability import analyse_nve
 from pfd_atomate.validation.phonons import compare_band_structures
 
 # Girifalco-Weizer Morse parameters of Cu (D = 0.3429 eV, alpha = 1.3588 1/Å, r0 = 2.866 Å):
@@ -230,36 +229,62 @@ def cu32():
     return bulk("Cu", "fcc", a=3.59, cubic=True).repeat((2, 2, 2))
 
 
-def test_md_drift_catches_too_large_time_step(cu32):
-    good = md_stability(cu32, EMT(), n_steps=200, time_step=2.0, temperature=1200.0, interval=5)
-    assert good.stable, good.reason
-    assert abs(good.energy_drift) < 1e-4 and good.n_steps_run == 200
+def test_md_drift_catches_too_large_time_step(cu32, memory_store, tmp_path):
+    flow = MDStabilityMaker(n_steps=200, time_step=2.0, temperature=1200.0, interval=5).make(cu32, EMT_SPEC)
+    assert len(flow.jobs) == 2  # atomate2's ForceFieldMDMaker job, then our analysis
+    good = _run(flow, memory_store, tmp_path)["result"]
+    assert good["stable"], good["reason"]
+    assert abs(good["energy_drift"]) < 1e-4 and good["n_steps_run"] == 200 and len(good["times"]) == 41
     # equipartition: kinetic temperature settles near half the initial 1200 K
-    assert 400 < np.mean(good.temperatures[len(good.temperatures) // 2:]) < 800
+    assert 400 < np.mean(good["temperatures"][len(good["temperatures"]) // 2:]) < 800
     # 25 fs is beyond velocity Verlet's stability limit for Cu at this temperature
-    bad = md_stability(cu32, EMT(), n_steps=200, time_step=25.0, temperature=1200.0, interval=5)
-    assert not bad.stable
-    assert abs(bad.energy_drift) > bad.max_drift
-    assert "energy drift" in bad.reason
+    bad = _run(MDStabilityMaker(n_steps=200, time_step=25.0, temperature=1200.0, interval=5).make(cu32, EMT_SPEC),
+               memory_store, tmp_path)["result"]
+    assert not bad["stable"]
+    assert abs(bad["energy_drift"]) > bad["max_drift"]
+    assert "energy drift" in bad["reason"]
 
 
-def test_md_catches_collapsing_atoms(cu32):
+def test_md_catches_collapsing_atoms(cu32, memory_store, tmp_path):
     # a pair potential whose minimum sits at 1.2 Å pulls the 2.54 Å neighbours together
-    collapsing = MorsePotential(epsilon=1.0, r0=1.2, rho0=2.0, rcut1=3.0, rcut2=4.0)
-    result = md_stability(cu32, collapsing, n_steps=300, time_step=1.0, temperature=300.0, interval=5)
-    assert not result.stable
-    assert result.min_pair_distance < result.min_distance == pytest.approx(0.6 * 2 * 1.32)
-    assert result.n_steps_run < 300  # stopped at the collapse
-    assert "apart" in result.reason
+    collapsing = CalculatorSpec.from_ase({"@module": "ase.calculators.morse", "@callable": "MorsePotential"},
+                                         name="collapsing", epsilon=1.0, r0=1.2, rho0=2.0, rcut1=3.0, rcut2=4.0)
+    out = _run(MDStabilityMaker(n_steps=300, time_step=1.0, temperature=300.0, interval=5).make(cu32, collapsing),
+               memory_store, tmp_path)
+    result = out["result"]
+    assert out["passed"] is False and not result["stable"]
+    assert result["min_pair_distance"] < result["min_distance"] == pytest.approx(0.6 * 2 * 1.32)
+    assert result["n_steps_run"] < 300  # the analysis ends at the first collapsed sample
+    assert "apart" in result["reason"]
+
+
+def test_md_analysis_without_md():
+    """The trajectory analysis alone: a known drift, then a collapse at the third sample."""
+    cell = 3.59 * np.eye(3)
+    frac = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    positions = np.repeat((frac @ cell)[None], 5, axis=0)
+    settings = {"time_step": 2.0, "interval": 5, "n_steps": 20, "temperature": 300.0, "min_distance": 1.5,
+                "max_drift": 0.005}
+    # 0.01 eV/atom per 10 fs sample = 1 eV/atom/ps; 1.5 k_B T per atom added as kinetic energy
+    temps = np.full(5, 100.0)
+    result = analyse_nve([29] * 4, positions, [cell] * 5, 4 * 0.01 * np.arange(5), temps, **settings)
+    assert result.energy_drift == pytest.approx(1.0) and not result.stable and result.n_steps_run == 20
+    assert result.total_energy[0] == pytest.approx(1.5 * units.kB * 100.0)
+    positions[2:, 1] = positions[2:, 0] + [1.0, 0.0, 0.0]
+    result = analyse_nve([29] * 4, positions, [cell] * 5, np.zeros(5), temps, **settings)
+    assert result.n_steps_run == 10 and len(result.times) == 3 and result.min_pair_distance == pytest.approx(1.0)
+    assert "apart" in result.reason and "drift" not in result.reason
 
 
 def test_md_rejects_bad_settings(cu32):
     with pytest.raises(ValueError, match="time_step"):
-        md_stability(cu32, EMT(), time_step=0.0)
+        MDStabilityMaker(time_step=0.0).make(cu32, EMT_SPEC)
     with pytest.raises(ValueError, match="already has atoms"):
-        md_stability(cu32, EMT(), min_distance=3.0)
+        MDStabilityMaker(min_distance=3.0).make(cu32, EMT_SPEC)
     with pytest.raises(ValueError, match="n_steps"):
-        md_stability(cu32, EMT(), n_steps=5, interval=5)
+        MDStabilityMaker(n_steps=5, interval=5).make(cu32, EMT_SPEC)
+    with pytest.raises(ValueError, match="temperature"):
+        MDStabilityMaker(temperature=-1.0).make(cu32, EMT_SPEC)
 
 
 # --------------------------------------------------------------------------- jobs

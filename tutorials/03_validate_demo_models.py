@@ -15,7 +15,7 @@ the student in production MD:
 
 The teacher is the reference in 2 and 3 because it is the model the student was distilled from
 (the CP2K reference of diamond Si is ``benchmarks/cp2k_reference.py``; ``benchmarks/properties.py``
-compares both models with it). 2 and 3 are the Makers of ``pfd_atomate.validation.jobs`` run by
+compares both models with it). 2, 3 and 4 are the Makers of ``pfd_atomate.validation.jobs`` run by
 ``run_locally`` in ``<run-dir>/validation/jobs`` (see docs/validation.md); figures and
 ``validation.json`` go to ``<run-dir>/validation/``.
 
@@ -34,8 +34,8 @@ from pfd_atomate.cli.report import backend_for
 from pfd_atomate.queries import final_model, latest_run
 from pfd_atomate.store import fetch_dataset
 from pfd_atomate.workflows.local import attach_run
-from pfd_atomate.validation.jobs import CalculatorSpec, EOSValidationMaker, PhononValidationMaker
-from pfd_atomate.validation.md_stability import md_stability, plot_md_stability
+from pfd_atomate.validation.jobs import CalculatorSpec, EOSValidationMaker, MDStabilityMaker, PhononValidationMaker
+from pfd_atomate.validation.md_stability import MDStabilityResult, plot_md_stability
 from pfd_atomate.validation.parity import parity_plot
 
 
@@ -91,10 +91,9 @@ def main(run_dir: Path) -> dict:
 
     cell = si.copy()
     cell.make_supercell([2, 2, 2])  # 64 atoms
-    md = {name: md_stability(cell, calc, n_steps=1000, time_step=1.0, temperature=600.0, seed=0)
-          for name, calc in (("teacher", teacher_backend.calculator(teacher)),
-                             ("student", student_backend.calculator(student)))}
-    plot_md_stability(md, out / "md_stability.png")
+    nve = MDStabilityMaker(n_steps=1000, time_step=1.0, temperature=600.0, seed=0)  # atomate2's NVE + our analysis
+    md = {spec.name: MDStabilityResult(**run_validation(nve.make(cell, spec), out)) for spec in (t_spec, s_spec)}
+    plot_md_stability(md, out / "md_stability.png")  # both models in one figure (replaces each run's own)
     result["md_stability"] = {name: {"stable": r.stable, "reason": r.reason,
                                      "energy_drift_ev_per_atom_ps": r.energy_drift,
                                      "min_pair_distance": r.min_pair_distance} for name, r in md.items()}

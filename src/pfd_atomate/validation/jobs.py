@@ -4,8 +4,8 @@ A model under test is described by a :class:`CalculatorSpec`: either a model fil
 the backend that reads it (a :class:`~pfd_atomate.data.ModelFile`, usually an
 OutputReference to a PFD training job, so the job runs on any worker that reaches the
 JobStore) or any ASE calculator given by import path (e.g. a DFT code's ASE calculator,
-or EMT for tests). Energy-volume curves and phonons run atomate2's own flows (its force-field
-EOS and phonon Makers, through :func:`~pfd_atomate.train.with_model.run_with_model` for a stored
+or EMT for tests). Energy-volume curves, phonons and MD stability run atomate2's own flows (its
+force-field EOS, phonon and MD Makers, through :func:`~pfd_atomate.train.with_model.run_with_model` for a stored
 model); their reference may also be a DFT Maker of the same flow (:class:`~pfd_atomate.validation.phonons.Cp2kPhononMaker`,
 :func:`~pfd_atomate.validation.eos.cp2k_eos_maker`). Each Maker's output is a :class:`ValidationOutput`
 whose ``result`` is the comparison document and whose ``plot_png`` (base64 PNG, in the ``data``
@@ -46,7 +46,8 @@ from pfd_atomate.validation.eos import (
 )
 from pfd_atomate.validation.md_stability import (
     DEFAULT_MAX_DRIFT,
-    md_stability,
+    analyse_nve,
+    nve_start,
     plot_md_stability,
 )
 from pfd_atomate.validation.parity import parity_plot
@@ -401,13 +402,19 @@ def compare_phonon_bands(model: Any, reference: Any, model_name: str, reference_
 
 @dataclass
 class MDStabilityMaker(Maker):
-    """NVE stability check of a model (pair distances and energy drift).
+    """NVE stability check of a model (pair distances and energy drift) by atomate2's ``ForceFieldMDMaker``.
+
+    A Flow of atomate2's velocity-Verlet NVE job, with the model set by :meth:`CalculatorSpec.run`, from
+    Maxwell-Boltzmann velocities (:func:`~pfd_atomate.validation.md_stability.nve_start`), and one job
+    that analyses its trajectory (:func:`~pfd_atomate.validation.md_stability.analyse_nve`).
 
     Parameters
     ----------
-    name: job name.
-    n_steps, time_step, temperature, min_distance, max_drift, interval, seed: see
-        :func:`~pfd_atomate.validation.md_stability.md_stability` (fs, K, Å, eV/atom/ps).
+    name: name of the flow and of its analysis job.
+    n_steps: MD steps (>= 2 * interval); time_step: fs; temperature: initial temperature, K (the
+        kinetic temperature settles near half of it); min_distance: collapse threshold, Å (None:
+        :func:`~pfd_atomate.validation.md_stability.default_min_distance`); max_drift: eV/atom/ps;
+        interval: steps between trajectory samples; seed: of the initial velocities.
     """
 
     name: str = "pfd validate md"
@@ -419,18 +426,36 @@ class MDStabilityMaker(Maker):
     interval: int = 5
     seed: int = 0
 
-    @job(output_schema=ValidationOutput, data=["plot_png"])
-    def make(self, structure: Any, model: CalculatorSpec) -> ValidationOutput:
-        """Run NVE with ``model`` from ``structure``; ``passed`` is the stability verdict.
+    def make(self, structure: Any, model: CalculatorSpec) -> Flow:
+        """NVE with ``model`` from ``structure``, then the verdict (``passed``) and the plot.
 
         Raises
         ------
-        ValueError: bad settings, or a starting structure with a pair already too close.
+        ValueError: bad settings, a non-periodic structure, or a pair already too close (before any job exists).
         """
+        from atomate2.forcefields.md import ForceFieldMDMaker
+
         model = as_spec(model)
-        result = md_stability(
-            structure, model.build(), n_steps=self.n_steps, time_step=self.time_step, temperature=self.temperature,
-            min_distance=self.min_distance, max_drift=self.max_drift, interval=self.interval, seed=self.seed,
-        )
-        plot = plot_md_stability({model.name: result}, Path.cwd() / "md_stability.png")
-        return _output("md_stability", [model.name], result, plot, passed=result.stable)
+        start, threshold = nve_start(_as_structure(structure), self.n_steps, self.time_step, self.temperature,
+                                     self.max_drift, self.interval, self.min_distance, self.seed)
+        md = ForceFieldMDMaker(ensemble="nve", dynamics="velocityverlet", time_step=self.time_step,
+                               n_steps=self.n_steps, traj_interval=self.interval, store_trajectory="partial")
+        run = model.run(md, start)
+        run.name = f"{self.name} {model.name}"
+        settings = {"time_step": self.time_step, "interval": self.interval, "n_steps": self.n_steps,
+                    "temperature": self.temperature, "min_distance": threshold, "max_drift": self.max_drift}
+        check = check_md_stability(run.output.objects["trajectory"], model.name, settings)
+        check.name = self.name
+        check.update_metadata({"pfd_step": "validate", "validation": "md_stability"}, dynamic=False)
+        return Flow([run, check], check.output, name=self.name)
+
+
+@job(output_schema=ValidationOutput, data=["plot_png"])
+def check_md_stability(trajectory: Any, model_name: str, settings: dict[str, Any]) -> ValidationOutput:
+    """Verdict and plot of an atomate2 MD trajectory (``ForceFieldTaskDocument.objects["trajectory"]``);
+    ``settings`` are the keyword arguments of :func:`~pfd_atomate.validation.md_stability.analyse_nve`."""
+    frames, props = list(trajectory), trajectory.frame_properties  # jobflow hands over a pymatgen Trajectory
+    result = analyse_nve(frames[0].atomic_numbers, [f.cart_coords for f in frames], [f.lattice.matrix for f in frames],
+                         [p["energy"] for p in props], [p["temperature"] for p in props], **settings)
+    plot = plot_md_stability({model_name: result}, Path.cwd() / "md_stability.png")
+    return _output("md_stability", [model_name], result, plot, passed=result.stable)

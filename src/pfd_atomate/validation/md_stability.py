@@ -3,11 +3,11 @@
 A force field that is unstable in MD either lets atoms collapse onto each other (holes in
 the training data at short range) or does not conserve energy (forces that are not the
 gradient of the energy, discontinuities, or a time step too long for the model's
-stiffest mode). The check runs velocity-Verlet NVE from Maxwell-Boltzmann velocities and
-records, every ``interval`` steps, the total energy per atom and the shortest interatomic
-distance. It fails when
+stiffest mode). The run is atomate2's velocity-Verlet NVE (``ForceFieldMDMaker``, see
+:class:`~pfd_atomate.validation.jobs.MDStabilityMaker`) from Maxwell-Boltzmann velocities;
+:func:`analyse_nve` reads its trajectory, sampled every ``interval`` steps, and fails it when
 
-- any pair of atoms comes closer than ``min_distance`` Å (the run stops there), or
+- any pair of atoms comes closer than ``min_distance`` Å (the analysis ends at that sample), or
 - the energy drift, the slope of a least-squares line through the total energy per atom
   against time, exceeds ``max_drift`` in eV/atom/ps (in magnitude).
 """
@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel
 
-from pfd_atomate.validation.eos import as_atoms
 from pfd_atomate.validation.figures import pyplot, save_figure
 
 if TYPE_CHECKING:
     from ase import Atoms
-    from ase.calculators.calculator import Calculator
+    from pymatgen.core import Structure
 
 #: default share of the sum of covalent radii below which a pair counts as collapsed
 COVALENT_FRACTION = 0.6
@@ -34,14 +33,14 @@ DEFAULT_MAX_DRIFT = 0.005
 
 
 class MDStabilityResult(BaseModel):
-    """Outcome of :func:`md_stability`.
+    """Outcome of :func:`analyse_nve`.
 
     Attributes
     ----------
     stable: no collapsed pair and ``|energy_drift| <= max_drift``.
     reason: why the run is unstable ("" when stable).
     n_atoms: atoms simulated.
-    n_steps_requested, n_steps_run: MD steps asked for and done (fewer after a collapse).
+    n_steps_requested, n_steps_run: MD steps run and analysed (up to the first collapsed sample).
     time_step: fs.
     temperature: initial Maxwell-Boltzmann temperature, K.
     min_distance: collapse threshold, Å.
@@ -94,45 +93,21 @@ def min_pair_distance(atoms: Atoms, cutoff: float) -> float:
     return float(d.min()) if len(d) else float("inf")
 
 
-def md_stability(
-    structure,
-    calculator: Calculator,
-    n_steps: int = 1000,
-    time_step: float = 1.0,
-    temperature: float = 300.0,
-    min_distance: float | None = None,
-    max_drift: float = DEFAULT_MAX_DRIFT,
-    interval: int = 5,
-    seed: int = 0,
-) -> MDStabilityResult:
-    """Run NVE molecular dynamics and check pair distances and energy conservation.
+def nve_start(structure: Structure, n_steps: int, time_step: float, temperature: float, max_drift: float,
+              interval: int, min_distance: float | None = None, seed: int = 0) -> tuple[Structure, float]:
+    """Check the settings; ``structure`` with Maxwell-Boltzmann velocities and the collapse threshold (Å).
 
-    Parameters
-    ----------
-    structure: starting structure (``Atoms``, ``Structure`` or Frame).
-    calculator: ASE calculator (the model under test).
-    n_steps: velocity-Verlet steps (>= 2 * interval).
-    time_step: fs.
-    temperature: initial Maxwell-Boltzmann temperature, K (centre-of-mass motion removed);
-        the kinetic temperature settles near half of it as energy flows into potential energy.
-    min_distance: collapse threshold, Å; default :func:`default_min_distance`.
-    max_drift: largest acceptable |energy drift|, eV/atom/ps.
-    interval: steps between samples.
-    seed: seed of the initial velocities.
-
-    Returns
-    -------
-    MDStabilityResult (drift in eV/atom/ps, distances in Å, sampled time series).
+    The velocities (``temperature`` K, seeded by ``seed``, centre-of-mass motion removed) are the site
+    property ``velocities``, shape (n_atoms, 3), Å per ASE time unit (10.18 fs): atomate2's MD hands it to
+    ``Atoms.set_velocities``; its NVE ignores ``temperature`` (and ``mb_velocity_seed``) and starts at rest.
 
     Raises
     ------
-    ValueError: non-positive ``time_step``/``max_drift``/``min_distance``, negative
-        temperature, ``interval < 1`` or ``n_steps < 2 * interval``, or a starting
-        structure that already has a pair closer than ``min_distance``.
+    ValueError: non-positive ``time_step``/``max_drift``/``min_distance``, negative ``temperature``,
+        ``interval < 1`` or ``n_steps < 2 * interval``, or a pair already closer than ``min_distance``.
     """
-    from ase import units
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-    from ase.md.verlet import VelocityVerlet
+    from pymatgen.io.ase import AseAtomsAdaptor
 
     if not time_step > 0:
         raise ValueError(f"time_step must be > 0 fs, got {time_step}")
@@ -142,66 +117,61 @@ def md_stability(
         raise ValueError(f"max_drift must be > 0 eV/atom/ps, got {max_drift}")
     if interval < 1 or n_steps < 2 * interval:
         raise ValueError(f"need interval >= 1 and n_steps >= 2 * interval, got n_steps={n_steps}, interval={interval}")
-    atoms = as_atoms(structure)
+    atoms = AseAtomsAdaptor.get_atoms(structure)
     threshold = default_min_distance(atoms.get_chemical_symbols()) if min_distance is None else float(min_distance)
     if not threshold > 0:
         raise ValueError(f"min_distance must be > 0 Å, got {min_distance}")
-    start_distance = min_pair_distance(atoms, threshold)
-    if start_distance < threshold:
-        raise ValueError(f"the starting structure already has atoms {start_distance:.3f} Å apart (< {threshold} Å)")
-
+    if (start := min_pair_distance(atoms, threshold)) < threshold:
+        raise ValueError(f"the starting structure already has atoms {start:.3f} Å apart (< {threshold} Å)")
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
-    atoms.calc = calculator
-    dyn = VelocityVerlet(atoms, timestep=time_step * units.fs)
-    n_atoms = len(atoms)
+    return structure.copy(site_properties={"velocities": atoms.get_velocities().tolist()}), threshold
+
+
+def analyse_nve(numbers, positions, cells, energies, temperatures, *, time_step: float, interval: int,
+                n_steps: int, temperature: float, min_distance: float, max_drift: float) -> MDStabilityResult:
+    """Pair distances and energy conservation of an NVE trajectory sampled every ``interval`` steps from step 0.
+
+    Parameters
+    ----------
+    numbers: atomic numbers, shape (n_atoms,).
+    positions: Cartesian positions, shape (n_samples, n_atoms, 3), Å.
+    cells: cell rows, shape (n_samples, 3, 3), Å (periodic in 3D).
+    energies: potential energy of the cell, shape (n_samples,), eV.
+    temperatures: kinetic temperature (ASE's ``get_temperature``), shape (n_samples,), K.
+    time_step: fs; n_steps: steps run; temperature: initial temperature, K (reported only).
+    min_distance: collapse threshold, Å; max_drift: largest acceptable |drift|, eV/atom/ps.
+
+    Raises
+    ------
+    ValueError: arrays of different lengths n_samples.
+    """
+    from ase import Atoms, units
+
+    numbers = np.asarray(numbers)
+    # ASE's temperature is 2 E_kin / (3 N k_B), so this is its E_kin per atom (unconstrained cell)
+    e = np.asarray(energies, float) / len(numbers) + 1.5 * units.kB * np.asarray(temperatures, float)
     # distances only matter below the threshold; look a little further to report the minimum
-    search = max(2.0 * threshold, 3.0)
-
-    times, energies, temps, dists = [], [], [], []
-
-    def sample() -> float:
-        d = min_pair_distance(atoms, search)
-        times.append(dyn.nsteps * time_step / 1000.0)
-        energies.append(atoms.get_total_energy() / n_atoms)
-        temps.append(atoms.get_temperature())
-        dists.append(d)
-        return d
-
-    sample()
-    collapsed = False
-    while dyn.nsteps < n_steps:
-        dyn.run(min(interval, n_steps - dyn.nsteps))
-        if sample() < threshold or not np.isfinite(energies[-1]):
-            collapsed = True
-            break
-
-    t, e = np.asarray(times), np.asarray(energies)
+    search = max(2.0 * min_distance, 3.0)
+    dists = np.array([min_pair_distance(Atoms(numbers, positions=p, cell=c, pbc=True), search)
+                      for p, c in zip(positions, cells, strict=True)])
+    # the run goes on after a collapse (atoms on top of each other): analyse up to the first collapsed sample
+    bad = np.flatnonzero((dists < min_distance) | ~np.isfinite(e))
+    n = int(bad[0]) + 1 if len(bad) else len(e)
+    e, dists, temps = e[:n], dists[:n], np.asarray(temperatures, float)[:n]
+    t = np.arange(n) * interval * time_step / 1000.0
+    n_run = (n - 1) * interval if len(bad) else n_steps
     finite = np.isfinite(e)
     drift = float(np.polyfit(t[finite], e[finite], 1)[0]) if finite.sum() >= 2 else float("inf")
     deviation = float(np.max(np.abs(e[finite] - e[0]))) if finite.any() else float("inf")
-    reasons = []
-    if collapsed:
-        reasons.append(f"atoms {min(dists):.3f} Å apart (< {threshold:.3f} Å) after {dyn.nsteps} steps")
+    reasons = [f"atoms {dists.min():.3f} Å apart (< {min_distance:.3f} Å) after {n_run} steps"] if len(bad) else []
     if not abs(drift) <= max_drift:
         reasons.append(f"energy drift {drift:.3g} eV/atom/ps exceeds {max_drift:g}")
     return MDStabilityResult(
-        stable=not reasons,
-        reason="; ".join(reasons),
-        n_atoms=n_atoms,
-        n_steps_requested=n_steps,
-        n_steps_run=int(dyn.nsteps),
-        time_step=float(time_step),
-        temperature=float(temperature),
-        min_distance=threshold,
-        max_drift=float(max_drift),
-        energy_drift=drift,
-        max_energy_deviation=deviation,
-        min_pair_distance=float(min(dists)),
-        times=t.tolist(),
-        total_energy=e.tolist(),
-        temperatures=[float(x) for x in temps],
-        pair_distance=[float(x) for x in dists],
+        stable=not reasons, reason="; ".join(reasons), n_atoms=len(numbers), n_steps_requested=n_steps,
+        n_steps_run=n_run, time_step=time_step, temperature=temperature, min_distance=min_distance,
+        max_drift=max_drift, energy_drift=drift, max_energy_deviation=deviation, min_pair_distance=dists.min(),
+        times=t.tolist(), total_energy=e.tolist(), temperatures=temps.tolist(), pair_distance=dists.tolist(),
     )
 
 
