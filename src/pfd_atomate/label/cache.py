@@ -26,7 +26,7 @@ _IGNORED_KEYS = ("@version", "name")
 #: jobflow metadata key of a static job: the label keys of its frames, in order
 METADATA_KEY = "pfd_label_keys"
 #: the task-document fields a label needs, as stored (see ``adapters.task_doc_fields``)
-_PROPERTIES = ("uuid", "index", f"metadata.{METADATA_KEY}", "output.task_document")
+_PROPERTIES = ("uuid", "index", f"metadata.{METADATA_KEY}", "output")
 
 
 def _settings(obj: Any) -> Any:
@@ -71,7 +71,10 @@ def stored_task_documents(store: JobStore, keys: Iterable[str]) -> dict[str, tup
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     docs = store.query({f"metadata.{METADATA_KEY}": {"$in": sorted(wanted)}}, properties=list(_PROPERTIES))
     for doc in docs:
-        output = (doc.get("output") or {}).get("task_document")
+        output = doc.get("output") or {}
+        if "blob_uuid" in output:  # a batch job: its output is one object in the data store
+            output = store.query_one({"uuid": doc["uuid"], "index": doc["index"]}, ["output"], load=True)["output"]
+        output = output.get("task_document")
         if output is None:
             continue
         documents = output if isinstance(output, list) else [output]  # batch jobs return a list

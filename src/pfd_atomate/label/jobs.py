@@ -18,17 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobflow import (
-    CURRENT_JOB,
-    Flow,
-    Job,
-    JobConfig,
-    Maker,
-    OnMissing,
-    OutputReference,
-    Response,
-    job,
-)
+from jobflow import CURRENT_JOB, Flow, Job, JobConfig, Maker, OnMissing, Response, job
+from jobflow.core.reference import OutputReference
 
 from pfd_atomate.data import Dataset, Frame, as_dataset
 from pfd_atomate.label.adapters import (
@@ -133,8 +124,14 @@ def guarded_static_job(static_maker: Maker, structure: Any, name_prefix: str, la
     go to its metadata for label reuse (:mod:`pfd_atomate.label.cache`).
     """
     template = static_maker.make(structure)  # not run: tells the static job's name and settings
+    kwargs = dict(template._kwargs)
+    if isinstance(structure, list):
+        # a batch's task documents are one object in the data store (GridFS): in the documents
+        # collection, 800 of them (8 kB each) slowed every query of the demo's store 15x, and 200
+        # of 64 atoms near MongoDB's 16 MB document limit
+        kwargs["data"] = True
     guard = Job(_guarded, function_args=(static_maker, structure), name=f"{name_prefix} {template.name} {label}",
-                **template._kwargs)
+                **kwargs)
     guard.config = JobConfig(expose_store=True, manager_config=dict(template.config.manager_config))
     if label_keys and all(label_keys):
         guard.metadata[METADATA_KEY] = list(label_keys)

@@ -160,6 +160,10 @@ def die_with_parent(sig: int):
     return set_pdeathsig
 
 
+#: WiredTiger's message when another process has the database open
+_HELD_ELSEWHERE = "already being managed by another process"
+
+
 def start_server(
     storage_path: str | Path = ":memory:",
     host: str = "127.0.0.1",
@@ -177,7 +181,7 @@ def start_server(
     host: loopback address to listen on.
     port: TCP port; 0 lets the server pick a free one (no race with other processes).
     log_path: server log file (default: a temporary file).
-    timeout: seconds to wait for the server.
+    timeout: seconds to wait for the server (and for another process to close the database first).
     stop_with_parent: the server gets SIGTERM (a clean WiredTiger close) when this process dies,
         however it dies (a run folder's own server must not outlive its run).
 
@@ -202,13 +206,20 @@ def start_server(
     log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="secantus-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "pfd_atomate.workflows.mongo", "--host", host, "--port", str(port),
            "--storage-path", str(storage_path), "--port-file", str(port_file)]
-    with open(log_path, "ab") as log:
-        # own session: a Ctrl-C or a SIGKILL aimed at a launcher's process group spares the server
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=die_with_parent(signal.SIGTERM) if stop_with_parent else None)
     deadline = time.monotonic() + timeout
-    while not port_file.is_file() or not port_file.read_text().strip():
+    process = None
+    while process is None or not port_file.is_file() or not port_file.read_text().strip():
+        if process is None:
+            with open(log_path, "ab") as log:
+                # own session: a Ctrl-C or a SIGKILL aimed at a launcher's process group spares the server
+                process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                           preexec_fn=die_with_parent(signal.SIGTERM) if stop_with_parent else None)
         if process.poll() is not None:
+            # the server of a run that just died may still be closing the folder's database: wait for it
+            if _HELD_ELSEWHERE in Path(log_path).read_text(errors="replace")[-4000:] and time.monotonic() < deadline:
+                process = None
+                time.sleep(0.5)
+                continue
             raise RuntimeError(f"SecantusDB exited with code {process.returncode}; log: {log_path}")
         if time.monotonic() > deadline:
             process.kill()
