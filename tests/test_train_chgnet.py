@@ -125,6 +125,11 @@ def test_bad_inputs_fail_before_any_model_is_loaded(monkeypatch, tmp_path, cu_da
     molecule = Dataset(frames=[good[0].model_copy(update={"pbc": (False, False, False)})])
     with pytest.raises(ValueError, match="periodic"):
         backend.train([molecule], tmp_path)
+    with pytest.raises(ValueError, match="not periodic"):
+        backend.predict(None, molecule)
+    slab = Dataset(frames=[good[0].model_copy(update={"pbc": (True, True, False)})])
+    with pytest.raises(ValueError, match="not periodic"):
+        backend.predict(None, slab)
     with pytest.raises(FileNotFoundError, match="base_model"):
         CHGNetBackend(base_model=str(tmp_path / "missing.pth.tar")).train([good], tmp_path)
     deepmd_model = ModelFile(backend="deepmd", filename="m.pth", sha256="0" * 64, size_bytes=0, content_b64="")

@@ -242,6 +242,9 @@ def test_bad_input_fails_before_dp(scratch, tmp_path, monkeypatch):
     other = model.model_copy(update={"backend": "chgnet"})
     with pytest.raises(ValueError, match="chgnet"):
         DeepMDBackend().predict(other, emt_dataset(1, seed=0))
+    slab = Dataset(frames=[emt_dataset(1, seed=0)[0].model_copy(update={"pbc": (True, True, False)})])
+    with pytest.raises(ValueError, match=r"frames \[0\] are periodic along some cell vectors only"):
+        DeepMDBackend().predict(model, slab)
 
 
 def test_dp_failure_raises_with_log_tail(tmp_path):

@@ -34,8 +34,9 @@ class DistillMaker(Maker):
 
     The teacher runs MD over ``task_groups`` (many frames, cheap), labels the frames itself with
     atomate2's ``ForceFieldStaticMaker`` (through :class:`~pfd_atomate.label.flows.LabelMaker`, so
-    its labels are atomate2 task documents like any labeller's), and a student (e.g. deepmd-kit ``se_e2_a``) is trained from scratch once and tested on
-    held-out teacher frames and, when given, on held-out DFT frames.
+    its labels are atomate2 task documents like any labeller's), and a student (e.g. deepmd-kit
+    ``se_e2_a``) is trained from scratch once and tested on held-out teacher frames and, when
+    given, on held-out DFT frames.
 
     Parameters
     ----------
@@ -46,9 +47,9 @@ class DistillMaker(Maker):
     task_groups: MD of the teacher; default :func:`pfd_atomate.presets.distillation_task_groups`.
     md_maker: atomate2 ``ForceFieldMDMaker`` template.
     static_maker: atomate2 ``ForceFieldStaticMaker`` template of the teacher's labels (its model is set).
-    label_batch_size: frames per teacher-label job: the teacher model is loaded once per job (7 s for
-        DPA-4 on a CPU, 0.2 s per 8-atom label), and each job's task documents are one MongoDB
-        document (about 4 kB per 8-atom frame, so 200 frames of 64 atoms stay far below 16 MB).
+    label_batch_size: frames per teacher-label job: the teacher model is loaded once per job (7-9 s
+        for DPA-4 on a CPU, 0.3 s per 8-atom label); each job's task documents (about 8 kB per
+        8-atom frame) are one object in the JobStore's ``data`` store.
     md_supercell: supercell of the input structures for the teacher MD.
     perturb: strained and rattled copies of the input structures for the teacher to label too
         (None: MD frames only, as in the PFD paper). MD at working temperatures rarely brings two
@@ -132,7 +133,7 @@ class DistillMaker(Maker):
         pick = SelectMaker(name="pfd distill select", n_select=self.max_frames or sys.maxsize, method="random",
                            frame_filter=self.frame_filter, seed=self.seed).make(candidates)
         label = run_with_model(
-            LabelMaker(name="pfd distill teacher label", static_maker=self.static_maker, min_success_ratio=0.9,
+            LabelMaker(name="pfd distill teacher label", static_maker=self.static_maker,
                        batch_size=self.label_batch_size, name_prefix="pfd distill teacher label",
                        reuse_labels=False),
             self.teacher, teacher_model, pick.output.dataset,

@@ -147,9 +147,13 @@ class TrainerBackend(MSONable, ABC):
 
         Raises
         ------
-        ValueError: a model of another backend, or elements the model does not know.
+        ValueError: a model of another backend, elements the model does not know, or a frame periodic
+            along some but not all cell vectors (ASE calculators would treat it as fully periodic).
         """
         self.check_elements(dataset.elements, model)
+        mixed = [i for i, f in enumerate(dataset.frames) if len(set(f.pbc)) != 1]
+        if mixed:
+            raise ValueError(f"dataset {dataset.name!r}: frames {mixed[:10]} are periodic along some cell vectors only")
         if len(dataset) == 0:
             return Dataset(frames=[], name=dataset.name)
         with torch_threads(getattr(self, "n_threads", None)):

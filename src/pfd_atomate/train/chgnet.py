@@ -311,6 +311,12 @@ class CHGNetBackend(TrainerBackend):
         model.eval()
 
     # ------------------------------------------------------------------ inference
+    def predict(self, model: ModelFile | None, dataset: Dataset) -> Dataset:
+        """:meth:`TrainerBackend.predict` (``model=None``: the pretrained CHGNet); ``ValueError`` for
+        frames that are not periodic (CHGNet needs crystals)."""
+        _require_periodic(dataset)
+        return super().predict(model, dataset)
+
     def calculator(self, model: ModelFile | None) -> Calculator:
         """ASE calculator for ``model`` (``None``: pretrained CHGNet); materializes the file. One per
         model in this process (the model cache path names its sha256).
