@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
+from atomate2.forcefields.jobs import ForceFieldStaticMaker
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -132,17 +133,10 @@ def section(cls: type, name: str, *, exclude: tuple[str, ...] = (), overrides: d
         if overrides and f.name in overrides:
             fields[f.name] = overrides[f.name]
             continue
-        description = docs.get(f.name)
-        if defaults_from is not None:
-            default: Any = Field(default_factory=lambda v=getattr(defaults_from, f.name): copy.deepcopy(v),
-                                 description=description)
-        elif f.default is not dataclasses.MISSING:
-            default = Field(f.default, description=description)
-        elif f.default_factory is not dataclasses.MISSING:
-            default = Field(default_factory=f.default_factory, description=description)
-        else:
-            default = Field(..., description=description)
-        fields[f.name] = (hints[f.name], default)
+        # pydantic reads a dataclass field's default or default_factory (none: required) itself
+        default = f if defaults_from is None else Field(
+            default_factory=lambda v=getattr(defaults_from, f.name): copy.deepcopy(v))
+        fields[f.name] = (Annotated[hints[f.name], Field(description=docs.get(f.name))], default)
     model = create_model(name, __base__=_Section, __doc__=(cls.__doc__ or "").split("\n\n")[0], **fields)
     model.target = target or cls
     model.skip = tuple(extra or ())
@@ -162,12 +156,11 @@ PerturbConfig = section(PerturbMaker, "PerturbConfig", exclude=("name",))
 SelectConfig = section(SelectMaker, "SelectConfig", exclude=("name",))
 
 
-def _vasp_static_maker(user_incar_settings: dict | None = None, user_kpoints_settings: dict | None = None):
+def _vasp_static_maker(user_incar_settings: dict, user_kpoints_settings: dict):
     from atomate2.vasp.jobs.core import StaticMaker
     from atomate2.vasp.sets.core import StaticSetGenerator
 
-    generator = StaticSetGenerator(user_incar_settings=user_incar_settings or {},
-                                   user_kpoints_settings=user_kpoints_settings or {})
+    generator = StaticSetGenerator(user_incar_settings=user_incar_settings, user_kpoints_settings=user_kpoints_settings)
     return StaticMaker(input_set_generator=generator)
 
 
@@ -203,16 +196,10 @@ class Cp2kLabeller(_Section):
     potential_filename: str = "GTH_POTENTIALS"
 
 
-def _forcefield(force_field_name: Any, calculator_kwargs: dict[str, Any]):
-    from atomate2.forcefields.jobs import ForceFieldStaticMaker
-
-    return ForceFieldStaticMaker(force_field_name=force_field_name, calculator_kwargs=calculator_kwargs)
-
-
 class ForceFieldLabeller(_Section):
     """atomate2's ``ForceFieldStaticMaker``: a machine-learned or classical force field as labeller."""
 
-    target: ClassVar = staticmethod(_forcefield)
+    target: ClassVar = ForceFieldStaticMaker
     skip: ClassVar = ("kind",)
     kind: Literal["forcefield"] = "forcefield"
     force_field_name: str | dict[str, Any] = Field(
@@ -276,12 +263,6 @@ class PFDConfig(_Section):
                 data[section_key] = {**part, key: {tag: value, **part[key]}}
         return data
 
-    def build(self) -> PFDMaker:
-        """The PFDMaker (structures are read by :meth:`load_structures`)."""
-        return PFDMaker(perturb=self.perturb.build(), label=self.label.build(), finetune=self.finetune.build(),
-                        distill=None if self.distill is None else self.distill.build(),
-                        max_memory_gib=self.max_memory_gib)
-
     def load_structures(self, base: Path | None = None) -> list[Any]:
         """Read ``structures`` (relative paths against ``base``, the config file's folder).
 
@@ -320,16 +301,12 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
     """Field names of the section at ``loc`` (for 'unknown key' errors)."""
     current: Any = model
     for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
+        # a list index, or a discriminated union member's tag (pydantic puts it in the path), stays in the section
         fields = getattr(current, "model_fields", {})
         if part in fields:
             annotation = fields[part].annotation
             args = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
             current = args[0] if args else annotation
-        elif isinstance(current, type) and issubclass(current, BaseModel):
-            # a discriminated union member name (pydantic puts the tag in the path)
-            continue
     return sorted(getattr(current, "model_fields", {}) or []) or None
 
 

@@ -7,7 +7,6 @@ it is and each part can be swapped by one argument. The numbers are the measured
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from pfd_atomate.explore.schemas import Stage, TaskGroup
@@ -46,24 +45,23 @@ def se_e2_a_student(**overrides: Any) -> DeepMDBackend:
     return DeepMDBackend(**(settings | overrides))
 
 
-def exploration_stages(structures: Sequence[Any] = ()) -> list[Stage]:
+def exploration_stages() -> list[Stage]:
     """Two exploration stages: NVT at 300, 600 and 900 K, then NPT at 600 K and 0 / 1 GPa.
 
     2 ps per task (1000 steps of 2 fs), a frame every 50 steps; the PFD paper's Si ran 4 ps at
     500 K and 0.001 / 1 GPa per stage.
     """
-    nvt = TaskGroup(temperatures=[300.0, 600.0, 900.0], ensemble="nvt", n_steps=1000, time_step=2.0,
-                    traj_interval=50)
-    npt = TaskGroup(temperatures=[600.0], pressures=[0.0, 1.0], ensemble="npt", n_steps=1000, time_step=2.0,
-                    traj_interval=50)
+    md = {"n_steps": 1000, "time_step": 2.0, "traj_interval": 50}
+    nvt = TaskGroup(temperatures=[300.0, 600.0, 900.0], ensemble="nvt", **md)
+    npt = TaskGroup(temperatures=[600.0], pressures=[0.0, 1.0], ensemble="npt", **md)
     return [Stage(name="nvt", task_groups=[nvt]), Stage(name="npt", task_groups=[npt])]
 
 
-def distillation_task_groups(structures: Sequence[Any] = ()) -> list[TaskGroup]:
+def distillation_task_groups() -> list[TaskGroup]:
     """Teacher MD for distillation: NVT at 300, 600 and 900 K and NPT at 600 K, -1 / 2 GPa (the
     student must learn energy against volume), 2 ps each, a frame every 5 steps."""
+    md = {"n_steps": 1000, "time_step": 2.0, "traj_interval": 5}
     return [
-        TaskGroup(temperatures=[300.0, 600.0, 900.0], ensemble="nvt", n_steps=1000, time_step=2.0, traj_interval=5),
-        TaskGroup(temperatures=[600.0], pressures=[-1.0, 2.0], ensemble="npt", n_steps=1000, time_step=2.0,
-                  traj_interval=5),
+        TaskGroup(temperatures=[300.0, 600.0, 900.0], ensemble="nvt", **md),
+        TaskGroup(temperatures=[600.0], pressures=[-1.0, 2.0], ensemble="npt", **md),
     ]

@@ -47,7 +47,5 @@ class PFDSettings(BaseSettings):
             loaded = yaml.safe_load(config_file.read_text()) or {}
             if not isinstance(loaded, dict):
                 raise ValueError(f"{config_file} must hold a mapping of settings, got {type(loaded).__name__}")
-            new_values = {k.upper().removeprefix("PFD_"): v for k, v in loaded.items()}
-            new_values.update(values)
-            return new_values
+            return {k.upper().removeprefix("PFD_"): v for k, v in loaded.items()} | values  # the environment wins
         return values

@@ -13,7 +13,6 @@ the benchmarks' Si8 set (``benchmarks/data/``, strained and rattled cells, same 
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from pymatgen.core import Lattice, Structure
 
 from pfd_atomate import queries
 from pfd_atomate.cli.progress import describe
+from pfd_atomate.cli.report import read_dataset
 from pfd_atomate.data import Dataset
 from pfd_atomate.distill.flows import DistillMaker
 from pfd_atomate.evaluate.metrics import frame_errors
@@ -111,8 +111,7 @@ def held_out_dft_frames() -> Dataset | None:
         return None
     from pfd_atomate.select.filters import FrameFilter
 
-    stored = json.loads(gzip.decompress(HELD_OUT_FILE.read_bytes()))
-    kept, _ = FrameFilter().apply(Dataset.model_validate(stored["dataset"]))
+    kept, _ = FrameFilter().apply(read_dataset(HELD_OUT_FILE))
     return kept.subset(range(160, len(kept)), name="si8-cp2k-held-out")
 
 

@@ -57,6 +57,7 @@ class _OwnInfoOrWarnings(logging.Filter):
         return record.levelno >= logging.WARNING or record.name.startswith("pfd_atomate")
 
 
+@app.callback()  # before every command
 def _quiet_upstream() -> None:
     for category, message in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
@@ -70,8 +71,7 @@ def _quiet_upstream() -> None:
         handler.addFilter(_OwnInfoOrWarnings())
         root.addHandler(handler)
         root.setLevel(logging.WARNING)
-    for name in ("pfd_atomate",):
-        logging.getLogger(name).setLevel(logging.INFO)
+    logging.getLogger("pfd_atomate").setLevel(logging.INFO)
     for name in HARMLESS_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -124,7 +124,6 @@ def run(
     workers: Annotated[Optional[int], typer.Option(help="parallel single-threaded workers")] = None,
 ) -> None:
     """Run a PFD flow on the embedded store; an existing run folder is resumed."""
-    _quiet_upstream()
     from pfd_atomate.cli.progress import ProgressPrinter
     from pfd_atomate.workflows.local import RunLockedError, RunMismatchError, run_flow
 
@@ -153,7 +152,6 @@ def submit(
     project: Annotated[Optional[str], typer.Option(help="jobflow-remote project")] = None,
 ) -> None:
     """Submit a PFD flow to FireWorks or jobflow-remote (the workers' JobStore holds the results)."""
-    _quiet_upstream()
     if fireworks == jobflow_remote:
         _fail("choose exactly one of --fireworks and --jobflow-remote")
     _, flow, _ = _load(config_file, [], None, None)
@@ -207,7 +205,6 @@ def _print_status(folder: Path) -> None:
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="run folder")]) -> None:
     """Iterations so far, labels spent, RMSE per iteration, what is running."""
-    _quiet_upstream()
     try:
         _print_status(run_dir)
     except FileNotFoundError as err:
@@ -221,7 +218,6 @@ def report(
     held_out: Annotated[Optional[Path], typer.Option(help="independent labelled frames (.json[.gz])")] = None,
 ) -> None:
     """Write report.json and plots: parity, RMSE per iteration, labels per iteration (PNG)."""
-    _quiet_upstream()
     from pfd_atomate.cli.report import write_report
     from pfd_atomate.workflows.local import attach_run
 
@@ -247,7 +243,6 @@ def models(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder to write the model file into")] = Path("."),
 ) -> None:
     """Fetch a model file out of the store (SHA-256 checked against the run's report)."""
-    _quiet_upstream()
     from pfd_atomate import queries
     from pfd_atomate.store import fetch_model
     from pfd_atomate.workflows.local import attach_run
@@ -280,7 +275,6 @@ def config_schema() -> None:
 @config_app.command("example")
 def config_example() -> None:
     """Print a complete configuration with every default and a comment per key."""
-    _quiet_upstream()
     from pfd_atomate.config import example_config
 
     typer.echo(example_config(), nl=False)
@@ -294,7 +288,6 @@ def demo(
     teacher: Annotated[str, typer.Option(help="foundation model: dpa4 or chgnet")] = "dpa4",
 ) -> None:
     """The PFD demo: diamond Si, CP2K labels, DPA-4 fine-tuned, distilled into a compressed se_e2_a student."""
-    _quiet_upstream()
     from pfd_atomate.cli.demo import run_demo
     from pfd_atomate.cli.progress import ProgressPrinter
 

@@ -73,9 +73,7 @@ def describe(states: dict[int, tuple[str, str, dict[str, Any]]], launch_dirs: di
         parts.append(f"distillation: teacher MD {len(distill_md)} tasks ({distill_md.count('COMPLETED')}/{len(distill_md)})")
     others = set()
     for fw_id, (state, name, meta) in states.items():
-        if state not in ("RUNNING", "RESERVED") or meta.get("pfd_step") in ("label", "explore"):
-            continue
-        if name.startswith("pfd distill explore"):
+        if state not in ("RUNNING", "RESERVED") or meta.get("pfd_step") == "label" or _is_md_task(name, meta):
             continue
         # a distillation job says which part it is ("distill train student"), the others their step
         text = name.removeprefix("pfd ") if meta.get("pfd_step") == "distill" else _ACTIONS.get(meta.get("pfd_step"), name)
