@@ -23,11 +23,6 @@ from pfd_atomate.schemas import ModelLineage
 logger = logging.getLogger(__name__)
 
 
-def _machine_memory_gib() -> float:
-    """Physical memory of this machine, GiB."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-
-
 @dataclass
 class PFDMaker(Maker):
     """Turn crystal structures into a fine-tuned teacher and a distilled student force field.
@@ -128,7 +123,8 @@ class PFDMaker(Maker):
 
     def _check_memory(self, structures: Sequence[Structure]) -> None:
         """Refuse (or warn about) cells whose training or MD would not fit in memory."""
-        limit = self.max_memory_gib or _machine_memory_gib()
+        # by default this machine's physical memory, GiB
+        limit = self.max_memory_gib or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
         def cells(supercell) -> int:
             return max(len(s) for s in structures) * (int(np.prod(supercell)) if supercell else 1)

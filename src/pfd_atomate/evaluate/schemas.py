@@ -104,18 +104,13 @@ class ConvergenceCriteria(BaseModel):
         (converged, reason): a one-line human-readable reason with the numbers compared.
         """
         parts: list[str] = []
-        rmse_ok = None
-        if self.energy_rmse is not None or self.force_rmse is not None:
-            rmse_ok = True
-            if self.energy_rmse is not None:
-                ok = metrics.energy_rmse <= self.energy_rmse
-                rmse_ok &= ok
-                parts.append(f"energy RMSE {metrics.energy_rmse:.4g} {'<=' if ok else '>'} {self.energy_rmse:.4g} eV/atom")
-            if self.force_rmse is not None:
-                ok = metrics.force_rmse <= self.force_rmse
-                rmse_ok &= ok
-                parts.append(f"force RMSE {metrics.force_rmse:.4g} {'<=' if ok else '>'} {self.force_rmse:.4g} eV/Å")
-        ratio_ok = None
+        rmse_oks = []  # one per RMSE threshold that is set
+        for what, value, limit, unit in (("energy", metrics.energy_rmse, self.energy_rmse, "eV/atom"),
+                                         ("force", metrics.force_rmse, self.force_rmse, "eV/Å")):
+            if limit is not None:
+                rmse_oks.append(value <= limit)
+                parts.append(f"{what} RMSE {value:.4g} {'<=' if rmse_oks[-1] else '>'} {limit:.4g} {unit}")
+        ratio_ok = False
         if self.accurate_ratio is not None:
             ratio = float(
                 np.mean(
@@ -123,20 +118,14 @@ class ConvergenceCriteria(BaseModel):
                 )
             )
             ratio_ok = ratio >= self.accurate_ratio
+            thresholds = [f"{t:.4g} {unit}" for t, unit in ((self.frame_energy, "eV/atom"), (self.frame_force, "eV/Å"))
+                          if t is not None]
             parts.append(
-                f"{ratio:.1%} of {metrics.n_frames} frames within {self._frame_thresholds()} "
+                f"{ratio:.1%} of {metrics.n_frames} frames within {' and '.join(thresholds)} "
                 f"({'>=' if ratio_ok else '<'} {self.accurate_ratio:.1%})"
             )
-        converged = bool(rmse_ok) or bool(ratio_ok)
+        converged = (bool(rmse_oks) and all(rmse_oks)) or ratio_ok
         return converged, ("converged: " if converged else "not converged: ") + "; ".join(parts)
-
-    def _frame_thresholds(self) -> str:
-        items = []
-        if self.frame_energy is not None:
-            items.append(f"{self.frame_energy:.4g} eV/atom")
-        if self.frame_force is not None:
-            items.append(f"{self.frame_force:.4g} eV/Å")
-        return " and ".join(items)
 
 
 class TrustWindow(BaseModel):
@@ -176,18 +165,8 @@ class TrustWindow(BaseModel):
         ``errors``: per-frame errors with ``frame_energy_error``, ``frame_force_rmse`` and
         ``frame_force_max`` (a :class:`TestMetrics` or ``evaluate.metrics.FrameErrors``).
         """
-        e = np.abs(np.asarray(errors.frame_energy_error, dtype=float))
-        f = np.asarray(errors.frame_force_rmse if self.force_measure == "rmse" else errors.frame_force_max, dtype=float)
-        keep = np.ones(len(e), dtype=bool)
-        if self.energy_high is not None:
-            keep &= e <= self.energy_high
-        if self.force_high is not None:
-            keep &= f <= self.force_high
-        if self.energy_low is not None or self.force_low is not None:
-            learnt = np.ones(len(e), dtype=bool)
-            if self.energy_low is not None:
-                learnt &= e <= self.energy_low
-            if self.force_low is not None:
-                learnt &= f <= self.force_low
-            keep &= ~learnt
+        f = errors.frame_force_rmse if self.force_measure == "rmse" else errors.frame_force_max
+        keep = accurate_mask(errors.frame_energy_error, f, self.energy_high, self.force_high)  # not too wrong
+        if self.energy_low is not None or self.force_low is not None:  # and not already learnt
+            keep &= ~accurate_mask(errors.frame_energy_error, f, self.energy_low, self.force_low)
         return [int(i) for i in np.flatnonzero(keep)]

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from atomate2.forcefields.md import ForceFieldMDMaker
 from jobflow import CURRENT_JOB, Flow, Job, JobConfig, Maker, OutputReference, Response, job
-from jobflow.core.reference import find_and_get_references, find_and_resolve_references
+from jobflow.core.reference import find_and_resolve_references
 from pymatgen.core import Structure
 
 from pfd_atomate.checks import check_choice, check_int, check_number, check_supercell
@@ -129,40 +129,6 @@ class FinetuneMaker(Maker):
         return Flow(jobs, output=loop.output, name=self.name)
 
 
-def _record(state: LoopState, report: IterationReport) -> IterationRecord:
-    return IterationRecord(
-        stage=state.stage,
-        iteration=state.iteration,
-        stage_iteration=state.stage_iteration,
-        model_sha256=report.model_sha256,
-        trained=state.model_trained_this_iteration,
-        n_train_frames=report.n_train_frames,
-        n_candidates=report.n_candidates,
-        n_selected=report.n_selected,
-        n_labelled=report.n_labelled,
-        n_reused=report.n_reused,
-        n_label_failures=report.n_requested - report.n_labelled,
-        energy_rmse=report.metrics.energy_rmse,
-        force_rmse=report.metrics.force_rmse,
-        accurate_ratio=report.metrics.accurate_ratio,
-        converged=report.converged,
-        reason=report.reason,
-        n_added=report.n_added,
-        train_job=None if state.model is None else state.model.uuid,
-        label_job=report.label_job,
-        evaluate_job=report.evaluate_job,
-    )
-
-
-def _resolved_report(report: Any) -> IterationReport | None:
-    """The iteration report with its references resolved from the JobStore (this job resolves nothing else)."""
-    if report is None:
-        return None
-    if find_and_get_references(report):
-        report = find_and_resolve_references(report, CURRENT_JOB.store)
-    return IterationReport.model_validate(report)
-
-
 # no output_schema: jobflow stores a replaced job's output as a reference to the next loop
 # job (resolved on read), which a schema check would reject; the final output is FinetuneOutput.
 # resolve_references=False: the state's references to datasets and models stay references (the
@@ -194,9 +160,21 @@ def finetune_step(
     """
     state = state.model_copy(deep=True)
     n_stages = len(maker.stages)
-    report = _resolved_report(report)
     if report is not None:
-        record = _record(state, report)
+        # the small iteration report is the one input this job resolves from the JobStore
+        report = IterationReport.model_validate(find_and_resolve_references(report, CURRENT_JOB.store))
+        record = IterationRecord(
+            **report.model_dump(exclude={"metrics", "n_requested"}),  # the fields both documents share
+            stage=state.stage,
+            iteration=state.iteration,
+            stage_iteration=state.stage_iteration,
+            trained=state.model_trained_this_iteration,
+            n_label_failures=report.n_requested - report.n_labelled,
+            energy_rmse=report.metrics.energy_rmse,
+            force_rmse=report.metrics.force_rmse,
+            accurate_ratio=report.metrics.accurate_ratio,
+            train_job=None if state.model is None else state.model.uuid,
+        )
         state.history.append(record)
         state.n_dft_labels += record.n_labelled
         state.n_reused_labels += record.n_reused
@@ -244,12 +222,6 @@ def finetune_step(
     return Response(replace=_next_iteration(maker, structures, state))
 
 
-def _train_weights(maker: FinetuneMaker, n_sets: int) -> list[float] | None:
-    if maker.new_data_weight is None or n_sets < 2:
-        return None
-    return [1.0] * (n_sets - 1) + [maker.new_data_weight]
-
-
 def _next_iteration(maker: FinetuneMaker, structures: list[Structure], state: LoopState) -> Flow:
     """Jobs of one iteration: (train) → explore × tasks → select → label → test → loop job.
 
@@ -263,8 +235,10 @@ def _next_iteration(maker: FinetuneMaker, structures: list[Structure], state: Lo
     need_train = state.model is None or len(state.train_sets) > state.n_sets_trained
     if need_train:
         init = state.model if maker.init_from == "previous" else None
+        n_sets, weight = len(state.train_sets), maker.new_data_weight
+        weights = None if weight is None or n_sets < 2 else [1.0] * (n_sets - 1) + [weight]
         train = TrainMaker(name=f"pfd train {tag}", backend=maker.trainer).make(
-            list(state.train_sets), init_model=init, weights=_train_weights(maker, len(state.train_sets))
+            list(state.train_sets), init_model=init, weights=weights
         )
         train.update_metadata({"pfd_step": "train", **where}, dynamic=False)
         jobs.append(train)

@@ -20,11 +20,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel
 
-from pfd_atomate.data import Frame
 from pfd_atomate.validation.figures import pyplot, save_figure
 
 if TYPE_CHECKING:
-    from ase import Atoms
     from jobflow import Maker
 
 #: default linear strains -6 % .. +6 % in 9 steps: volumes from 0.94^3 to 1.06^3 of the input volume
@@ -84,30 +82,6 @@ class EOSComparison(BaseModel):
     phase_energy_reference: dict[str, float]
     phase_energy_error: dict[str, float]
     plot: str | None = None
-
-
-def as_atoms(structure) -> Atoms:
-    """ASE ``Atoms`` (without calculator) from ``Atoms``, a pymatgen ``Structure`` or a :class:`Frame`.
-
-    Raises
-    ------
-    TypeError: any other type.
-    """
-    from ase import Atoms
-    from pymatgen.core import Structure
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    if isinstance(structure, Atoms):
-        atoms = structure.copy()
-        atoms.calc = None
-        return atoms
-    if isinstance(structure, Structure):
-        return AseAtomsAdaptor.get_atoms(structure)
-    if isinstance(structure, Frame):
-        return structure.to_atoms(with_labels=False)
-    if isinstance(structure, Mapping) and "lattice" in structure:  # a serialized Structure from a JobStore
-        return AseAtomsAdaptor.get_atoms(Structure.from_dict(structure))
-    raise TypeError(f"expected ase.Atoms, pymatgen Structure or Frame, got {type(structure).__name__}")
 
 
 def force_field_eos_maker(

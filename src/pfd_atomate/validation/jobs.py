@@ -26,7 +26,7 @@ from jobflow import Flow, Job, Maker, job
 from monty.json import MSONable
 from pydantic import BaseModel, Field
 
-from pfd_atomate.data import Dataset, ModelFile, as_dataset, as_model_file
+from pfd_atomate.data import Dataset, Frame, ModelFile, as_dataset, as_model_file
 from pfd_atomate.evaluate.metrics import frame_errors
 from pfd_atomate.evaluate.schemas import TestMetrics
 from pfd_atomate.train.base import TrainerBackend
@@ -38,7 +38,6 @@ from pfd_atomate.train.with_model import (
 from pfd_atomate.validation.eos import (
     DEFAULT_LINEAR_STRAIN,
     DEFAULT_NUMBER_OF_FRAMES,
-    as_atoms,
     compare_fits,
     fit_eos,
     force_field_eos_maker,
@@ -156,16 +155,22 @@ def _calculator_name(calculator: Any) -> str:
 
 
 def _as_structure(structure: Any, what: str = "the structure"):
-    """A pymatgen ``Structure``; ``ValueError`` unless it is periodic in 3D."""
+    """A pymatgen ``Structure`` from itself (or its JobStore dict), ASE ``Atoms`` or a :class:`Frame`; ``ValueError``
+    unless those are periodic in 3D, ``TypeError`` for any other type."""
+    from ase import Atoms
     from pymatgen.core import Structure
     from pymatgen.io.ase import AseAtomsAdaptor
 
+    if isinstance(structure, Mapping) and "lattice" in structure:
+        structure = Structure.from_dict(structure)
     if isinstance(structure, Structure):
         return structure
-    atoms = as_atoms(structure)
+    atoms = structure.to_atoms(with_labels=False) if isinstance(structure, Frame) else structure
+    if not isinstance(atoms, Atoms):
+        raise TypeError(f"expected ase.Atoms, pymatgen Structure or Frame, got {type(structure).__name__}")
     if not all(atoms.pbc):
         raise ValueError(f"{what}: phonons and equations of state need a crystal periodic in 3D")
-    return AseAtomsAdaptor.get_structure(atoms)
+    return AseAtomsAdaptor.get_structure(atoms.copy())  # a copy has no calculator, whose results pymatgen would read
 
 
 def as_spec(obj: CalculatorSpec | Mapping) -> CalculatorSpec:
@@ -246,13 +251,13 @@ class ParityMaker(Maker):
         return _output("parity", list(predictions), ParityResult(n_frames=len(dataset), metrics=metrics), plot)
 
 
-def _reference_name(reference: CalculatorSpec | Maker) -> str:
-    return reference.name if isinstance(reference, CalculatorSpec) else type(reference).__name__.removesuffix("Maker")
-
-
-def _check_names(model: CalculatorSpec, reference_name: str) -> None:
-    if model.name == reference_name:
+def _model_and_reference_name(model: CalculatorSpec | Mapping, reference: CalculatorSpec | Maker):
+    """The model's spec and the reference's name; ``ValueError`` when the two names are equal."""
+    model = as_spec(model)
+    name = reference.name if isinstance(reference, CalculatorSpec) else type(reference).__name__.removesuffix("Maker")
+    if model.name == name:
         raise ValueError(f"model and reference need different names, both are {model.name!r}")
+    return model, name
 
 
 @dataclass
@@ -285,8 +290,7 @@ class EOSValidationMaker(Maker):
         ValueError: no phases, a non-periodic phase, bad strains or equal names (before any job
             exists); a fit minimum outside the sampled volumes (in the comparison job).
         """
-        model, ref_name = as_spec(model), _reference_name(reference)
-        _check_names(model, ref_name)
+        model, ref_name = _model_and_reference_name(model, reference)
         if not phases:
             raise ValueError("EOSValidationMaker: no phases given")
         structures = {n: _as_structure(s, f"phase {n!r}") for n, s in phases.items()}
@@ -359,8 +363,7 @@ class PhononValidationMaker(Maker):
         """
         from atomate2.common.jobs.phonons import get_supercell_size
 
-        model, ref_name = as_spec(model), _reference_name(reference)
-        _check_names(model, ref_name)
+        model, ref_name = _model_and_reference_name(model, reference)
         structure = _as_structure(structure)
         ff = force_field_phonon_maker(self.min_length, self.displacement, self.npoints)
         jobs = []

@@ -54,7 +54,12 @@ def force_field_phonon_maker(
     from atomate2.forcefields.flows.phonons import PhononMaker
     from atomate2.forcefields.jobs import ForceFieldStaticMaker
 
-    _check(min_length, displacement, npoints)
+    if not min_length > 0:
+        raise ValueError(f"min_length must be > 0 Å, got {min_length}")
+    if not displacement > 0:
+        raise ValueError(f"displacement must be > 0 Å, got {displacement}")
+    if npoints < 2:
+        raise ValueError(f"npoints must be >= 2, got {npoints}")
     return PhononMaker(
         min_length=min_length,
         displacement=displacement,
@@ -64,15 +69,6 @@ def force_field_phonon_maker(
         store_force_constants=False,
         generate_frequencies_eigenvectors_kwargs={"npoints_band": npoints},
     )
-
-
-def _check(min_length: float, displacement: float, npoints: int) -> None:
-    if not min_length > 0:
-        raise ValueError(f"min_length must be > 0 Å, got {min_length}")
-    if not displacement > 0:
-        raise ValueError(f"displacement must be > 0 Å, got {displacement}")
-    if npoints < 2:
-        raise ValueError(f"npoints must be >= 2, got {npoints}")
 
 
 def _cp2k_displacement_maker() -> Maker:
