@@ -208,11 +208,7 @@ class Dataset(BaseModel):
     @classmethod
     def concat(cls, datasets: Iterable[Dataset | None], name: str = "") -> Dataset:
         """Concatenate datasets in order, skipping ``None``."""
-        frames: list[Frame] = []
-        for d in datasets:
-            if d is not None:
-                frames.extend(d.frames)
-        return cls(frames=frames, name=name)
+        return cls(frames=[f for d in datasets if d is not None for f in d.frames], name=name)
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> Dataset:
         """Frames at ``indices`` (in the given order)."""

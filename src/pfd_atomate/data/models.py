@@ -29,12 +29,6 @@ def sha256_of_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _default_cache_dir() -> Path:
-    from pfd_atomate.settings import PFDSettings
-
-    return Path(PFDSettings().MODEL_CACHE).expanduser()
-
-
 class ModelFile(BaseModel):
     """A model file carried through the JobStore.
 
@@ -116,7 +110,9 @@ class ModelFile(BaseModel):
         With ``directory=None`` the file goes to the cache
         ``$PFD_MODEL_CACHE`` (default ``~/.cache/pfd_atomate/models``)/<sha256>/<filename>.
         """
-        base = Path(directory) if directory is not None else _default_cache_dir() / self.sha256
+        from pfd_atomate.settings import PFDSettings
+
+        base = Path(directory) if directory is not None else Path(PFDSettings().MODEL_CACHE).expanduser() / self.sha256
         target = base / self.filename
         if target.resolve().parent != base.resolve():  # the validator makes this impossible; belt and braces
             raise ValueError(f"model file {self.filename!r} would be written outside {base}")

@@ -40,21 +40,19 @@ class LabelUnits:
 
     Attributes
     ----------
-    code: short name ("vasp", "cp2k", "ase").
     forces_to_ev_per_angstrom: factor from the stored forces to eV/Å.
     stress_to_ev_per_angstrom3: factor from the stored stress to eV/Å^3, for a stress that
         is positive under compression (VASP convention).
     """
 
-    code: str
     forces_to_ev_per_angstrom: float
     stress_to_ev_per_angstrom3: float
 
 
 CONVENTIONS: dict[str, LabelUnits] = {
-    "vasp": LabelUnits("vasp", 1.0, 1e3 * units.bar),  # kBar
-    "ase": LabelUnits("ase", 1.0, 1e3 * units.bar),
-    "cp2k": LabelUnits("cp2k", units.Hartree / units.Bohr, units.GPa),
+    "vasp": LabelUnits(1.0, 1e3 * units.bar),  # kBar
+    "ase": LabelUnits(1.0, 1e3 * units.bar),
+    "cp2k": LabelUnits(units.Hartree / units.Bohr, units.GPa),
 }
 
 # task-document attribute paths shared by the three documents

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from atomate2.cp2k.sets.core import StaticSetGenerator
+from pymatgen.io.vasp.inputs import Kpoints  # atomate2's CP2K sets take VASP-style k-points
 
 if TYPE_CHECKING:
     from atomate2.cp2k.jobs.core import StaticMaker
     from pymatgen.core import Structure
-    from pymatgen.io.vasp.inputs import Kpoints
 
 #: GTH/MOLOPT names for silicon: the 4-valence-electron PBE pseudopotential.
 SI_DZVP_GTH_PBE: dict[str, tuple[str, str]] = {"Si": ("DZVP-MOLOPT-SR-GTH", "GTH-PBE-q4")}
@@ -115,7 +115,6 @@ def cp2k_static_maker(
         basis/potential name missing from the data files.
     """
     from atomate2.cp2k.jobs.core import StaticMaker
-    from pymatgen.io.vasp.inputs import Kpoints  # atomate2's CP2K sets take VASP-style k-points
 
     basis_and_potential = dict(SI_DZVP_GTH_PBE if basis_and_potential is None else basis_and_potential)
     if not basis_and_potential:
@@ -185,8 +184,6 @@ class DensityStaticSetGenerator(StaticSetGenerator):
     kpoint_density: float = 40.0
 
     def _get_kpoints(self, structure: Structure, kpoints_updates: dict | None) -> Kpoints | None:
-        from pymatgen.io.vasp.inputs import Kpoints
-
         mesh = tuple(int(k) for k in Kpoints.automatic_density_by_vol(structure, self.kpoint_density).kpts[0])
         return None if mesh == (1, 1, 1) else Kpoints.monkhorst_automatic(mesh)  # None: CP2K's Γ-point code
 
@@ -198,11 +195,8 @@ def _check_names_in_data_files(
     data_dir: str | Path | None,
 ) -> None:
     """Raise ValueError for basis/potential names absent from locally available data files."""
-    dirs = [Path(data_dir)] if data_dir is not None else []
-    if data_dir is None and os.environ.get("CP2K_DATA_DIR"):
-        dirs.append(Path(os.environ["CP2K_DATA_DIR"]))
-    if data_dir is None:
-        dirs.extend(Path(d) for d in _DATA_DIR_CANDIDATES)
+    dirs = [Path(data_dir)] if data_dir is not None else [
+        Path(d) for d in (os.environ.get("CP2K_DATA_DIR"), *_DATA_DIR_CANDIDATES) if d]
     for filename, position in ((basis_filename, 0), (potential_filename, 1)):
         path = next((d / filename for d in dirs if (d / filename).is_file()), None)
         if path is None:

@@ -8,7 +8,7 @@ from jobflow import Flow, Job, Maker, OutputReference
 
 from pfd_atomate.data import Dataset, as_dataset
 from pfd_atomate.label.adapters import code_of_maker
-from pfd_atomate.label.jobs import build_label_flow, check_frames, label_frames, supports_batches
+from pfd_atomate.label.jobs import build_label_flow, check_batching, check_frames, label_frames
 
 
 def _default_static_maker() -> Maker:
@@ -58,13 +58,9 @@ class LabelMaker(Maker):
         """Validate the options before any flow is built."""
         if not 0.0 < self.min_success_ratio <= 1.0:
             raise ValueError(f"min_success_ratio must be in (0, 1], got {self.min_success_ratio}")
-        if self.batch_size is not None:
-            if self.batch_size < 1:
-                raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
-            if not supports_batches(self.static_maker):
-                raise ValueError(
-                    f"{type(self.static_maker).__name__} labels one structure per job; use batch_size=None"
-                )
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+        check_batching(self.static_maker, self.batch_size)
         code_of_maker(self.static_maker)  # raises for unsupported makers
 
     def make(self, frames: Dataset | OutputReference) -> Flow | Job:
@@ -87,17 +83,15 @@ class LabelMaker(Maker):
         ValueError: empty or invalid frames given directly (checked before any job exists).
         """
         if not isinstance(frames, OutputReference):
-            dataset = as_dataset(frames)
-            if dataset is None:
+            frames = as_dataset(frames)
+            if frames is None:
                 raise ValueError("nothing to label: frames is None")
-            check_frames(dataset)
-            if not self.reuse_labels:
-                flow = build_label_flow(dataset, self.static_maker, self.min_success_ratio, self.batch_size,
-                                        self.name_prefix)
-                flow.name = self.name
-                return flow
-            frames = dataset
-        fan_out = label_frames(frames, self.static_maker, self.min_success_ratio, self.batch_size, self.name_prefix,
-                               self.reuse_labels)
-        fan_out.name = self.name
-        return fan_out
+            check_frames(frames)
+        if self.reuse_labels or isinstance(frames, OutputReference):
+            made = label_frames(frames, self.static_maker, self.min_success_ratio, self.batch_size, self.name_prefix,
+                                self.reuse_labels)
+        else:  # no label reuse and frames known now: the static jobs directly
+            made = build_label_flow(frames, self.static_maker, self.min_success_ratio, self.batch_size,
+                                    self.name_prefix)
+        made.name = self.name
+        return made

@@ -58,11 +58,15 @@ def describe_labeller(static_maker: Maker) -> str:
     return f"{text}, {calc})" if calc else f"{text})"
 
 
-def supports_batches(static_maker: Maker) -> bool:
-    """True for makers whose ``make`` takes a list of structures (atomate2 force-field makers)."""
+def check_batching(static_maker: Maker, batch_size: int | None) -> None:
+    """Raise ``ValueError`` for a ``batch_size`` given to a maker whose ``make`` takes one structure.
+
+    Only atomate2's force-field makers take a list of structures.
+    """
     from atomate2.forcefields.jobs import ForceFieldRelaxMaker
 
-    return isinstance(static_maker, ForceFieldRelaxMaker)
+    if batch_size is not None and not isinstance(static_maker, ForceFieldRelaxMaker):
+        raise ValueError(f"{type(static_maker).__name__} labels one structure per job; use batch_size=None")
 
 
 def _guarded(static_maker: Maker, structure: Any) -> dict[str, Any]:
@@ -90,7 +94,8 @@ def _guarded(static_maker: Maker, structure: Any) -> dict[str, Any]:
             return done["output"]
     static_job = static_maker.make(structure)
     # the static job's output becomes this job's (stored once, by the manager): it runs against a scratch store
-    scratch = JobStore(MemoryStore(), additional_stores=_memory_stores(store))
+    scratch = JobStore(MemoryStore(), additional_stores={
+        name: MemoryStore() for name in getattr(store, "additional_stores", {}) or {"data": None}})
     scratch.connect()
     try:
         response = static_job.run(scratch, job_dir=Path.cwd())
@@ -103,12 +108,6 @@ def _guarded(static_maker: Maker, structure: Any) -> dict[str, Any]:
     if response.replace is not None or response.addition is not None or response.detour is not None:
         return {"task_document": None, "error": f"{static_job.name} asked to change the workflow (unsupported)"}
     return {"task_document": response.output, "error": None}
-
-
-def _memory_stores(store: Any) -> dict[str, Any]:
-    from maggma.stores import MemoryStore
-
-    return {name: MemoryStore() for name in getattr(store, "additional_stores", {}) or {"data": None}}
 
 
 #: lines of a failed static job's exception kept as the reason of its dropped frame
@@ -171,8 +170,7 @@ def build_label_flow(
     """
     check_frames(frames)
     code = code_of_maker(static_maker)
-    if batch_size is not None and not supports_batches(static_maker):
-        raise ValueError(f"{type(static_maker).__name__} labels one structure per job; use batch_size=None")
+    check_batching(static_maker, batch_size)
     reused = reused or {}
     keys = list(label_keys) if label_keys is not None else [None] * len(frames)
     todo = [i for i in range(len(frames)) if i not in reused]
@@ -242,7 +240,6 @@ def label_frames(
     dataset = as_dataset(frames)
     if dataset is None:
         raise ValueError("nothing to label: the input dataset is None (did the upstream job fail?)")
-    check_frames(dataset)
     labeller = labeller_key(static_maker)
     keys = [label_key(labeller, f) for f in dataset]
     found = find_labels(CURRENT_JOB.store, keys, code_of_maker(static_maker)) if reuse_labels else {}
@@ -350,13 +347,11 @@ def collect_labels(
     frames: list[Frame] = []
     indices: list[int] = []
     failed: list[FailedLabel] = []
-    n_reused = 0
     for entry in sorted(entries, key=lambda e: e["index"]):
         index = int(entry["index"])
         if "reused" in entry:
             frames.append(Frame.model_validate(entry["reused"]))
             indices.append(index)
-            n_reused += 1
             continue
         uuid = str(entry["job_uuid"])
         fields = resolved[index]
@@ -379,20 +374,19 @@ def collect_labels(
         frames.append(Frame.from_structure(structure, energy=energy, forces=forces, virial=virial, source=source))
         indices.append(index)
 
-    n_requested = len(entries)
     output = LabelOutput(
         dataset=Dataset(frames=frames, name=name),
         indices=indices,
-        n_requested=n_requested,
+        n_requested=len(entries),
         n_labelled=len(frames),
-        n_reused=n_reused,
+        n_reused=sum("reused" in entry for entry in entries),
         failed=failed,
         labeller=labeller,
     )
     if output.success_ratio < min_success_ratio:
         reasons = "; ".join(f"frame {f.index}: {f.reason}" for f in failed[:5])
         raise RuntimeError(
-            f"only {len(frames)}/{n_requested} frames labelled ({output.success_ratio:.0%} < "
+            f"only {len(frames)}/{len(entries)} frames labelled ({output.success_ratio:.0%} < "
             f"min_success_ratio {min_success_ratio:.0%}); {reasons}"
         )
     return output

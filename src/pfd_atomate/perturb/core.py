@@ -104,7 +104,8 @@ def perturb_structures(
                 atom_pert_distance=atom_pert_distance,
                 atom_pert_style=atom_pert_style,
             )
-            frames.extend(_frames_from_system(perturbed, source=f"perturb:{i}"))
+            frames.extend(Frame.from_atoms(atoms, source=f"perturb:{i}", with_labels=False)
+                          for atoms in perturbed.to("ase/structure"))
     return Dataset(frames=frames, name="perturb")
 
 
@@ -206,19 +207,3 @@ def _seeded_global_numpy(seed: int | None) -> Iterator[None]:
     finally:
         np.random.set_state(saved)
 
-
-def _frames_from_system(system, source: str) -> list[Frame]:
-    """Unlabelled frames from a ``dpdata.System`` (Å), keeping atom order."""
-    names = system.data["atom_names"]
-    species = [names[t] for t in system.data["atom_types"]]
-    pbc = (False, False, False) if system.nopbc else (True, True, True)
-    return [
-        Frame(
-            species=species,
-            positions=np.asarray(coords, dtype=float).tolist(),
-            cell=np.asarray(cell, dtype=float).tolist(),
-            pbc=pbc,
-            source=source,
-        )
-        for coords, cell in zip(system.data["coords"], system.data["cells"])
-    ]

@@ -170,11 +170,10 @@ def entropy_select(
     ref_x = frame_descriptors(reference, k=k, cutoff=cutoff) if reference is not None else []
     all_y = np.vstack(cand_x)
     bounds = np.concatenate([[0], np.cumsum([len(x) for x in cand_x])])
+    ref_all = np.vstack(ref_x) if ref_x else None
 
     # kernel sum of every candidate environment over D, shape (total candidate atoms,)
-    p = np.zeros(len(all_y))
-    if ref_x:
-        p += kernel_sum(all_y, np.vstack(ref_x), h=h)
+    p = np.zeros(len(all_y)) if ref_all is None else kernel_sum(all_y, ref_all, h=h)
 
     def frame_dh() -> np.ndarray:
         dh = -np.log(np.maximum(p, np.finfo(np.float64).tiny))
@@ -191,7 +190,7 @@ def entropy_select(
         selected.extend(int(i) for i in chunk)
         p = p + kernel_sum(all_y, np.vstack([cand_x[i] for i in chunk]), h=h)
 
-    if not ref_x:
+    if ref_all is None:
         own = np.array([entropy(x, h=h) for x in cand_x])
         picked_dh.append(None)
         add([int(np.argmax(own))])
@@ -204,7 +203,6 @@ def entropy_select(
         add(chunk)
 
     sel_x = np.vstack([cand_x[i] for i in selected])
-    ref_all = np.vstack(ref_x) if ref_x else None
     return EntropySelection(
         indices=selected,
         dh=picked_dh,

@@ -28,6 +28,8 @@ from pfd_atomate.data import Dataset, Frame
 
 #: rejection reasons, in the order the checks run (cheap cell checks first)
 REASONS = ("box_length", "box_skewness", "min_distance", "covalent_distance")
+#: the threshold that enables each check
+_THRESHOLDS = dict(zip(REASONS, ("length_ratio", "max_tilt_angle", "min_distance", "covalent_ratio")))
 
 
 class FrameFilter(BaseModel):
@@ -55,20 +57,14 @@ class FrameFilter(BaseModel):
 
     @model_validator(mode="after")
     def _some_check_enabled(self) -> FrameFilter:
-        if all(v is None for v in (self.min_distance, self.covalent_ratio, self.max_tilt_angle, self.length_ratio)):
+        if not self.active_reasons:
             raise ValueError("FrameFilter: every check is disabled (all thresholds are None)")
         return self
 
     @property
     def active_reasons(self) -> list[str]:
         """Names of the enabled checks, in the order they run."""
-        enabled = {
-            "box_length": self.length_ratio is not None,
-            "box_skewness": self.max_tilt_angle is not None,
-            "min_distance": self.min_distance is not None,
-            "covalent_distance": self.covalent_ratio is not None,
-        }
-        return [r for r in REASONS if enabled[r]]
+        return [r for r in REASONS if getattr(self, _THRESHOLDS[r]) is not None]
 
     def check(self, frame: Frame) -> str | None:
         """Return the first failed check's name (one of :data:`REASONS`), or ``None`` if the frame passes."""

@@ -100,8 +100,7 @@ class SelectMaker(Maker):
             indices = random_select(len(kept), n, seed=self.seed)
         else:
             raise ValueError(f"unknown selection method {self.method!r}")
-        selected = kept.subset(indices, name="selected")
-        selected = Dataset(frames=[f.without_labels() for f in selected.frames], name="selected")
+        selected = Dataset(frames=[kept[i].without_labels() for i in indices], name="selected")
         return SelectOutput(
             dataset=selected,
             method=self.method,
