@@ -186,80 +186,59 @@ class CHGNetBackend(TrainerBackend):
             ``init_model`` of another backend.
         FileNotFoundError: ``base_model`` does not exist.
         """
-        frames_per_set = self._validate_training_input(datasets, init_model, weights)
-        start_path, parent_sha = self._starting_checkpoint(init_model)
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        with torch_threads(self.n_threads):
-            return self._train(frames_per_set, workdir, start_path, parent_sha, init_model, weights)
-
-    def _train(
-        self,
-        frames_per_set: list[Dataset],
-        workdir: Path,
-        start_path: Path | None,
-        parent_sha: str | None,
-        init_model: ModelFile | None,
-        weights: Sequence[float] | None,
-    ) -> ModelFile:
-        import torch
-        from chgnet.data.dataset import StructureData
-
-        random.seed(self.seed)
-        torch.manual_seed(self.seed)
-        model = load_network(start_path, quiet=True)
-        frames = [f for d in frames_per_set for f in d.frames]
-        with open(workdir / "chgnet_train.log", "a") as log, contextlib.redirect_stdout(log):
-            data = StructureData(
-                structures=[f.to_structure() for f in frames],
-                energies=[f.energy / (f.n_atoms if model.is_intensive else 1) for f in frames],
-                forces=[f.forces for f in frames],
-                # chgnet expects VASP's stress convention (kbar, positive = compressive)
-                stresses=[np.asarray(f.virial) / f.volume / (1e3 * units.bar) for f in frames]
-                if self.use_stress
-                else None,
-                graph_converter=model.graph_converter,
-                shuffle=False,
-            )
-            graphs = graphs_or_raise(data, frames)
-            labels = [float(e) for e in data.energies]
-            if self.rereference_energies:
-                shift = rereference_energies(model, graphs, labels)
-                print(f"re-referenced per-element energies before training (eV/atom): {shift}")
-            if self.epochs > 0:
-                self._fine_tune(model, data, frames_per_set, weights)
-                if self.rereference_energies:
-                    # the network's mean energy drifts while fitting forces; a final
-                    # least-squares re-fit of the references removes that drift
-                    shift = rereference_energies(model, graphs, labels)
-                    print(f"re-referenced per-element energies after training (eV/atom): {shift}")
-
-        path = workdir / MODEL_FILENAME
-        torch.save({"model": model.cpu().as_dict()}, path)
-        elements = {e for d in frames_per_set for e in d.elements} | set(init_model.type_map if init_model else [])
-        return ModelFile.from_path(
-            path, backend=self.name, type_map=sorted(elements), kind="finetuned", parent_sha256=parent_sha
-        )
-
-    def _validate_training_input(
-        self, datasets: Sequence[Dataset], init_model: ModelFile | None, weights: Sequence[float] | None
-    ) -> list[Dataset]:
-        """Check data, weights and models before any compute; return the datasets as a list."""
         datasets = self.check_training_data(datasets, weights, need_virial=self.use_stress)
         for d in datasets:
             _require_periodic(d)
         self.check_elements(sorted({e for d in datasets for e in d.elements}), init_model)
-        return datasets
+        import torch
+        from chgnet.data.dataset import StructureData
+
+        start_path, parent_sha = self._starting_checkpoint(init_model)
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        random.seed(self.seed)
+        torch.manual_seed(self.seed)
+        frames = [f for d in datasets for f in d.frames]
+        with torch_threads(self.n_threads):
+            model = load_network(start_path, quiet=True)
+            with open(workdir / "chgnet_train.log", "a") as log, contextlib.redirect_stdout(log):
+                data = StructureData(
+                    structures=[f.to_structure() for f in frames],
+                    energies=[f.energy / (f.n_atoms if model.is_intensive else 1) for f in frames],
+                    forces=[f.forces for f in frames],
+                    # chgnet expects VASP's stress convention (kbar, positive = compressive)
+                    stresses=[np.asarray(f.virial) / f.volume / (1e3 * units.bar) for f in frames]
+                    if self.use_stress
+                    else None,
+                    graph_converter=model.graph_converter,
+                    shuffle=False,
+                )
+                graphs = graphs_or_raise(data, frames)
+                labels = [float(e) for e in data.energies]
+                if self.rereference_energies:
+                    shift = rereference_energies(model, graphs, labels)
+                    print(f"re-referenced per-element energies before training (eV/atom): {shift}")
+                if self.epochs > 0:
+                    self._fine_tune(model, data, datasets, weights)
+                    if self.rereference_energies:
+                        # the network's mean energy drifts while fitting forces; a final
+                        # least-squares re-fit of the references removes that drift
+                        shift = rereference_energies(model, graphs, labels)
+                        print(f"re-referenced per-element energies after training (eV/atom): {shift}")
+
+            path = workdir / MODEL_FILENAME
+            torch.save({"model": model.cpu().as_dict()}, path)
+        elements = {e for d in datasets for e in d.elements} | set(init_model.type_map if init_model else [])
+        return ModelFile.from_path(
+            path, backend=self.name, type_map=sorted(elements), kind="finetuned", parent_sha256=parent_sha
+        )
 
     def _starting_checkpoint(self, init_model: ModelFile | None) -> tuple[Path | None, str | None]:
         """(path, sha256) of the model to start from; path ``None`` = pretrained CHGNet."""
         if init_model is not None:
             return init_model.materialize(), init_model.sha256
-        if self.base_model is not None:
-            path = Path(self.base_model)
-            if not path.is_file():
-                raise FileNotFoundError(f"CHGNet base_model not found: {path}")
-            return path, sha256_of_file(path)
+        if self.base_model is not None:  # check_elements has found it
+            return Path(self.base_model), sha256_of_file(self.base_model)
         pretrained = pretrained_checkpoint()
         return None, sha256_of_file(pretrained) if pretrained is not None else None
 

@@ -75,9 +75,8 @@ class FineTunedCHGNetCalculator(Calculator):
 
 def pretrained_checkpoint(version: str = PRETRAINED_VERSION) -> Path | None:
     """Path of the pretrained CHGNet checkpoint inside the chgnet wheel (``None`` if absent)."""
-    folder = resources.files("chgnet") / "pretrained" / version
-    files = sorted(Path(str(folder)).glob("*.pth.tar")) if Path(str(folder)).is_dir() else []
-    return files[0] if files else None
+    folder = Path(str(resources.files("chgnet") / "pretrained" / version))
+    return min(folder.glob("*.pth.tar"), default=None)  # an absent folder globs nothing
 
 
 
@@ -115,6 +114,6 @@ def load_network(path: str | Path | None, quiet: bool = False) -> CHGNet:
 
 @functools.lru_cache(maxsize=16)
 def check_checkpoint(path: str, mtime: float) -> None:
-    """Load a CHGNet checkpoint once per (path, modification time) to prove it is one (see _load_network)."""
+    """Load a CHGNet checkpoint once per (path, modification time) to prove it is one (see load_network)."""
     load_network(path, quiet=True)
 

@@ -52,7 +52,8 @@ def rereference_energies(model: CHGNet, graphs: Sequence[Any], energies: Sequenc
         raise ValueError("CHGNet model has no AtomRef composition model to re-reference")
     model.eval()
     with torch.no_grad():
-        predicted = [float(r["e"]) for r in as_list(model.predict_graph(list(graphs), task="e", batch_size=16))]
+        results = model.predict_graph(list(graphs), task="e", batch_size=16)  # a dict for a single graph
+    predicted = [float(r["e"]) for r in ([results] if isinstance(results, dict) else results)]
     # AtomRef's features: element counts (divided by n_atoms when intensive), (n_frames, 94)
     features = np.zeros((len(graphs), atom_ref.max_num_elements))
     for row, graph in zip(features, graphs, strict=True):
@@ -126,7 +127,3 @@ def graphs_or_raise(data: Any, frames: Sequence[Any]) -> list[Any]:
         formulas = [frames[i].to_structure().composition.reduced_formula for i in bad]
         raise ValueError(f"CHGNet could not build graphs for frames {bad} ({formulas}); isolated atoms?")
     return graphs
-
-
-def as_list(result: Any) -> list[Any]:
-    return [result] if isinstance(result, dict) else list(result)

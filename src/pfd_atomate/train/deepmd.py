@@ -45,7 +45,7 @@ from maggma.utils import recursive_update
 from pfd_atomate.data import Dataset, ModelFile
 from pfd_atomate.data.models import sha256_of_file
 from pfd_atomate.train import foundation
-from pfd_atomate.train.base import TrainerBackend, resolve_device
+from pfd_atomate.train.base import TrainerBackend
 from pfd_atomate.train.deepmd_templates import (
     DEFAULT_CUTOFFS,
     TEMPLATES,
@@ -82,8 +82,12 @@ def _load_model_params(path: Path) -> dict[str, Any]:
     raise ValueError(f"{path}: not a deepmd-kit PyTorch model (expected a .pt checkpoint or a frozen .pth)")
 
 
-def _branch_params(params: dict[str, Any], model_branch: str | None, path: Path) -> dict[str, Any]:
-    """Parameters of one branch of a (possibly multi-task) model definition."""
+def _branch_params(path: str | Path, model_branch: str | None) -> dict[str, Any]:
+    """Parameters of one branch of the (possibly multi-task) model definition in a model file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"deepmd model file not found: {path}")
+    params = _load_model_params(path)
     if "model_dict" not in params:
         if model_branch not in (None, "", "Default", "RANDOM"):
             raise ValueError(f"{path} is a single-task model; it has no model branch {model_branch!r}")
@@ -118,10 +122,7 @@ def read_type_map(path: str | Path, model_branch: str | None = None) -> list[str
     FileNotFoundError: ``path`` does not exist.
     ValueError: not a ``.pt``/``.pth`` file, or an unknown model branch.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"deepmd model file not found: {path}")
-    return list(_branch_params(_load_model_params(path), model_branch, path)["type_map"])
+    return list(_branch_params(path, model_branch)["type_map"])
 
 
 def checkpoint_from_frozen(frozen: str | Path, checkpoint: str | Path) -> Path:
@@ -176,10 +177,7 @@ def read_observed_types(path: str | Path, model_branch: str | None = None) -> li
     ------
     FileNotFoundError, ValueError: as :func:`read_type_map`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"deepmd model file not found: {path}")
-    observed = (_branch_params(_load_model_params(path), model_branch, path).get("info") or {}).get("observed_type")
+    observed = (_branch_params(path, model_branch).get("info") or {}).get("observed_type")
     return list(observed) if observed else None
 
 
@@ -379,12 +377,11 @@ class DeepMDBackend(TrainerBackend):
         if model is not None:
             known, which = self._starting_type_map(model), f"the type map of model {model.filename}"
         elif self.base_model is not None:
-            path = self.base_model_path()
-            observed = read_observed_types(path, self.model_branch)
-            if observed is not None:
+            params = _branch_params(self.base_model_path(), self.model_branch)  # one load of the checkpoint
+            if observed := (params.get("info") or {}).get("observed_type"):
                 known, which = observed, f"the elements foundation model {self.base_model} saw in training"
             else:
-                known, which = read_type_map(path, self.model_branch), f"the type map of base model {self.base_model}"
+                known, which = params["type_map"], f"the type map of base model {self.base_model}"
         else:
             known, which = self.type_map, "type_map"
         if known is None:
@@ -413,14 +410,6 @@ class DeepMDBackend(TrainerBackend):
 
     # ------------------------------------------------------------------ training
 
-    def _validate(
-        self, datasets: Sequence[Dataset], weights: Sequence[float] | None, init_model: ModelFile | None
-    ) -> None:
-        self.check_training_data(datasets, weights)
-        # base_model is not used (and need not exist on this worker) when restarting from init_model
-        if init_model is None and self.base_model is not None:
-            self.base_model_path()
-
     def _finetune_model_section(self, start: Path, init_model: ModelFile | None) -> dict[str, Any]:
         """The ``model`` section for fine-tuning: the starting model's own definition.
 
@@ -429,7 +418,7 @@ class DeepMDBackend(TrainerBackend):
         model) must come from the input, so the whole definition is written.
         """
         branch = None if init_model is not None else self.model_branch
-        params = copy.deepcopy(_branch_params(_load_model_params(start), branch, start))
+        params = copy.deepcopy(_branch_params(start, branch))
         if "use_compile" in params:
             params["use_compile"] = bool(self.compile)
         return params
@@ -455,8 +444,10 @@ class DeepMDBackend(TrainerBackend):
             type map / starting model.
         FileNotFoundError: :attr:`base_model` does not exist (and no ``init_model`` is given).
         """
-        datasets = list(datasets)
-        self._validate(datasets, weights, init_model)
+        datasets = self.check_training_data(datasets, weights)
+        # base_model is not used (and need not exist on this worker) when restarting from init_model
+        if init_model is None and self.base_model is not None:
+            self.base_model_path()
         if weights is None:
             weights = [1.0] * len(datasets)
         kept = [(d, w) for d, w in zip(datasets, weights, strict=True) if len(d) > 0]
@@ -465,18 +456,15 @@ class DeepMDBackend(TrainerBackend):
 
         start, _, _ = self._starting_model(init_model, workdir)
         start_map = self._starting_type_map(init_model)
-        if start_map is not None and set(elements) - set(start_map):
+        if start_map is not None and (missing := sorted(set(elements) - set(start_map))):
             which = f"model {init_model.filename}" if init_model is not None else f"base model {self.base_model}"
-            raise ValueError(
-                f"elements {sorted(set(elements) - set(start_map))} are not in the type map {start_map} of the {which}"
-            )
+            raise ValueError(f"elements {missing} are not in the type map {start_map} of the {which}")
         if self.type_map is not None:
-            missing = sorted(set(elements) - set(self.type_map))
-            if missing:
+            if missing := sorted(set(elements) - set(self.type_map)):
                 raise ValueError(f"elements {missing} of the data are not in type_map {self.type_map}")
-            if start_map is not None and set(self.type_map) - set(start_map):
+            if start_map is not None and (extra := sorted(set(self.type_map) - set(start_map))):
                 raise ValueError(
-                    f"type_map {self.type_map} has elements {sorted(set(self.type_map) - set(start_map))} "
+                    f"type_map {self.type_map} has elements {extra} "
                     f"that the starting model (type map {start_map}) lacks"
                 )
         type_map = list(self.type_map or start_map or elements)
@@ -557,11 +545,6 @@ class DeepMDBackend(TrainerBackend):
             return self.batch_size
         target = int(self.batch_size.split(":")[1]) if ":" in self.batch_size else 32
         return max(1, math.ceil(target / max(1, n_atoms)))
-
-    @property
-    def compute_device(self) -> str:
-        """"cuda" when deepmd-kit will run on a GPU here, else "cpu" (recorded in job outputs)."""
-        return "cpu" if self.device == "cpu" else resolve_device("auto")
 
     def _run_dp(self, args: Sequence[str], workdir: Path, log_name: str) -> None:
         """Run ``dp --pt <args>`` in ``workdir``; raise RuntimeError with the log tail on failure."""

@@ -14,6 +14,7 @@ scale them up through ``DeepMDBackend.input_overrides`` (deep-merged into the re
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,28 +24,12 @@ _FITTING = {"type": "ener", "neuron": [32, 32, 32], "resnet_dt": True}
 
 
 def _descriptor(template: str, rcut: float, rcut_smth: float, sel: int | str) -> dict[str, Any]:
+    # what the two student descriptors share
+    embedding = {"rcut": rcut, "rcut_smth": rcut_smth, "sel": sel, "neuron": [8, 16, 32], "axis_neuron": 8}
     if template == "se_e2_a":
-        return {
-            "type": "se_e2_a",
-            "rcut": rcut,
-            "rcut_smth": rcut_smth,
-            "sel": sel,
-            "neuron": [8, 16, 32],
-            "axis_neuron": 8,
-            "resnet_dt": False,
-            "type_one_side": True,
-        }
+        return {"type": "se_e2_a", **embedding, "resnet_dt": False, "type_one_side": True}
     if template == "se_atten_v2":
-        return {
-            "type": "se_atten_v2",
-            "rcut": rcut,
-            "rcut_smth": rcut_smth,
-            "sel": sel,
-            "neuron": [8, 16, 32],
-            "axis_neuron": 8,
-            "attn_layer": 0,
-            "tebd_dim": 8,
-        }
+        return {"type": "se_atten_v2", **embedding, "attn_layer": 0, "tebd_dim": 8}
     if template == "dpa2":
         return {
             "type": "dpa2",
@@ -110,11 +95,8 @@ def auto_prob_from_weights(n_systems: Sequence[int], weights: Sequence[float]) -
         raise ValueError(f"{len(weights)} weights for {len(n_systems)} datasets")
     if any(not w > 0 for w in weights):
         raise ValueError(f"dataset weights must be > 0, got {list(weights)}")
-    blocks, start = [], 0
-    for n, w in zip(n_systems, weights, strict=True):
-        blocks.append(f"{start}:{start + n}:{float(w):g}")
-        start += n
-    return "prob_sys_size;" + ";".join(blocks)
+    starts = itertools.accumulate(n_systems, initial=0)
+    return "prob_sys_size;" + ";".join(f"{s}:{s + n}:{float(w):g}" for s, n, w in zip(starts, n_systems, weights))
 
 
 def build_input(

@@ -150,26 +150,16 @@ def fetch(name: str, timeout: float = 300.0) -> Path:
     return target
 
 
-def resolve(base_model: str | os.PathLike, fetch_missing: bool = True) -> Path:
+def resolve(base_model: str | os.PathLike) -> Path:
     """A usable local path for ``base_model``: a registry name (cached, fetched if missing) or a file path.
 
     Raises
     ------
-    FileNotFoundError: a path that does not exist, or a registered model not in the cache with
-        ``fetch_missing=False``.
+    FileNotFoundError: a path that does not exist.
     ConnectionError, ValueError: as :func:`fetch`.
     """
     if is_registered(base_model):
-        path = cached_path(str(base_model))
-        entry = lookup(str(base_model))
-        if path.is_file() and sha256_of_file(path) == entry.sha256:
-            return path
-        if not fetch_missing:
-            raise FileNotFoundError(
-                f"foundation model {base_model!r} is not in {foundation_cache_dir()}; fetch it with "
-                f"`python -m pfd_atomate.train.foundation fetch {base_model}`"
-            )
-        return fetch(str(base_model))
+        return fetch(str(base_model))  # no download when the cache holds it intact
     path = Path(base_model).expanduser()
     if not path.is_file():
         raise FileNotFoundError(

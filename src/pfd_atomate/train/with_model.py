@@ -57,16 +57,6 @@ def _is_force_field_maker(obj) -> bool:
     return isinstance(obj, Maker) and hasattr(obj, "calculator_kwargs") and hasattr(obj, "force_field_name")
 
 
-def with_model(maker: Maker, backend: TrainerBackend, model: ModelFile) -> Maker:
-    """A copy of the atomate2 force-field ``maker`` whose calculator is ``model`` (materialized here).
-
-    Raises
-    ------
-    ValueError: ``maker`` neither is nor holds a force-field Maker.
-    """
-    return point_at(maker, *backend.force_field_spec(model))
-
-
 @job
 def run_with_model(
     maker: Maker, backend: TrainerBackend, model: ModelFile, structure: Structure | Dataset,
@@ -97,7 +87,7 @@ def run_with_model(
         raise ValueError(f"{maker.name}: no model to run; the upstream training produced none")
     elements = structure.elements if isinstance(structure, Dataset) else sorted({s.specie.symbol for s in structure})
     backend.check_elements(elements, model=model)
-    replacement = with_model(maker, backend, model).make(structure, **(make_kwargs or {}))
+    replacement = point_at(maker, *backend.force_field_spec(model)).make(structure, **(make_kwargs or {}))
     if CURRENT_JOB.job is not None:
         replacement.name = CURRENT_JOB.job.name  # "pfd explore s0 i1 g0 T600 #0", not "Force field MD"
     replacement.update_metadata({"pfd_model_sha256": model.sha256, "pfd_device": backend.compute_device})
