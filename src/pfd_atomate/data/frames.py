@@ -90,23 +90,15 @@ class Frame(BaseModel):
     @classmethod
     def from_atoms(cls, atoms: Atoms, source: str = "", with_labels: bool = True) -> Frame:
         """Build a frame from ASE ``Atoms``; labels are taken from an attached calculator if present."""
-        energy = forces = virial = None
-        if with_labels and atoms.calc is not None:
-            results = atoms.calc.results
-            if "energy" in results:
-                energy = float(results["energy"])
-            if "forces" in results:
-                forces = np.asarray(results["forces"], dtype=float).tolist()
-            if "stress" in results:
-                virial = stress_to_virial(np.asarray(results["stress"]), atoms.get_volume()).tolist()
+        results = atoms.calc.results if with_labels and atoms.calc is not None else {}
         return cls(
             species=atoms.get_chemical_symbols(),
             positions=np.asarray(atoms.get_positions(), dtype=float).tolist(),
             cell=np.asarray(atoms.get_cell(), dtype=float).tolist(),
             pbc=tuple(bool(p) for p in atoms.pbc),
-            energy=energy,
-            forces=forces,
-            virial=virial,
+            energy=float(results["energy"]) if "energy" in results else None,
+            forces=np.asarray(results["forces"], dtype=float).tolist() if "forces" in results else None,
+            virial=stress_to_virial(results["stress"], atoms.get_volume()).tolist() if "stress" in results else None,
             source=source,
         )
 

@@ -104,15 +104,9 @@ class FrameFilter(BaseModel):
             counted once, under the first check it fails (order of :data:`REASONS`), so the
             counts add up to ``len(dataset) - len(kept)``.
         """
-        rejected = {r: 0 for r in self.active_reasons}
-        kept: list[Frame] = []
-        for frame in dataset.frames:
-            reason = self.check(frame)
-            if reason is None:
-                kept.append(frame)
-            else:
-                rejected[reason] += 1
-        return Dataset(frames=kept, name=dataset.name), rejected
+        reasons = [self.check(frame) for frame in dataset.frames]
+        kept = [frame for frame, reason in zip(dataset.frames, reasons) if reason is None]
+        return Dataset(frames=kept, name=dataset.name), {r: reasons.count(r) for r in self.active_reasons}
 
 
 def _cell_widths_and_tilt_angles(cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
