@@ -193,7 +193,13 @@ class CHGNetBackend(TrainerBackend):
         import torch
         from chgnet.data.dataset import StructureData
 
-        start_path, parent_sha = self._starting_checkpoint(init_model)
+        if init_model is not None:
+            start_path, parent_sha = init_model.materialize(), init_model.sha256
+        elif self.base_model is not None:  # check_elements has found it
+            start_path, parent_sha = Path(self.base_model), sha256_of_file(self.base_model)
+        else:  # start_path None: the pretrained CHGNet
+            pretrained = pretrained_checkpoint()
+            start_path, parent_sha = None, sha256_of_file(pretrained) if pretrained is not None else None
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         random.seed(self.seed)
@@ -232,15 +238,6 @@ class CHGNetBackend(TrainerBackend):
         return ModelFile.from_path(
             path, backend=self.name, type_map=sorted(elements), kind="finetuned", parent_sha256=parent_sha
         )
-
-    def _starting_checkpoint(self, init_model: ModelFile | None) -> tuple[Path | None, str | None]:
-        """(path, sha256) of the model to start from; path ``None`` = pretrained CHGNet."""
-        if init_model is not None:
-            return init_model.materialize(), init_model.sha256
-        if self.base_model is not None:  # check_elements has found it
-            return Path(self.base_model), sha256_of_file(self.base_model)
-        pretrained = pretrained_checkpoint()
-        return None, sha256_of_file(pretrained) if pretrained is not None else None
 
     def _fine_tune(
         self,

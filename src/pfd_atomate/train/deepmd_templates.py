@@ -148,7 +148,7 @@ def build_input(
         sel,
     )
     descriptor["seed"] = seed
-    config: dict[str, Any] = {
+    return {
         "model": {
             "type_map": list(type_map),
             "descriptor": descriptor,
@@ -180,4 +180,3 @@ def build_input(
             "max_ckpt_keep": 1,
         },
     }
-    return config
