@@ -71,8 +71,7 @@ def _field_docs(cls: type) -> dict[str, str]:
         m = re.match(r"^    ([a-z_][a-z0-9_, ]*?): (.*)$", line)
         if m:
             current = [n.strip() for n in m.group(1).split(",")]
-            for name in current:
-                docs[name] = m.group(2).strip()
+            docs.update(dict.fromkeys(current, m.group(2).strip()))
         elif current and line.startswith("        ") and line.strip():
             for name in current:
                 docs[name] += " " + line.strip()
@@ -110,8 +109,7 @@ def _build(value: Any) -> Any:
 
 
 def section(cls: type, name: str, *, exclude: tuple[str, ...] = (), overrides: dict[str, tuple[Any, Any]] | None = None,
-            extra: dict[str, tuple[Any, Any]] | None = None, defaults_from: Any = None,
-            target: Callable[..., Any] | None = None) -> type[_Section]:
+            extra: dict[str, tuple[Any, Any]] | None = None, defaults_from: Any = None) -> type[_Section]:
     """A :class:`_Section` model with the fields of dataclass ``cls``.
 
     Parameters
@@ -122,7 +120,6 @@ def section(cls: type, name: str, *, exclude: tuple[str, ...] = (), overrides: d
     overrides: ``{field: (type, default)}`` for fields whose type is another section.
     extra: more fields (``(type, default)``) that are not passed on (e.g. a discriminator).
     defaults_from: an instance whose values are the defaults (a preset), else the dataclass's.
-    target: what to build (default ``cls``).
     """
     hints = typing.get_type_hints(cls)
     docs = _field_docs(cls)
@@ -138,7 +135,7 @@ def section(cls: type, name: str, *, exclude: tuple[str, ...] = (), overrides: d
             default_factory=lambda v=getattr(defaults_from, f.name): copy.deepcopy(v))
         fields[f.name] = (Annotated[hints[f.name], Field(description=docs.get(f.name))], default)
     model = create_model(name, __base__=_Section, __doc__=(cls.__doc__ or "").split("\n\n")[0], **fields)
-    model.target = target or cls
+    model.target = cls
     model.skip = tuple(extra or ())
     return model
 
@@ -359,13 +356,9 @@ def _emit(model: BaseModel, indent: int, lines: list[str]) -> None:
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         comment = f"  # {info.description}" if info.description else ""
-        if isinstance(value, BaseModel) and not _is_leaf(value):
+        if isinstance(value, BaseModel):
             lines.append(f"{pad}{name}:{comment}")
             _emit(value, indent + 1, lines)
             continue
         # JSON is YAML: one line per key, whatever the value
         lines.append(f"{pad}{name}: {json.dumps(to_jsonable_python(value), ensure_ascii=False)}{comment}")
-
-
-def _is_leaf(model: BaseModel) -> bool:
-    return not isinstance(model, _Section) and len(type(model).model_fields) > 6

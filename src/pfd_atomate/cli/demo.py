@@ -64,16 +64,11 @@ def demo_maker(quick: bool = False, teacher: str = "dpa4") -> PFDMaker:
     else:
         raise ValueError(f"teacher must be 'dpa4' or 'chgnet', got {teacher!r}")
     student = se_e2_a_student(numb_steps=300 if quick else 12000, rcut=5.0, n_threads=1)
-    md_steps = 100 if quick else 300
-    stages = [
-        Stage(name="nvt", task_groups=[TaskGroup(temperatures=[300.0, 900.0], ensemble="nvt", n_steps=md_steps,
-                                                 time_step=2.0, traj_interval=20)]),
-    ]
+    md = {"n_steps": 100 if quick else 300, "time_step": 2.0, "traj_interval": 20}
+    stages = [Stage(name="nvt", task_groups=[TaskGroup(temperatures=[300.0, 900.0], ensemble="nvt", **md)])]
     if not quick:
-        stages.append(
-            Stage(name="npt", task_groups=[TaskGroup(temperatures=[600.0], pressures=[0.0, 2.0], ensemble="npt",
-                                                     n_steps=md_steps, time_step=2.0, traj_interval=20)])
-        )
+        npt = TaskGroup(temperatures=[600.0], pressures=[0.0, 2.0], ensemble="npt", **md)
+        stages.append(Stage(name="npt", task_groups=[npt]))
     finetune = FinetuneMaker(
         trainer=backend,
         stages=stages,
