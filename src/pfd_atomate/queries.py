@@ -59,12 +59,10 @@ def latest_run(store: JobStore, formula: str) -> dict[str, Any]:
     LookupError: no finished run for ``formula`` in the store.
     """
     store.connect()
-    criteria = {**REPORT, "output.formula": formula}
-    docs = list(store.query(criteria, properties=["uuid", "hosts", "metadata", "completed_at", "output"],
-                            sort={"completed_at": -1}, limit=1))
-    if not docs:
+    doc = store.query_one({**REPORT, "output.formula": formula}, sort={"completed_at": -1}, load=False,
+                          properties=["uuid", "hosts", "metadata", "completed_at", "output"])
+    if doc is None:
         raise LookupError(f"no finished PFD run for formula {formula!r} in the store")
-    doc = docs[0]
     return {"uuid": doc["uuid"], "run_uuid": (doc.get("metadata") or {}).get("pfd_run") or (doc.get("hosts") or [None])[0],
             "completed_at": doc["completed_at"], "output": doc["output"]}
 

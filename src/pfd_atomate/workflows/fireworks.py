@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fireworks import explicit_serialize
 from fireworks.utilities.fw_serializers import recursive_serialize, serialize_fw
 from jobflow import Flow, Job, JobStore
-from jobflow.managers.fireworks import JobFiretask, job_to_firework
+from jobflow.managers.fireworks import JobFiretask
+from jobflow.managers.fireworks import flow_to_workflow as jobflow_flow_to_workflow
 
 from pfd_atomate.compat.jobflow import external_references_in_responses
 from pfd_atomate.workflows import ML_JOBS
@@ -52,10 +54,7 @@ class DynamicJobFiretask(JobFiretask):
     def run_task(self, fw_spec):
         """Run the job (see ``JobFiretask.run_task``), external references allowed in its response."""
 
-        def convert(flow, store=None, **kwargs):
-            return flow_to_workflow(flow, store, allow_external_references=True, **kwargs)
-
-        with external_references_in_responses(convert):  # pfd_atomate.compat.jobflow
+        with external_references_in_responses(partial(flow_to_workflow, allow_external_references=True)):
             return super().run_task(fw_spec)
 
     @serialize_fw
@@ -82,17 +81,11 @@ def flow_to_workflow(
     ------
     ValueError: a job references a job outside ``flow`` and ``allow_external_references`` is False.
     """
-    from fireworks import Workflow
-    from jobflow.core.flow import get_flow
-
-    flow = get_flow(flow, allow_external_references=allow_external_references)
-    parent_mapping: dict = {}
-    fireworks = []
-    for job, parents in flow.iterflow():
-        fw = job_to_firework(job, store, parents=parents, parent_mapping=parent_mapping)
-        fw.tasks = [DynamicJobFiretask(job=job, store=store)]
-        fireworks.append(fw)
-    return Workflow(fireworks, name=kwargs.pop("name", flow.name), **kwargs)
+    # jobflow's, bound at import: compat.jobflow swaps the module's name for this function while a job runs
+    workflow = jobflow_flow_to_workflow(flow, store, allow_external_references, **kwargs)
+    for fw in workflow.fws:
+        fw.tasks = [DynamicJobFiretask(job=task["job"], store=store) for task in fw.tasks]
+    return workflow
 
 
 def route_jobs(flow: Flow | Job, manager_config: dict[str, Any], name_filters: Sequence[str] = ML_JOBS) -> Flow | Job:
@@ -159,9 +152,8 @@ def launchpad(host: str = "127.0.0.1", port: int = 27017, name: str = "fireworks
 
 def write_launchpad_file(path: str | Path, host: str, port: int, name: str = "fireworks", **kwargs: Any) -> Path:
     """Write ``my_launchpad.yaml`` for ``rlaunch -l`` / ``lpad -l``; returns the path."""
-    path = Path(path)
     launchpad(host, port, name, **kwargs).to_file(str(path))
-    return path
+    return Path(path)
 
 
 def write_fworker_file(
@@ -178,10 +170,9 @@ def write_fworker_file(
     """
     from fireworks import FWorker
 
-    path = Path(path)
     category = category if isinstance(category, str) else list(category)
     FWorker(name=name, category=category, env=env or {}).to_file(str(path))
-    return path
+    return Path(path)
 
 
 def submit_flow(flow: Flow | Job, lp: LaunchPad, store: JobStore | None, **kwargs: Any) -> dict[int, int]:

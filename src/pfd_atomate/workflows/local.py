@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -182,18 +182,11 @@ def open_run_store(run_dir: str | Path, lock: bool = True) -> Iterator[tuple[Job
     run_dir = Path(run_dir).resolve()
     if lock and not (run_dir / "db").is_dir():
         raise FileNotFoundError(f"no PFD run in {run_dir} (no db/ folder)")
-    guard = RunLock(run_dir).acquire() if lock else None
-    server = None
-    try:
-        server = start_server(run_dir / "db", log_path=run_dir / "db.log", stop_with_parent=True)
+    with (RunLock(run_dir) if lock else nullcontext(),
+          start_server(run_dir / "db", log_path=run_dir / "db.log", stop_with_parent=True) as server):
         store = server.jobstore(STORE_DB)
         store.connect()
         yield store, launchpad(server.host, server.port, name=LAUNCHPAD_DB, strm_lvl=FIREWORKS_LOG_LEVEL), server
-    finally:
-        if server is not None:
-            server.stop()
-        if guard is not None:
-            guard.release()
 
 
 @contextmanager
@@ -215,11 +208,10 @@ def attach_run(run_dir: str | Path) -> Iterator[tuple[JobStore, Any, dict[str, A
     if record is None:
         raise FileNotFoundError(f"no PFD run in {run_dir} (no run.json)")
     try:
-        lock = RunLock(run_dir).acquire()
+        RunLock(run_dir).acquire().release()
     except RunLockedError:
-        lock = None
-    if lock is not None:  # nobody runs it: start its database here
-        lock.release()
+        pass
+    else:  # nobody runs it: start its database here
         with open_run_store(run_dir) as (store, lp, _):
             yield store, lp, record
         return
@@ -233,7 +225,12 @@ def attach_run(run_dir: str | Path) -> Iterator[tuple[JobStore, Any, dict[str, A
 
 def job_states(lp: Any, record: dict[str, Any]) -> dict[int, tuple[str, str, dict[str, Any]]]:
     """``{fw_id: (state, job name, metadata)}`` of every job of the run ``record`` (see :func:`attach_run`)."""
-    return _states(lp, _workflow_fw_ids(lp, record["first_fw_id"]))
+    out = {}
+    for fw in lp.fireworks.find({"fw_id": {"$in": _workflow_fw_ids(lp, record["first_fw_id"])}},
+                                {"fw_id": 1, "state": 1, "name": 1, "spec._tasks.job.metadata": 1}):
+        tasks = (fw.get("spec") or {}).get("_tasks") or [{}]
+        out[fw["fw_id"]] = (fw["state"], fw["name"], ((tasks[0].get("job") or {}).get("metadata")) or {})
+    return out
 
 
 def _read_run_file(run_dir: Path) -> dict[str, Any] | None:
@@ -246,16 +243,6 @@ def _workflow_fw_ids(lp: Any, first_fw_id: int) -> list[int]:
     if doc is None:
         raise KeyError(f"no workflow holds firework {first_fw_id}")
     return list(doc["nodes"])
-
-
-def _states(lp: Any, fw_ids: list[int]) -> dict[int, tuple[str, str, dict[str, Any]]]:
-    """``{fw_id: (state, job name, job metadata)}`` of the workflow's jobs."""
-    out = {}
-    for fw in lp.fireworks.find({"fw_id": {"$in": fw_ids}},
-                                {"fw_id": 1, "state": 1, "name": 1, "spec._tasks.job.metadata": 1}):
-        tasks = (fw.get("spec") or {}).get("_tasks") or [{}]
-        out[fw["fw_id"]] = (fw["state"], fw["name"], ((tasks[0].get("job") or {}).get("metadata")) or {})
-    return out
 
 
 @dataclass
@@ -329,10 +316,9 @@ def run_flow(
     """
     from pfd_atomate.workflows.fireworks import submit_flow, write_fworker_file, write_launchpad_file
 
-    if int(workers) != workers or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    if int(threads_per_worker) != threads_per_worker or threads_per_worker < 1:
-        raise ValueError(f"threads_per_worker must be an integer >= 1, got {threads_per_worker!r}")
+    for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     run_dir = Path(run_dir).resolve()
     start = time.perf_counter()
     digest = flow_digest(flow)
@@ -359,7 +345,7 @@ def run_flow(
                 # we hold the lock: a job still marked running, and any workflow lock, belong to a
                 # dead process
                 lp.workflows.update_many({"nodes": record["first_fw_id"]}, {"$unset": {"locked": ""}})
-                for fw_id, (state, name, _) in _states(lp, _workflow_fw_ids(lp, record["first_fw_id"])).items():
+                for fw_id, (state, name, _) in job_states(lp, record).items():
                     if state in ("RUNNING", "RESERVED"):
                         lp.rerun_fw(fw_id)
                         rerun.append(name)
@@ -374,7 +360,7 @@ def run_flow(
             try:
                 report = None if on_progress is None else (
                     lambda states: on_progress(RunView.of(lp, states, store, record["flow_uuid"])))
-                state = _wait(lp, record["first_fw_id"], launchers, poll_interval, timeout, report, start)
+                state = _wait(lp, record, launchers, poll_interval, timeout, report, start)
             finally:
                 for process in launchers:
                     stop_process(process)
@@ -402,21 +388,21 @@ def _start_workers(run_dir: Path, lp_file: Path, fworker: Path, workers: int, th
     return processes
 
 
-def _wait(lp: Any, first_fw_id: int, launchers: list[subprocess.Popen], poll: float, timeout: float | None,
+def _wait(lp: Any, record: dict[str, Any], launchers: list[subprocess.Popen], poll: float, timeout: float | None,
           on_progress: Callable | None, start: float) -> str:
     """Poll until no job is ready or running; the workflow state then."""
     from pfd_atomate.workflows.fireworks import workflow_state
 
     idle_polls = 0
     while True:
-        states = _states(lp, _workflow_fw_ids(lp, first_fw_id))
+        states = job_states(lp, record)
         if on_progress is not None:  # every poll: a running job's own progress (training steps) moves too
             on_progress(states)
         live = any(s in _LIVE_STATES for s, _, _ in states.values())
         idle_polls = 0 if live else idle_polls + 1
         if idle_polls >= 2:  # twice: a finishing job may still be adding the jobs it creates
             # nothing can run any more: every leaf completed, or a failure blocks the rest
-            return workflow_state(lp, first_fw_id)
+            return workflow_state(lp, record["first_fw_id"])
         dead = [p.returncode for p in launchers if p.poll() is not None]
         if len(dead) == len(launchers):
             raise RuntimeError(f"every worker exited (exit codes {dead}); see workers/*/rlaunch.log")

@@ -36,10 +36,8 @@ from jobflow import JobStore
 
 def _check_loopback(host: str) -> None:
     """Refuse any address a server started here would expose beyond this machine."""
-    if host == "localhost":
-        return
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
     if not loopback:
@@ -118,11 +116,6 @@ class MongoServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"mongodb://{host}:{self.port}/"
 
-    @property
-    def pid(self) -> int:
-        """Process id of the server."""
-        return self.process.pid
-
     def client(self, **kwargs: Any):
         """A ``pymongo.MongoClient`` connected to this server."""
         from pymongo import MongoClient
@@ -198,8 +191,7 @@ def start_server(
     _check_loopback(host)
     import secantus  # noqa: F401  (clear ImportError before spawning a child)
 
-    if str(storage_path) != ":memory:":
-        Path(storage_path).mkdir(parents=True, exist_ok=True)
+    if str(storage_path) != ":memory:":  # the server creates the folder (WiredTiger's home)
         storage_path = str(Path(storage_path).resolve())
     port_file = Path(tempfile.mkstemp(prefix="secantus-port-")[1])
     port_file.unlink()
@@ -207,24 +199,22 @@ def start_server(
     cmd = [sys.executable, "-m", "pfd_atomate.workflows.mongo", "--host", host, "--port", str(port),
            "--storage-path", str(storage_path), "--port-file", str(port_file)]
     deadline = time.monotonic() + timeout
-    process = None
-    while process is None or not port_file.is_file() or not port_file.read_text().strip():
-        if process is None:
-            with open(log_path, "ab") as log:
-                # own session: a Ctrl-C or a SIGKILL aimed at a launcher's process group spares the server
-                process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                           preexec_fn=die_with_parent(signal.SIGTERM) if stop_with_parent else None)
-        if process.poll() is not None:
-            # the server of a run that just died may still be closing the folder's database: wait for it
-            if _HELD_ELSEWHERE in Path(log_path).read_text(errors="replace")[-4000:] and time.monotonic() < deadline:
-                process = None
-                time.sleep(0.5)
-                continue
-            raise RuntimeError(f"SecantusDB exited with code {process.returncode}; log: {log_path}")
-        if time.monotonic() > deadline:
+    while True:
+        with open(log_path, "ab") as log:
+            # own session: a Ctrl-C or a SIGKILL aimed at a launcher's process group spares the server
+            process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                       preexec_fn=die_with_parent(signal.SIGTERM) if stop_with_parent else None)
+        while not port_file.is_file() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if port_file.is_file():  # written atomically once the server listens
+            break
+        if process.poll() is None:
             process.kill()
             raise RuntimeError(f"SecantusDB did not start within {timeout} s; log: {log_path}")
-        time.sleep(0.05)
+        # the server of a run that just died may still be closing the folder's database: wait for it
+        if _HELD_ELSEWHERE not in Path(log_path).read_text(errors="replace")[-4000:] or time.monotonic() >= deadline:
+            raise RuntimeError(f"SecantusDB exited with code {process.returncode}; log: {log_path}")
+        time.sleep(0.5)
     server = MongoServer(host, int(port_file.read_text()), str(storage_path), process, log_path)
     port_file.unlink()
     client = server.client(serverSelectionTimeoutMS=int(max(1.0, deadline - time.monotonic()) * 1000))
@@ -238,16 +228,25 @@ def start_server(
     return server
 
 
-def _serve(host: str, port: int, storage_path: str, port_file: str | None) -> None:
-    """Run a server in this process until SIGTERM/SIGINT (the child side of :func:`start_server`)."""
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m pfd_atomate.workflows.mongo [--host H] [--port P] [--storage-path DIR]``.
+
+    Runs the server in this process until SIGTERM/SIGINT (the child side of :func:`start_server`).
+    """
     import logging
 
     from secantus import SecantusDBServer
 
-    _check_loopback(host)
+    parser = argparse.ArgumentParser(description="Run a SecantusDB (MongoDB wire protocol) server on loopback.")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
+    parser.add_argument("--storage-path", default=":memory:", help="WiredTiger folder (created), or :memory:")
+    parser.add_argument("--port-file", default=None, help="write the chosen port to this file")
+    args = parser.parse_args(argv)
+    _check_loopback(args.host)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # standalone (no replica-set advertisement): clients connect directly, no oplog writes
-    server = SecantusDBServer(host=host, port=port, storage_path=storage_path, replica_set_name=None)
+    server = SecantusDBServer(host=args.host, port=args.port, storage_path=args.storage_path, replica_set_name=None)
 
     def _stop(signum, frame):  # noqa: ARG001
         server.stop()
@@ -256,25 +255,12 @@ def _serve(host: str, port: int, storage_path: str, port_file: str | None) -> No
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     server.start()
-    if port_file:
-        tmp = f"{port_file}.tmp{os.getpid()}"
+    if args.port_file:
+        tmp = f"{args.port_file}.tmp{os.getpid()}"
         Path(tmp).write_text(str(server.address[1]))
-        os.replace(tmp, port_file)  # atomic: the parent never reads a half-written port
-    print(f"SecantusDB listening on {server.uri} (storage {storage_path})", flush=True)
+        os.replace(tmp, args.port_file)  # atomic: the parent never reads a half-written port
+    print(f"SecantusDB listening on {server.uri} (storage {args.storage_path})", flush=True)
     server.wait()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m pfd_atomate.workflows.mongo [--host H] [--port P] [--storage-path DIR]``."""
-    parser = argparse.ArgumentParser(description="Run a SecantusDB (MongoDB wire protocol) server on loopback.")
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
-    parser.add_argument("--storage-path", default=":memory:", help="WiredTiger folder, or :memory:")
-    parser.add_argument("--port-file", default=None, help="write the chosen port to this file")
-    args = parser.parse_args(argv)
-    if args.storage_path != ":memory:":
-        Path(args.storage_path).mkdir(parents=True, exist_ok=True)
-    _serve(args.host, args.port, args.storage_path, args.port_file)
 
 
 if __name__ == "__main__":
