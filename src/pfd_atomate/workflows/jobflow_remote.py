@@ -208,20 +208,10 @@ class ReadThroughJobStore(JobStore):
         return store.get_output(uuid, which=which, load=load, cache=cache, on_missing=on_missing)
 
 
-def _project_jobstore() -> JobStore | None:
-    """The JobStore of the current jobflow-remote project (``JFREMOTE_PROJECT``), if configured."""
-    try:
-        from jobflow_remote import ConfigManager
-
-        return ConfigManager().get_project().get_jobstore()
-    except Exception as err:  # noqa: BLE001  (no project here: keep jobflow-remote's behaviour)
-        logger.warning("no jobflow-remote project on this worker (%s): the job reads only its own store", err)
-        return None
-
-
 def run_job(run_dir: str | Path = ".") -> None:
     """Run the jobflow-remote job in ``run_dir`` like ``jf execution run`` (see module docstring)."""
     import jobflow_remote.jobs.run as remote_run
+    from jobflow_remote import ConfigManager
     from jobflow_remote.jobs.data import IN_FILENAME
     from monty.serialization import loadfn
 
@@ -229,8 +219,11 @@ def run_job(run_dir: str | Path = ".") -> None:
         data = loadfn(filename, *args, **kwargs)
         job = data.get("job") if filename == IN_FILENAME and isinstance(data, dict) else None
         if job is not None and getattr(job, "config", None) is not None and job.config.expose_store:
-            project = _project_jobstore()
-            if project is not None:
+            try:  # the JobStore of the current project (``JFREMOTE_PROJECT``)
+                project = ConfigManager().get_project().get_jobstore()
+            except Exception as err:  # noqa: BLE001  (no project here: keep jobflow-remote's behaviour)
+                logger.warning("no jobflow-remote project on this worker (%s): the job reads only its own store", err)
+            else:
                 data["store"] = ReadThroughJobStore(data["store"], project)
         return data
 
