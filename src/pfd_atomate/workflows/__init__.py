@@ -19,12 +19,11 @@ ML_JOBS: tuple[str, ...] = ("pfd train", "pfd explore", "pfd test", "pfd distill
 DFT_JOBS: tuple[str, ...] = ("pfd label",)
 
 __all__ = ["DFT_JOBS", "ML_JOBS", "MongoServer", "jobstore_spec", "mongo_jobstore", "start_server"]
-_FROM_MONGO = ("MongoServer", "jobstore_spec", "mongo_jobstore", "start_server")
 
 
 def __getattr__(name: str):
-    # lazy: ``python -m pfd_atomate.workflows.mongo`` must not import the module twice
-    if name in _FROM_MONGO:
+    # lazy: ``python -m pfd_atomate.workflows.mongo`` must not import it twice; only mongo's names of __all__ get here
+    if name in __all__:
         from pfd_atomate.workflows import mongo
 
         return getattr(mongo, name)

@@ -202,7 +202,5 @@ def launch_counts(lp: LaunchPad, fw_id: int) -> dict[int, int]:
     A job that ran once has 1; a job rerun after a lost or fizzled run has more.
     """
     nodes = lp.workflows.find_one({"nodes": fw_id}, {"nodes": 1})["nodes"]
-    counts = {}
-    for fw in lp.fireworks.find({"fw_id": {"$in": nodes}}, {"fw_id": 1, "launches": 1, "archived_launches": 1}):
-        counts[fw["fw_id"]] = len(fw.get("launches") or []) + len(fw.get("archived_launches") or [])
-    return counts
+    return {fw["fw_id"]: len(fw.get("launches") or []) + len(fw.get("archived_launches") or [])
+            for fw in lp.fireworks.find({"fw_id": {"$in": nodes}}, {"fw_id": 1, "launches": 1, "archived_launches": 1})}
