@@ -107,6 +107,40 @@ def save_figure(fig, path: Path, rect: tuple[float, float, float, float] | None 
     print(f"wrote {path}")
 
 
+def distillation_sets(store, label_uuid: str, split_uuid: str):
+    """The student's training and held-out teacher frames of a finished distillation: the teacher label job's
+    dataset at the split job's ``train_indices`` / ``test_indices`` (each dataset is stored once)."""
+    from pfd_atomate.store import fetch_dataset, fetch_field
+
+    frames = fetch_dataset(store, label_uuid)
+    return tuple(frames.subset(fetch_field(store, split_uuid, f"{part}_indices"), name=f"teacher-{part}")
+                 for part in ("train", "test"))
+
+
+def run_distillation(run_dir: Path):
+    """A finished run's teacher and student models and the student's training and held-out teacher frames:
+    ``(teacher ModelFile, student ModelFile, train Dataset, test Dataset)``.
+
+    Raises
+    ------
+    LookupError: the run has not one teacher label job and one split job.
+    """
+    from pfd_atomate.store import fetch_model
+    from pfd_atomate.workflows.local import open_run_store
+
+    with open_run_store(run_dir) as (store, _, _):
+        (report,) = store.query({"metadata.pfd_step": "report"}, properties=["output"])
+        lineage = {m["role"]: m for m in report["output"]["lineage"]}
+        teacher, student = (fetch_model(store, lineage[r]["location"]["job_uuid"]) for r in ("teacher", "student"))
+        uuids = []
+        for name in ("pfd distill teacher label", "pfd distill split"):
+            found = {d["uuid"] for d in store.query({"name": name}, properties=["uuid"])}
+            if len(found) != 1:
+                raise LookupError(f"expected one job named {name!r} in {run_dir}, found {len(found)}")
+            uuids.append(found.pop())
+        return (teacher, student, *distillation_sets(store, *uuids))
+
+
 class Timer:
     """``with Timer() as t: ...``; ``t.seconds`` afterwards."""
 

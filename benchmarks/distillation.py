@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import Timer, environment, parse_args, pyplot, save, save_figure
+from _common import Timer, distillation_sets, environment, parse_args, pyplot, save, save_figure
 
 
 def errors(backend, model, reference) -> dict:
@@ -50,10 +50,10 @@ def distill(teacher_backend, teacher, student_backend, training_frames, held_out
     """Run the DistillMaker flow; returns (student ModelFile, teacher-labelled train set, teacher test set, wall s)."""
     from jobflow import run_locally
 
-    from pfd_atomate.demo import diamond_si
+    from pfd_atomate.cli.demo import diamond_si
     from pfd_atomate.distill.flows import DistillMaker
     from pfd_atomate.explore.schemas import TaskGroup
-    from pfd_atomate.store import embedded_store, fetch_dataset, fetch_model
+    from pfd_atomate.store import embedded_store, fetch_model
 
     steps = 200 if quick else 1000
     maker = DistillMaker(
@@ -73,9 +73,8 @@ def distill(teacher_backend, teacher, student_backend, training_frames, held_out
         run_locally(flow, store=store, root_dir=workdir / "jobs", create_folders=True, ensure_success=True, log=False)
     store.connect()
     uuid = {job.name: job.uuid for job in flow.jobs}
-    label = uuid["pfd distill teacher label"]
-    return (fetch_model(store, uuid["pfd distill train student"]), fetch_dataset(store, label, "train_set"),
-            fetch_dataset(store, label, "test_set"), t.seconds)
+    train_set, test_set = distillation_sets(store, uuid["pfd distill teacher label"], uuid["pfd distill split"])
+    return fetch_model(store, uuid["pfd distill train student"]), train_set, test_set, t.seconds
 
 
 def plot(result: dict, path: Path) -> None:

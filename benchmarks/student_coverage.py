@@ -22,15 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import environment, parse_args, pyplot, save, save_figure
+from _common import environment, parse_args, pyplot, run_distillation, save, save_figure
 
 from pfd_atomate.cli.demo import diamond_si, held_out_dft_frames
 from pfd_atomate.data import Dataset
 from pfd_atomate.evaluate.metrics import frame_errors
 from pfd_atomate.perturb.core import perturb_structures
 from pfd_atomate.presets import dpa4_teacher, se_e2_a_student
-from pfd_atomate.store import fetch_dataset, fetch_model
-from pfd_atomate.workflows.local import open_run_store
 
 
 def metrics(reference: Dataset, predicted: Dataset) -> dict:
@@ -49,14 +47,7 @@ def main() -> None:
 
     args = parse_args(__doc__.splitlines()[0], options)
     steps = 1500 if args.quick else 12000
-    with open_run_store(args.run) as (store, _, _):
-        (report,) = store.query({"metadata.pfd_step": "report"}, properties=["output"])
-        lineage = {m["role"]: m for m in report["output"]["lineage"]}
-        teacher_model = fetch_model(store, lineage["teacher"]["location"]["job_uuid"])
-        student_model = fetch_model(store, lineage["student"]["location"]["job_uuid"])
-        (label_doc,) = store.query({"name": "pfd distill teacher label"}, properties=["uuid"])
-        train_set = fetch_dataset(store, label_doc["uuid"], "train_set")
-        teacher_test = fetch_dataset(store, label_doc["uuid"], "test_set")
+    teacher_model, student_model, train_set, teacher_test = run_distillation(args.run)
     held_out = held_out_dft_frames()
     teacher = dpa4_teacher(n_threads=args.threads)
     student = se_e2_a_student(numb_steps=steps, rcut=5.0, n_threads=args.threads)  # the demo's student
