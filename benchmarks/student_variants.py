@@ -13,7 +13,9 @@ demo's student (the run's own student, trained with the same seed, is the baseli
   than MD: force RMS 3.8 eV/Å);
 - ``teacher_md``: the run's held-out teacher-labelled MD frames (how well the student copies its teacher).
 
-The teacher is tested on the same CP2K sets; ``ratio`` is student force RMSE / teacher force RMSE.
+The teacher is tested on the same CP2K sets; ``ratio`` is student force RMSE / teacher force RMSE. Speed: each
+compressed student's energy + forces + virial call on 512-atom diamond Si, one thread, best of 3, measured one
+model after another once every training has ended (side by side in one run).
 
 Usage: ``python benchmarks/student_variants.py --run RUN_DIR [--variants NAME ...] [--parallel 2]``
 (each training is single-threaded; ``--parallel`` trainings run at once). ``--quick``: 600 steps each.
@@ -32,7 +34,8 @@ from _common import environment, parse_args, pyplot, run_distillation, save, sav
 from held_out_md import md_held_out
 from student_coverage import metrics
 
-from pfd_atomate.cli.demo import held_out_dft_frames
+from pfd_atomate.cli.demo import diamond_si, held_out_dft_frames
+from pfd_atomate.data import Dataset, Frame
 from pfd_atomate.presets import dpa4_teacher, se_e2_a_student
 
 #: the demo's student (pfd_atomate.cli.demo.demo_maker): se_e2_a, rcut 5 Å, 12000 steps
@@ -47,6 +50,52 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                                  "fitting_net": {"neuron": [96, 96, 96]}}}},
     "force-weighted loss": {"input_overrides": {"loss": {"limit_pref_f": 10.0}}},  # the gap is in the forces
 }
+VARIANTS["wider nets, 24000 steps"] = VARIANTS["wider nets"] | VARIANTS["24000 steps"]
+VARIANTS["seed 2"] = {"seed": 2}  # the demo's student again: how far another seed moves the figures
+#: the size of DeePMD's published se_e2_a examples (and of the PFD paper's students)
+VARIANTS["paper-size nets"] = {"input_overrides": {"model": {"descriptor": {"neuron": [25, 50, 100], "axis_neuron": 16},
+                                                             "fitting_net": {"neuron": [240, 240, 240]}}}}
+VARIANTS["paper-size nets, seed 2"] = VARIANTS["paper-size nets"] | VARIANTS["seed 2"]
+VARIANTS["seed 3"] = {"seed": 3}
+VARIANTS["wider nets, 24000 steps, seed 2"] = VARIANTS["wider nets, 24000 steps"] | VARIANTS["seed 2"]
+
+
+def seconds_per_call(backend, model, n_calls: int = 3) -> float:
+    """Best wall time (s) of one energy + forces + virial call of ``model`` on 512-atom diamond Si (one thread).
+
+    Every call gets a differently rattled cell: an ASE calculator returns its stored results, without computing,
+    for the positions it saw last.
+    """
+    cell = diamond_si().make_supercell([4, 4, 4], in_place=False)
+    frames = []
+    for seed in range(n_calls + 1):
+        rattled = cell.copy().perturb(0.05, seed=seed)
+        frames.append(Dataset(frames=[Frame.from_structure(rattled)]))
+    backend.predict(model, frames[0])  # loads the model
+    calls = []
+    for frame in frames[1:]:
+        start = time.perf_counter()
+        backend.predict(model, frame)
+        calls.append(time.perf_counter() - start)
+    return min(calls)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Force RMSE of every variant on the three sets (bars), the teacher's as a dashed line."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    names = list(result["variants"])
+    for ax, key, title in ((axes[0], "held_out_md", f"{result['sets']['held_out_md']} CP2K MD frames"),
+                           (axes[1], "held_out_rattled", f"{result['sets']['held_out_rattled']} CP2K rattled frames"),
+                           (axes[2], "teacher_md", f"{result['sets']['teacher_md']} held-out teacher MD frames")):
+        ax.bar(range(len(names)), [result["variants"][n][key]["force_rmse"] for n in names], color="tab:blue")
+        if key in result["teacher"]:
+            ax.axhline(result["teacher"][key]["force_rmse"], color="k", ls="--", label="teacher")
+            ax.legend(fontsize=8)
+        ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
+        ax.set_ylabel("student force RMSE (eV/Å)")
+        ax.set_title(title, fontsize=9)
+    save_figure(fig, path)
 
 
 def main() -> None:
@@ -54,6 +103,7 @@ def main() -> None:
         parser.add_argument("--run", type=Path, required=True, help="a finished full demo run folder")
         parser.add_argument("--variants", nargs="+", default=["demo", *VARIANTS], choices=["demo", *VARIANTS])
         parser.add_argument("--parallel", type=int, default=2, help="trainings at once (one thread each)")
+        parser.add_argument("--workdir", type=Path, default=None, help="keep the trained students here")
 
     args = parse_args(__doc__.splitlines()[0], options)
     teacher_model, demo_student, train_set, teacher_md = run_distillation(args.run)
@@ -70,40 +120,34 @@ def main() -> None:
     }
 
     def train(name: str) -> tuple[str, Any, float]:
-        settings = DEMO_STUDENT | VARIANTS[name] | ({"numb_steps": 600} if args.quick else {})
+        settings = DEMO_STUDENT | VARIANTS.get(name, {}) | ({"numb_steps": 600} if args.quick else {})
         backend = se_e2_a_student(**settings, n_threads=1)
-        if name == "demo":  # the run's own student
-            return name, (backend, demo_student, settings), 0.0
+        if name == "demo":  # the run's own student (compressed already)
+            return name, (backend, demo_student, demo_student, settings), 0.0
         start = time.perf_counter()
-        model = backend.train([train_set], Path(tmp) / name.replace(" ", "_"))
-        return name, (backend, model, settings), time.perf_counter() - start
+        folder = workdir / name.replace(" ", "_")
+        model = backend.train([train_set], folder)
+        wall = time.perf_counter() - start
+        return name, (backend, model, backend.compress_model(model, folder), settings), wall
 
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.parallel) as pool:
-        for name, (backend, model, settings), wall in pool.map(train, args.variants):
-            row = {"settings": settings, "train_wall_s": round(wall, 1),
-                   "teacher_md": metrics(teacher_md, backend.predict(model, teacher_md))}
-            for set_name, data in sets.items():
-                row[set_name] = metrics(data, backend.predict(model, data))
-                row[set_name]["ratio"] = row[set_name]["force_rmse"] / result["teacher"][set_name]["force_rmse"]
-            result["variants"][name] = row
-            print(name, {k: round(row[k]["force_rmse"], 4) for k in ("held_out_md", "held_out_rattled", "teacher_md")},
-                  f"{wall:.0f} s", flush=True)
+        workdir = args.workdir or Path(tmp)
+        trained = {name: rest for name, *rest in pool.map(train, args.variants)}
+    # speed after all trainings, one model at a time: side by side on a quiet machine
+    for name, ((backend, model, compressed, settings), wall) in trained.items():
+        row = {"settings": settings, "train_wall_s": round(wall, 1),
+               "teacher_md": metrics(teacher_md, backend.predict(model, teacher_md))}
+        for set_name, data in sets.items():
+            row[set_name] = metrics(data, backend.predict(model, data))
+            row[set_name]["ratio"] = row[set_name]["force_rmse"] / result["teacher"][set_name]["force_rmse"]
+        row["compressed_s_per_call_512_atoms"] = seconds_per_call(backend, compressed)
+        result["variants"][name] = row
+        print(name, {k: round(row[k]["force_rmse"], 4) for k in ("held_out_md", "held_out_rattled", "teacher_md")},
+              f"train {wall:.0f} s, {1000 * row['compressed_s_per_call_512_atoms']:.0f} ms per 512-atom call",
+              flush=True)
     save("student_variants", result, args.out)
 
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    names = list(result["variants"])
-    for ax, key, title in ((axes[0], "held_out_md", f"{len(sets['held_out_md'])} CP2K MD frames"),
-                           (axes[1], "held_out_rattled", f"{len(sets['held_out_rattled'])} CP2K rattled frames"),
-                           (axes[2], "teacher_md", f"{len(teacher_md)} held-out teacher MD frames")):
-        ax.bar(range(len(names)), [result["variants"][n][key]["force_rmse"] for n in names], color="tab:blue")
-        if key in result["teacher"]:
-            ax.axhline(result["teacher"][key]["force_rmse"], color="k", ls="--", label="teacher")
-            ax.legend(fontsize=8)
-        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
-        ax.set_ylabel("student force RMSE (eV/Å)")
-        ax.set_title(title, fontsize=9)
-    save_figure(fig, args.out / "student_variants.png")
+    plot(result, args.out / "student_variants.png")
 
 
 if __name__ == "__main__":
