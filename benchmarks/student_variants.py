@@ -2,7 +2,8 @@
 teacher frames, each tested on independent CP2K sets (issue 12, item 5).
 
 The demo's se_e2_a student (rcut 5 Å, embedding net [8, 16, 32], fitting net [32, 32, 32], 12000 steps) has
-about 1.7x its teacher's force RMSE on independent CP2K MD frames of diamond Si8 (PFD paper: 1.4x for Si).
+1.4-1.6x its teacher's force RMSE on independent CP2K MD frames of diamond Si8, depending on the seed
+(``results/student_variants.json``; PFD paper: 1.4x for Si).
 Every variant here is trained from scratch on the **same** teacher-labelled frames of a finished demo run
 (its distillation training set, never its held-out teacher frames), with one setting changed against the
 demo's student (the run's own student, trained with the same seed, is the baseline), and tested on:
