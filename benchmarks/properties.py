@@ -53,7 +53,8 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "") -
     curve = _resolved(spec.run(eos_maker, diamond_si(eos_set["start_a"])), workdir / "eos")["relax"]
     fit = fit_eos(curve["volume"], curve["energy"], 8, "diamond", name)
     cp2k = ref["eos"]["fit"]
-    out["eos"] = {"v0": fit.v0, "a0": (fit.v0 * 8) ** (1 / 3), "b0_gpa": fit.b0, "b0_prime": fit.b0_prime,
+    out["eos"] = {"volumes": [v / 8 for v in curve["volume"]], "energies": [e / 8 for e in curve["energy"]],
+                  "v0": fit.v0, "e0": fit.e0, "a0": (fit.v0 * 8) ** (1 / 3), "b0_gpa": fit.b0, "b0_prime": fit.b0_prime,
                   "v0_error_percent": 100 * (fit.v0 - cp2k["v0"]) / cp2k["v0"], "b0_error_gpa": fit.b0 - cp2k["b0"],
                   "wall_s": time.perf_counter() - start}
     if PHASES_CACHE.exists():  # β-Sn and BC8: V0, B0 and the energy above diamond, against CP2K
@@ -68,13 +69,17 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "") -
             try:
                 pfit = fit_eos(points["volume"], points["energy"], len(structure), phase, name)
             except ValueError as err:  # no minimum in the sampled range: a failure of the model, recorded
-                out["phases"][phase] = {"failed": str(err), "energies": points["energy"], "volumes": points["volume"]}
+                out["phases"][phase] = {"failed": str(err), "volumes": [v / len(structure) for v in points["volume"]],
+                                        "energies": [e / len(structure) for e in points["energy"]]}
                 continue
             ref_fit = cp2k_phase["fit"]
             out["phases"][phase] = {
+                "volumes": [v / len(structure) for v in points["volume"]],
+                "energies": [e / len(structure) for e in points["energy"]],
                 "v0": pfit.v0, "b0_gpa": pfit.b0, "energy_above_diamond_ev_per_atom": pfit.e0 - fit.e0,
                 "cp2k_v0": ref_fit["v0"], "cp2k_b0_gpa": ref_fit["b0"],
                 "cp2k_energy_above_diamond_ev_per_atom": ref_fit["e0"] - cp2k["e0"]}
+    out["eos_rmse_mev_per_atom"] = eos_errors(out)
     start = time.perf_counter()
     ph_maker = force_field_phonon_maker(displacement=ph_set["displacement"], npoints=ph_set["npoints_band"])
     doc = _resolved(spec.run(ph_maker, diamond_si(ref["eos"]["a0"]), {"supercell_matrix": ph_set["supercell_matrix"]}),
@@ -86,6 +91,71 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "") -
                       "gamma_optical_thz": gamma_optical(bs),
                       "wall_s": time.perf_counter() - start}
     return out
+
+
+def cp2k_curves() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """CP2K E-V points per phase from the cached reference: phase -> (volumes Å^3/atom, energies eV/atom)."""
+    ref = load_reference()
+    curves = {"diamond": (np.array(ref["eos"]["volumes"]) / 8, np.array(ref["eos"]["energies"]) / 8)}
+    if PHASES_CACHE.exists():
+        for phase, data in json.loads(gzip.decompress(PHASES_CACHE.read_bytes()))["phases"].items():
+            n_atoms = data["fit"]["n_atoms"]
+            curves[phase] = (np.array(data["volumes"]) / n_atoms, np.array(data["energies"]) / n_atoms)
+    return curves
+
+
+def eos_errors(row: dict) -> dict[str, float]:
+    """E-V RMSE against CP2K per phase (meV/atom) of one ``model_properties`` output, on CP2K's volumes.
+
+    One energy offset per model (its mean deviation from CP2K over the diamond points) is removed from
+    every phase, so the β-Sn and BC8 errors include the error of their energy above diamond. Unlike B0
+    from a Birch-Murnaghan fit, this stays defined when a model's curve has no minimum in the range.
+
+    Raises
+    ------
+    ValueError: the model's volumes are not CP2K's (other strains or start structures).
+    """
+    curves = {"diamond": row.get("eos", {})} | row.get("phases", {})
+    ref = cp2k_curves()
+    offset = None
+    out: dict[str, float] = {}
+    for phase, (volumes, energies) in ref.items():
+        curve = curves.get(phase, {})
+        if "volumes" not in curve:
+            continue
+        if not np.allclose(curve["volumes"], volumes, rtol=1e-4):
+            raise ValueError(f"{phase}: the model's E-V volumes are not CP2K's")
+        diff = np.array(curve["energies"]) - energies
+        offset = diff.mean() if offset is None else offset  # diamond comes first
+        out[phase] = float(1000 * np.sqrt(np.mean((diff - offset) ** 2)))
+    return out
+
+
+def plot_eos(models: dict[str, dict], path: Path) -> None:
+    """E-V curves per phase: each model's energies (eV/atom, from its own diamond minimum) against CP2K's points.
+
+    ``models``: name -> ``model_properties`` output. Phases come from the cached CP2K reference
+    (diamond, and β-Sn / BC8 when ``data/si_phases_cp2k_eos.json.gz`` exists).
+    """
+    from _common import pyplot, save_figure
+
+    e0_cp2k = load_reference()["eos"]["fit"]["e0"]
+    cp2k = cp2k_curves()
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(cp2k), figsize=(4.2 * len(cp2k), 3.6))
+    for ax, (phase, (volumes, energies)) in zip(np.atleast_1d(axes), cp2k.items()):
+        ax.plot(volumes, 1000 * (energies - e0_cp2k), "ko", label="CP2K")
+        for name, row in models.items():
+            if "eos" not in row:
+                continue
+            curve = row["eos"] if phase == "diamond" else row.get("phases", {}).get(phase, {})
+            if "volumes" in curve:
+                ax.plot(curve["volumes"], 1000 * (np.array(curve["energies"]) - row["eos"]["e0"]), "-", label=name)
+        ax.set_xlabel("volume (Å$^3$/atom)")
+        ax.set_ylabel("E - E$_0$(diamond) (meV/atom)")
+        ax.set_title(phase, fontsize=9)
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    save_figure(fig, path)
 
 
 def gamma_optical(band_structure: dict) -> float:
@@ -138,7 +208,9 @@ def main() -> None:
                   f"(CP2K {r['cp2k_b0_gpa']:.1f}) GPa, above diamond {1000 * r['energy_above_diamond_ev_per_atom']:.0f} "
                   f"(CP2K {1000 * r['cp2k_energy_above_diamond_ev_per_atom']:.0f}) meV/atom", flush=True)
         result["models"][name] = row
-    save(f"properties_{args.tag}" if args.tag else "properties", result, RESULTS)
+    name = f"properties_{args.tag}" if args.tag else "properties"
+    save(name, result, RESULTS)
+    plot_eos(result["models"], RESULTS / "properties" / f"eos_{args.tag or 'run'}.png")
 
 
 if __name__ == "__main__":
