@@ -74,6 +74,9 @@ def cp2k_static_maker(
         shapes (phases). Replaces ``kpoints`` when given. 40 gives 3x3x3 for the 8-atom cubic Si
         cell, 4x4x4 for 8-atom β-Sn (a = 4.81 Å, c = 5.30 Å) and BC8 (primitive) cells, but the
         Γ point only for 64 atoms (pymatgen rounds the mesh down): check the mesh of supercells.
+        The mesh follows each frame's strain: in the multi-phase benchmark run, 3 of 6 perturbed
+        diamond cells got 3x3x3 and 3 got 3x4x3, 3x4x4 or 4x3x3, so labels of one structure mix
+        k-point errors of up to ~13 meV/atom; give ``kpoints`` where one structure is enough.
     cutoff
         Plane-wave cutoff of the finest multigrid level, Ry.
     rel_cutoff
