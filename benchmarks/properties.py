@@ -66,17 +66,16 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "") -
         for phase, cp2k_phase in phases.items():
             structure = AseAtomsAdaptor.get_structure(si_phase(phase))
             points = _resolved(spec.run(eos_maker, structure), workdir / f"eos-{phase}")["relax"]
+            per_atom = {"volumes": [v / len(structure) for v in points["volume"]],
+                        "energies": [e / len(structure) for e in points["energy"]]}
             try:
                 pfit = fit_eos(points["volume"], points["energy"], len(structure), phase, name)
             except ValueError as err:  # no minimum in the sampled range: a failure of the model, recorded
-                out["phases"][phase] = {"failed": str(err), "volumes": [v / len(structure) for v in points["volume"]],
-                                        "energies": [e / len(structure) for e in points["energy"]]}
+                out["phases"][phase] = {"failed": str(err), **per_atom}
                 continue
             ref_fit = cp2k_phase["fit"]
             out["phases"][phase] = {
-                "volumes": [v / len(structure) for v in points["volume"]],
-                "energies": [e / len(structure) for e in points["energy"]],
-                "v0": pfit.v0, "b0_gpa": pfit.b0, "energy_above_diamond_ev_per_atom": pfit.e0 - fit.e0,
+                **per_atom, "v0": pfit.v0, "b0_gpa": pfit.b0, "energy_above_diamond_ev_per_atom": pfit.e0 - fit.e0,
                 "cp2k_v0": ref_fit["v0"], "cp2k_b0_gpa": ref_fit["b0"],
                 "cp2k_energy_above_diamond_ev_per_atom": ref_fit["e0"] - cp2k["e0"]}
     out["eos_rmse_mev_per_atom"] = eos_errors(out)
@@ -208,8 +207,7 @@ def main() -> None:
                   f"(CP2K {r['cp2k_b0_gpa']:.1f}) GPa, above diamond {1000 * r['energy_above_diamond_ev_per_atom']:.0f} "
                   f"(CP2K {1000 * r['cp2k_energy_above_diamond_ev_per_atom']:.0f}) meV/atom", flush=True)
         result["models"][name] = row
-    name = f"properties_{args.tag}" if args.tag else "properties"
-    save(name, result, RESULTS)
+    save(f"properties_{args.tag}" if args.tag else "properties", result, RESULTS)
     plot_eos(result["models"], RESULTS / "properties" / f"eos_{args.tag or 'run'}.png")
 
 
