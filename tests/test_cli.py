@@ -216,6 +216,8 @@ def test_default_pfd_maker_builds_the_full_flow_with_vasp_labels():
     assert names == ["pfd perturb", "pfd label initial", "pfd fine-tune", "pfd distill", "pfd report"]
     label = flow.jobs[1]
     assert isinstance(label.function_args[1], StaticMaker)  # atomate2's VASP StaticMaker
+    # every frame of the input structure is labelled on its mesh: reciprocal_density 64, Γ-centred 4x4x4
+    assert [(r.mesh, r.style) for r in label.function_args[6]] == [((4, 4, 4), "Gamma")]
     assert maker.finetune.trainer.base_model == "dpa4-neo"
     from pfd_atomate.train.foundation import lookup
 

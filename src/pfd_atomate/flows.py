@@ -35,7 +35,9 @@ class PFDMaker(Maker):
     ----------
     name: flow name.
     perturb: initial perturbed frames.
-    label: labeller for the initial frames and for every iteration set (DFT).
+    label: labeller for the initial frames and for every iteration set (DFT). Unless its
+        ``kpoint_references`` are set, the input structures become them: a labeller with an
+        automatic k-point mesh gives all frames of one structure that structure's mesh.
     finetune: the iterative fine-tune loop (its ``label`` is replaced by ``label``).
     distill: distillation (default: a compressed se_e2_a student); None skips it.
     max_memory_gib: refuse cells whose estimated peak memory of training or MD (per backend,
@@ -84,10 +86,13 @@ class PFDMaker(Maker):
         perturb = self.perturb.make(structures)
         perturb.name = "pfd perturb"
         perturb.update_metadata({"pfd_step": "perturb"}, dynamic=False)
-        initial = self.label.make(perturb.output.dataset)
+        # every frame derived from an input structure is labelled with that structure's k-point mesh
+        label = self.label if self.label.kpoint_references is not None else dataclasses.replace(
+            self.label, kpoint_references=list(structures))
+        initial = label.make(perturb.output.dataset)
         initial.name = "pfd label initial"
         initial.update_metadata({"pfd_step": "label", "label_set": "initial"}, dynamic=True)
-        finetune_maker = dataclasses.replace(self.finetune, label=self.label)
+        finetune_maker = dataclasses.replace(self.finetune, label=label)
         finetune = finetune_maker.make(structures, [initial.output.dataset])
         jobs = [perturb, initial, finetune]
         distill = None

@@ -74,9 +74,11 @@ def cp2k_static_maker(
         shapes (phases). Replaces ``kpoints`` when given. 40 gives 3x3x3 for the 8-atom cubic Si
         cell, 4x4x4 for 8-atom β-Sn (a = 4.81 Å, c = 5.30 Å) and BC8 (primitive) cells, but the
         Γ point only for 64 atoms (pymatgen rounds the mesh down): check the mesh of supercells.
-        The mesh follows each frame's strain: in the multi-phase benchmark run, 3 of 6 perturbed
-        diamond cells got 3x3x3 and 3 got 3x4x3, 3x4x4 or 4x3x3, so labels of one structure mix
-        k-point errors of up to ~13 meV/atom; give ``kpoints`` where one structure is enough.
+        On its own the mesh follows each frame's strain (in the multi-phase benchmark run, 3 of 6
+        perturbed diamond cells got 3x3x3 and 3 got 3x4x3, 3x4x4 or 4x3x3: k-point errors of up to
+        ~13 meV/atom mixed in one structure's labels); a ``LabelMaker`` with ``kpoint_references``
+        (``PFDMaker`` sets its input structures) keeps each input structure's mesh for all frames
+        derived from it (:mod:`pfd_atomate.label.kpoints`).
     cutoff
         Plane-wave cutoff of the finest multigrid level, Ry.
     rel_cutoff
@@ -179,6 +181,9 @@ class DensityStaticSetGenerator(StaticSetGenerator):
     symmetrize forces or stress over them: a frame with symmetry would get wrong forces. A
     ``MONKHORST-PACK`` scheme samples the full mesh (time reversal only).
 
+    A ``Kpoints`` mesh given as ``user_kpoints_settings`` replaces the density: that is how
+    :mod:`pfd_atomate.label.kpoints` keeps one structure's mesh for all frames derived from it.
+
     Attributes
     ----------
     kpoint_density: k-points per Å⁻³ of reciprocal volume (pymatgen ``Kpoints.automatic_density_by_vol``).
@@ -187,7 +192,10 @@ class DensityStaticSetGenerator(StaticSetGenerator):
     kpoint_density: float = 40.0
 
     def _get_kpoints(self, structure: Structure, kpoints_updates: dict | None) -> Kpoints | None:
-        mesh = tuple(int(k) for k in Kpoints.automatic_density_by_vol(structure, self.kpoint_density).kpts[0])
+        if isinstance(self.user_kpoints_settings, Kpoints):  # a mesh fixed per structure (label.kpoints)
+            mesh = tuple(int(k) for k in self.user_kpoints_settings.kpts[0])
+        else:
+            mesh = tuple(int(k) for k in Kpoints.automatic_density_by_vol(structure, self.kpoint_density).kpts[0])
         return None if mesh == (1, 1, 1) else Kpoints.monkhorst_automatic(mesh)  # None: CP2K's Γ-point code
 
 

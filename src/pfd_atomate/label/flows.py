@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from jobflow import Flow, Job, Maker, OutputReference
+from pymatgen.core import Structure
 
 from pfd_atomate.data import Dataset, as_dataset
 from pfd_atomate.label.adapters import code_of_maker
 from pfd_atomate.label.jobs import build_label_flow, check_batching, check_frames, label_frames
+from pfd_atomate.label.kpoints import mesh_references
 
 
 def _default_static_maker() -> Maker:
@@ -40,6 +43,11 @@ class LabelMaker(Maker):
     reuse_labels: before any static job runs, look up the JobStore for labels of the same
         frames by the same labeller settings and reuse them (:mod:`pfd_atomate.label.cache`);
         ``False`` labels every frame again.
+    kpoint_references: unstrained structures whose automatic k-point mesh (a labeller that sets
+        it from a density: atomate2's VASP default, ``cp2k_static_maker(kpoint_density=...)``) is
+        kept for every frame that is a strained copy or a diagonal supercell of one of them
+        (:mod:`pfd_atomate.label.kpoints`); ``None`` or empty: each frame gets the mesh of its own
+        cell. ``PFDMaker`` sets its input structures here when this is ``None``.
 
     Raises
     ------
@@ -53,6 +61,7 @@ class LabelMaker(Maker):
     batch_size: int | None = None
     name_prefix: str = "pfd label"
     reuse_labels: bool = True
+    kpoint_references: Sequence[Structure] | None = None
 
     def __post_init__(self) -> None:
         """Validate the options before any flow is built."""
@@ -87,11 +96,12 @@ class LabelMaker(Maker):
             if frames is None:
                 raise ValueError("nothing to label: frames is None")
             check_frames(frames)
+        references = mesh_references(self.static_maker, self.kpoint_references or [])
         if self.reuse_labels or isinstance(frames, OutputReference):
             made = label_frames(frames, self.static_maker, self.min_success_ratio, self.batch_size, self.name_prefix,
-                                self.reuse_labels)
+                                self.reuse_labels, references)
         else:  # no label reuse and frames known now: the static jobs directly
             made = build_label_flow(frames, self.static_maker, self.min_success_ratio, self.batch_size,
-                                    self.name_prefix)
+                                    self.name_prefix, kpoint_references=references)
         made.name = self.name
         return made

@@ -29,6 +29,7 @@ from pfd_atomate.label.adapters import (
     task_doc_fields,
 )
 from pfd_atomate.label.cache import METADATA_KEY, find_labels, label_key, labeller_key
+from pfd_atomate.label.kpoints import MeshReference, pinned_makers
 from pfd_atomate.label.schemas import FailedLabel, LabelOutput
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ def build_label_flow(
     name_prefix: str = "pfd label",
     reused: dict[int, Frame] | None = None,
     label_keys: Sequence[str] | None = None,
+    kpoint_references: Sequence[MeshReference] = (),
 ) -> Flow:
     """Static jobs for ``frames`` (those not ``reused``) plus the collector, as a Flow whose output is the collector's.
 
@@ -158,6 +160,8 @@ def build_label_flow(
     name_prefix: prefix of the job names.
     reused: ``{frame index: labelled frame}`` of labels found in the store (no static job).
     label_keys: label key of each frame (:func:`pfd_atomate.label.cache.label_key`).
+    kpoint_references: meshes of the input structures, kept for the frames derived from them
+        (:func:`pfd_atomate.label.kpoints.pinned_makers`); empty: each frame's own mesh.
 
     Returns
     -------
@@ -174,6 +178,7 @@ def build_label_flow(
     reused = reused or {}
     keys = list(label_keys) if label_keys is not None else [None] * len(frames)
     todo = [i for i in range(len(frames)) if i not in reused]
+    makers = pinned_makers(static_maker, frames.frames, kpoint_references)
     size = batch_size or 1
     static_jobs: list[Job] = []
     entries: list[dict[str, Any]] = [
@@ -184,8 +189,9 @@ def build_label_flow(
         chunk = todo[start : start + size]
         structures = [frames[i].to_structure() for i in chunk]
         label = f"{chunk[0]}" if len(chunk) == 1 else f"{chunk[0]}-{chunk[-1]}"
-        guard = guarded_static_job(static_maker, structures if batch_size else structures[0], name_prefix, label,
-                                   [keys[i] for i in chunk])
+        # batches come from force-field makers only (check_batching), which have no k-points to pin
+        guard = guarded_static_job(makers[chunk[0]], structures if batch_size else structures[0], name_prefix,
+                                   label, [keys[i] for i in chunk])
         static_jobs.append(guard)
         documents = guard.output["task_document"]
         for k, i in enumerate(chunk):
@@ -225,6 +231,7 @@ def label_frames(
     batch_size: int | None = None,
     name_prefix: str = "pfd label",
     reuse_labels: bool = True,
+    kpoint_references: Sequence[MeshReference] = (),
 ) -> Response:
     """Fan out: replace this job by one static job per frame not yet labelled, and the collector.
 
@@ -240,15 +247,18 @@ def label_frames(
     dataset = as_dataset(frames)
     if dataset is None:
         raise ValueError("nothing to label: the input dataset is None (did the upstream job fail?)")
-    labeller = labeller_key(static_maker)
-    keys = [label_key(labeller, f) for f in dataset]
+    # a frame's labeller is the static Maker with that frame's k-point mesh fixed (when one is pinned)
+    makers = pinned_makers(static_maker, dataset.frames, [MeshReference.model_validate(r) for r in kpoint_references])
+    labeller = {id(m): labeller_key(m) for m in makers}
+    keys = [label_key(labeller[id(m)], f) for m, f in zip(makers, dataset, strict=True)]
     found = find_labels(CURRENT_JOB.store, keys, code_of_maker(static_maker)) if reuse_labels else {}
     # a reused frame keeps its provenance and says where its label came from
     reused = {i: found[k].model_copy(update={"source": ";".join(filter(None, (dataset[i].source, found[k].source)))})
               for i, k in enumerate(keys) if k in found}
     logger.info("labelling %d frames with %s (%d labels reused from the store)", len(dataset) - len(reused),
                 describe_labeller(static_maker), len(reused))
-    flow = build_label_flow(dataset, static_maker, min_success_ratio, batch_size, name_prefix, reused, keys)
+    flow = build_label_flow(dataset, static_maker, min_success_ratio, batch_size, name_prefix, reused, keys,
+                            [MeshReference.model_validate(r) for r in kpoint_references])
     return Response(replace=flow)
 
 
