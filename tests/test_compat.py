@@ -32,6 +32,33 @@ def test_atomate2_still_cannot_parse_restricted_cp2k_runs():
     assert atomate2.installed("atomate2") <= atomate2.FIXED_AFTER
 
 
+def test_cp2k_input_generation_leaves_labeller_keys_and_other_labellers_alone():
+    """Writing one CP2K input must change neither that labeller's key nor another labeller's settings
+    (atomate2 <= 0.1.5 writes the user's settings into the base input set every generator shares)."""
+    from ase.build import bulk
+    from atomate2.cp2k.sets import base
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from pfd_atomate.compat import atomate2
+    from pfd_atomate.label import cp2k_static_maker
+    from pfd_atomate.label.cache import labeller_key
+
+    si = cp2k_static_maker(kpoint_density=40)
+    before = labeller_key(si)
+    si.input_set_generator.get_input_set(AseAtomsAdaptor.get_structure(bulk("Si", "diamond", a=5.43)))
+    assert labeller_key(si) == before
+    other = cp2k_static_maker(basis_and_potential={"C": ("DZVP-MOLOPT-SR-GTH", "GTH-PBE-q4")}, cutoff=400)
+    text = str(other.input_set_generator.get_input_set(
+        AseAtomsAdaptor.get_structure(bulk("C", "diamond", a=3.57))).cp2k_input)
+    assert "GTH-PBE-q4" in text and "&KIND Si" not in text
+    # atomate2's own recursive_update, as it ships, still writes into its argument: else remove this patch
+    probe = {"inner": {}}
+    atomate2.upstream_recursive_update(probe, {"inner": {"probe": 1}})
+    assert probe == {"inner": {"probe": 1}}
+    assert base.recursive_update is atomate2._recursive_update_copy
+    assert atomate2.installed("atomate2") <= atomate2.FIXED_AFTER
+
+
 def test_jobflow_fireworks_task_still_refuses_external_references():
     from pfd_atomate.compat import jobflow
 

@@ -2,7 +2,7 @@
 
 | module | upstream | what | waits for |
 |---|---|---|---|
-| :mod:`.atomate2` | atomate2 <= 0.1.5 | parse spin-restricted (RKS) CP2K outputs | a fix of ``CalculationInput.cleanup_dft`` (no upstream issue found; the bug is described in the module) |
+| :mod:`.atomate2` | atomate2 <= 0.1.5 | parse spin-restricted (RKS) CP2K outputs; CP2K input generation must not change the base input set shared by all generators | a fix of ``CalculationInput.cleanup_dft`` and a deep copy in ``Cp2kInputGenerator._get_input_set`` (no upstream issues found; both bugs are described in the module) |
 | :mod:`.jobflow` | jobflow <= 0.4.0 | FireWorks: dynamic responses may reference finished jobs | ``JobFiretask`` converting responses with ``allow_external_references=True`` (external references were added in jobflow PR #392 for ``get_flow``, not for the FireWorks manager) |
 | :mod:`.jobflow_remote` | jobflow-remote <= 1.0.1 | ``jf execution run`` with external references and a read-through store | ``run_remote_job`` accepting external references in responses |
 
