@@ -117,12 +117,24 @@ def mesh_references(static_maker: Maker, structures: Sequence[Structure]) -> lis
     return references
 
 
+def _canonical(cell) -> np.ndarray:
+    """``cell`` rotated so that its rows form a lower-triangular matrix with a positive diagonal.
+
+    Two cells that differ by a rotation get the same form, and so does a diagonal supercell of a cell
+    (``diag(n) @ cell``); a non-diagonal supercell in general does not.
+    """
+    q, r = np.linalg.qr(np.asarray(cell, dtype=float).T)  # cell = r.T @ q.T
+    return r.T * np.sign(np.diag(r))  # flip columns so the diagonal is positive (cell up to an orthogonal map)
+
+
 def match_reference(cell: np.ndarray, n_atoms: int, references: Sequence[MeshReference],
                     max_strain: float = MAX_STRAIN) -> tuple[int, np.ndarray] | None:
     """Which reference ``cell`` is a strained copy (or supercell) of: the closest, by strain.
 
     ``cell = M @ reference @ D`` with an integer matrix ``M`` (``|det M| * reference atoms = n_atoms``)
-    and a deformation ``D`` whose Green-Lagrange strain has all principal values within ``max_strain``.
+    and a deformation ``D`` whose Green-Lagrange strain has all principal values within ``max_strain``;
+    both cells are compared in their canonical orientation (:func:`_canonical`), so a rotated frame
+    matches, and a non-diagonal supercell in general does not.
 
     Parameters
     ----------
@@ -135,10 +147,10 @@ def match_reference(cell: np.ndarray, n_atoms: int, references: Sequence[MeshRef
     -------
     (index of the reference, M as an int array of shape (3, 3)), or None when no reference fits.
     """
-    cell = np.asarray(cell, dtype=float)
+    cell = _canonical(cell)  # frames may come rotated (dpdata's perturbation writes a lower-triangular cell)
     best: tuple[float, int, np.ndarray] | None = None
     for i, reference in enumerate(references):
-        ref = np.asarray(reference.cell, dtype=float)
+        ref = _canonical(reference.cell)
         multiple = np.rint(cell @ np.linalg.inv(ref)).astype(int)
         det = round(np.linalg.det(multiple))
         if det == 0 or abs(det) * reference.n_atoms != n_atoms:
