@@ -139,3 +139,14 @@ def test_label_maker_runs_each_frame_on_its_reference_mesh(reuse_labels):
             key = guard.metadata["pfd_label_keys"][0]
             assert key.startswith(labeller_key(guard.function_args[0]))
             assert not key.startswith(labeller_key(maker))
+
+
+def test_config_file_pins_meshes_unless_told_not_to():
+    from pfd_atomate.config import load_config
+
+    for pin, expected in ((True, [(3, 3, 3)]), (False, [])):
+        config = load_config({"structures": ["si8.cif"], "distill": None,
+                              "label": {"pin_kpoints": pin, "labeller": {"kind": "cp2k", "kpoint_density": 40}}})
+        flow = config.build().make(si8())
+        initial = next(j for j in flow.jobs if j.name == "pfd label initial")
+        assert [r.mesh for r in initial.function_args[6]] == expected

@@ -180,7 +180,8 @@ class Cp2kLabeller(_Section):
     basis_and_potential: dict[str, tuple[str, str]] | None = Field(
         None, description="{element: [basis, pseudopotential]} from cp2k-data (default: Si DZVP-MOLOPT-SR-GTH, GTH-PBE-q4)")
     kpoints: tuple[int, int, int] | None = Field((4, 4, 4), description="Monkhorst-Pack mesh; null: Gamma only")
-    kpoint_density: float | None = Field(None, description="k-points per Å^-3 (a mesh per frame; replaces kpoints)")
+    kpoint_density: float | None = Field(
+        None, description="k-points per Å^-3: a mesh per input structure, kept for its frames (replaces kpoints)")
     cutoff: float = Field(300.0, description="plane-wave cutoff, Ry")
     rel_cutoff: float = Field(40.0, description="relative cutoff, Ry")
     xc_functional: str = "PBE"
@@ -215,11 +216,14 @@ class LabelConfig(_Section):
     min_success_ratio: float = Field(0.9, description="the labelling fails below this fraction of labelled frames")
     batch_size: int | None = Field(None, description="frames per static job (force-field labellers only)")
     reuse_labels: bool = Field(True, description="reuse labels of the same frames and settings found in the store")
+    pin_kpoints: bool = Field(True, description="label every frame of an input structure on that structure's "
+                                                "automatic k-point mesh; false: each frame on its own cell's mesh")
 
     def build(self) -> LabelMaker:
-        """The LabelMaker."""
+        """The LabelMaker (``pin_kpoints``: ``PFDMaker`` sets the input structures as ``kpoint_references``)."""
         return LabelMaker(static_maker=self.labeller.build(), min_success_ratio=self.min_success_ratio,
-                          batch_size=self.batch_size, reuse_labels=self.reuse_labels)
+                          batch_size=self.batch_size, reuse_labels=self.reuse_labels,
+                          kpoint_references=None if self.pin_kpoints else [])
 
 
 FinetuneConfig = section(FinetuneMaker, "FinetuneConfig", exclude=("name", "label", "md_maker"),
