@@ -78,3 +78,23 @@ def test_file_based_jobs_sharing_a_directory_are_not_trusted(mock_vasp, tmp_path
         output = store.get_output(flow.output.uuid, load=True) if n_labelled else None
         assert (LabelOutput.model_validate(output).n_labelled if output else 0) == n_labelled
     assert "overwrote each other" in caplog.text
+
+
+def test_vasp_labels_are_reused_from_the_store(mock_vasp, tmp_path):
+    """A second labelling of the same frame in the same store runs no VASP and returns the stored label
+    (the collector of a file-based code once failed when every frame was reused)."""
+    from pymatgen.core import Structure
+
+    frame = Frame.from_structure(Structure.from_file(REF / "inputs" / "POSCAR"), source="poscar")
+    static_name = LabelMaker().static_maker.name
+    mock_vasp({static_name: "Si_static"}, {static_name: {"check_inputs": ["poscar", "potcar"]}})
+    store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    outputs = []
+    for attempt in ("first", "second"):
+        flow = LabelMaker().make(Dataset(frames=[frame]))
+        run_locally(flow, store=store, root_dir=tmp_path / attempt, create_folders=True, ensure_success=True)
+        outputs.append(LabelOutput.model_validate(store.get_output(flow.output.uuid, load=True)))
+    assert [(o.n_labelled, o.n_reused) for o in outputs] == [(1, 0), (1, 1)]
+    assert outputs[1].dataset[0].energy == outputs[0].dataset[0].energy
+    assert outputs[1].dataset[0].source.startswith("poscar;reused:")
+    assert not list((tmp_path / "second").rglob("vasprun.xml*"))  # VASP (the mock) did not run again

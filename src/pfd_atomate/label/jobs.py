@@ -302,6 +302,8 @@ def _jobs_sharing_a_directory(entries: Sequence[dict[str, Any]], resolved: dict[
     """``{job uuid: directory}`` for the static jobs that ran in a directory used by >1 job."""
     by_dir: dict[str, set[str]] = {}
     for entry in entries:
+        if "reused" in entry:  # a label from the store: no static job ran for it here
+            continue
         fields = resolved[int(entry["index"])]
         if isinstance(fields, dict) and fields.get("dir_name"):
             by_dir.setdefault(str(fields["dir_name"]), set()).add(str(entry["job_uuid"]))
