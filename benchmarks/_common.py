@@ -228,8 +228,8 @@ def si_phase(phase: str):
 
 
 def si_frames(n_frames: int, seed: int, strain: float = 0.04, displacements=(0.05, 0.1, 0.15, 0.2),
-              phase: str = "diamond"):
-    """Strained, rattled 8-atom Si cells of one phase (unlabelled).
+              phase: str = "diamond", atoms=None):
+    """Strained, rattled 8-atom Si cells of one phase (unlabelled), or of any cell given as ``atoms``.
 
     Parameters
     ----------
@@ -238,7 +238,8 @@ def si_frames(n_frames: int, seed: int, strain: float = 0.04, displacements=(0.0
     strain: half-width of the uniform symmetric strain components.
     displacements: Gaussian displacement σ per coordinate, Å, cycled over the frames (roughly the
         thermal displacements of 300 K to over 1000 K in diamond Si).
-    phase: see :func:`si_phase`.
+    phase: see :func:`si_phase`; with ``atoms``, only the name of the frames' material.
+    atoms: ASE ``Atoms`` to strain and rattle instead of ``si_phase(phase)`` (e.g. 3C-SiC).
 
     Returns
     -------
@@ -249,11 +250,11 @@ def si_frames(n_frames: int, seed: int, strain: float = 0.04, displacements=(0.0
     rng = np.random.default_rng(seed)
     frames = []
     for i in range(n_frames):
-        atoms = si_phase(phase)
+        cell = si_phase(phase) if atoms is None else atoms.copy()
         eps = rng.uniform(-strain, strain, size=(3, 3))
-        atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
+        cell.set_cell(cell.cell.array @ (np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
         sigma = displacements[i % len(displacements)]
-        atoms.positions += rng.normal(0.0, sigma, size=atoms.positions.shape)
+        cell.positions += rng.normal(0.0, sigma, size=cell.positions.shape)
         source = f"rattle:d{sigma:g}:s{strain:g}" if phase == "diamond" else f"{phase}:rattle:d{sigma:g}:s{strain:g}"
-        frames.append(Frame.from_atoms(atoms, source=source))
+        frames.append(Frame.from_atoms(cell, source=source))
     return Dataset(frames=frames, name=f"si8-{seed}" if phase == "diamond" else f"si-{phase}-{seed}")

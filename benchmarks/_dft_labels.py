@@ -21,13 +21,41 @@ from _common import si_frames
 DATA = Path(__file__).resolve().parent / "data"
 
 
+def cached_dataset(path: Path, settings: dict, relabel: bool = False):
+    """``(Dataset, meta)`` stored at ``path`` (gzipped JSON) when it was made with ``settings``, else None."""
+    from pfd_atomate.data import Dataset
+
+    if path.exists() and not relabel:
+        stored = json.loads(gzip.decompress(path.read_bytes()))
+        if stored["settings"] == settings:
+            return Dataset.model_validate(stored["dataset"]), stored["meta"]
+    return None
+
+
+def kept_frames(name: str, make, relabel: bool = False):
+    """``(frames, seconds)``: the unlabelled frames of ``name`` kept in :func:`label_workdir` (0 s), else
+    ``make()`` (which returns them and the seconds it took), kept there, so a rerun after a failed
+    labelling labels the very same frames and reuses every finished label."""
+    from pfd_atomate.data import Dataset
+
+    frames_file = label_workdir() / f"{name}-frames.json"
+    if frames_file.exists() and not relabel:
+        return Dataset.model_validate_json(frames_file.read_text()), 0.0
+    frames, seconds = make()
+    frames_file.parent.mkdir(parents=True, exist_ok=True)
+    frames_file.write_text(frames.model_dump_json())
+    return frames, seconds
+
+
 def label_workdir() -> Path:
     """Kept folder of the benchmarks' labelling runs (``$PFD_BENCH_LABELS``): a rerun reuses finished labels."""
     return Path(os.environ.get("PFD_BENCH_LABELS", Path.home() / ".cache" / "pfd_atomate" / "bench-labels"))
 
 
-def _label_chunk(k: int, frames_json: str, kpoints: tuple[int, int, int], workdir: str, queue) -> None:
-    """Child process: label one chunk with CP2K through LabelMaker + run_locally (one OpenMP thread)."""
+def _label_chunk(k: int, frames_json: str, kpoints: tuple[int, int, int], workdir: str, queue,
+                 static_kwargs: dict | None = None) -> None:
+    """Child process: label one chunk with CP2K through LabelMaker + run_locally (one OpenMP thread);
+    ``static_kwargs``: more ``cp2k_static_maker`` arguments (basis sets, cutoff)."""
     os.environ["OMP_NUM_THREADS"] = "1"
     from jobflow import run_locally
 
@@ -38,7 +66,8 @@ def _label_chunk(k: int, frames_json: str, kpoints: tuple[int, int, int], workdi
 
     try:
         frames = Dataset.model_validate_json(frames_json)
-        flow = LabelMaker(static_maker=cp2k_static_maker(kpoints=kpoints), min_success_ratio=0.9).make(frames)
+        flow = LabelMaker(static_maker=cp2k_static_maker(kpoints=kpoints, **(static_kwargs or {})),
+                          min_success_ratio=0.9).make(frames)
         store = embedded_store(workdir)
         run_locally(flow, store=store, root_dir=Path(workdir) / "jobs", create_folders=True, ensure_success=True,
                     log=False)
@@ -49,9 +78,10 @@ def _label_chunk(k: int, frames_json: str, kpoints: tuple[int, int, int], workdi
         queue.put((k, "error", f"{type(err).__name__}: {err}", None))
 
 
-def label_with_cp2k(frames, kpoints: tuple[int, int, int], n_procs: int = 2):
+def label_with_cp2k(frames, kpoints: tuple[int, int, int], n_procs: int = 2, static_kwargs: dict | None = None):
     """Label ``frames`` with CP2K (PBE, the ``cp2k_static_maker`` preset) in ``n_procs`` parallel
-    single-threaded processes.
+    single-threaded processes. ``static_kwargs``: further ``cp2k_static_maker`` arguments (e.g.
+    ``basis_and_potential`` and ``cutoff`` for elements other than Si); default: the Si preset.
 
     Returns
     -------
@@ -74,7 +104,8 @@ def label_with_cp2k(frames, kpoints: tuple[int, int, int], n_procs: int = 2):
     procs = []
     for k, idx in enumerate(chunks):
         sub = frames.subset(idx, name=f"{frames.name}-chunk{k}")
-        proc = ctx.Process(target=_label_chunk, args=(k, sub.model_dump_json(), kpoints, f"{tmp}/chunk{k}", queue))
+        proc = ctx.Process(target=_label_chunk, args=(k, sub.model_dump_json(), kpoints, f"{tmp}/chunk{k}", queue,
+                                                       static_kwargs))
         proc.start()
         procs.append(proc)
     results = []

@@ -24,14 +24,15 @@ from pathlib import Path
 
 import numpy as np
 from _common import environment, save, si_phase
-from _dft_labels import DATA, label_with_cp2k, label_workdir
+from _dft_labels import DATA, cached_dataset, kept_frames, label_with_cp2k
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _md_frames(temperature: float, n_frames: int, seed: int, equilibrate: int, interval: int, queue,
-               phase: str = "diamond") -> None:
-    """Child process (one thread): Langevin MD of an 8-atom Si cell with pretrained DPA-4; frames to ``queue``."""
+               phase: str = "diamond", atoms=None) -> None:
+    """Child process (one thread): Langevin MD of an 8-atom Si cell (or of ``atoms``, named ``phase``) with
+    pretrained DPA-4; frames to ``queue``."""
     os.environ["OMP_NUM_THREADS"] = "1"
     from ase import units
     from ase.md.langevin import Langevin
@@ -41,7 +42,7 @@ def _md_frames(temperature: float, n_frames: int, seed: int, equilibrate: int, i
     from pfd_atomate.train.deepmd import DeepMDBackend
 
     backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
-    atoms = si_phase(phase)
+    atoms = si_phase(phase) if atoms is None else atoms.copy()
     atoms.calc = backend.calculator(ModelFile.from_path(backend.base_model_path(), backend="deepmd"))
     rng = np.random.default_rng(seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
@@ -65,19 +66,10 @@ def md_held_out(temperatures, per_temperature: int, seed: int, relabel: bool = F
                       "a frame every 40 steps", "kpoints": [3, 3, 3],
                 "labeller": "CP2K PBE via pfd_atomate.label.cp2k.cp2k_static_maker"}
     path = DATA / f"si8_md_cp2k_k333_{'-'.join(f'{t:g}' for t in temperatures)}K_n{per_temperature}_s{seed}.json.gz"
-    if path.exists() and not relabel:
-        stored = json.loads(gzip.decompress(path.read_bytes()))
-        if stored["settings"] == settings:
-            return Dataset.model_validate(stored["dataset"]), stored["meta"]
-    # the MD frames are kept too, so that a rerun after a failed labelling labels the very same frames (and reuses
-    # every finished label)
-    frames_file = label_workdir() / (path.name.removesuffix(".json.gz") + "-frames.json")
-    if frames_file.exists() and not relabel:
-        frames, md_wall = Dataset.model_validate_json(frames_file.read_text()), 0.0
-    else:
-        frames, md_wall = _run_md(temperatures, per_temperature, seed)
-        frames_file.parent.mkdir(parents=True, exist_ok=True)
-        frames_file.write_text(frames.model_dump_json())
+    if (cached := cached_dataset(path, settings, relabel)) is not None:
+        return cached
+    frames, md_wall = kept_frames(path.name.removesuffix(".json.gz"),
+                                  lambda: _run_md(temperatures, per_temperature, seed), relabel)
     start = time.perf_counter()
     labelled, order = label_with_cp2k(frames, (3, 3, 3), n_procs=2)
     meta = {"n_frames": len(frames), "n_labelled": len(labelled), "input_indices": order, "md_wall_s": md_wall,
@@ -87,18 +79,19 @@ def md_held_out(temperatures, per_temperature: int, seed: int, relabel: bool = F
     return labelled, meta
 
 
-def _run_md(temperatures, per_temperature: int, seed: int, phase: str = "diamond"):
-    """MD frames at each temperature, two single-threaded processes at a time; (Dataset, wall time s)."""
+def _run_md(temperatures, per_temperature: int, seed: int, phase: str = "diamond", atoms=None, n_procs: int = 2):
+    """MD frames at each temperature, ``n_procs`` single-threaded processes at a time; (Dataset, wall time s).
+    ``atoms``: the cell to run instead of ``si_phase(phase)`` (``phase`` then names the frames)."""
     from pfd_atomate.data import Dataset
 
     start = time.perf_counter()
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_md_frames, args=(t, per_temperature, seed + i, 200, 40, queue, phase))
+    procs = [ctx.Process(target=_md_frames, args=(t, per_temperature, seed + i, 200, 40, queue, phase, atoms))
              for i, t in enumerate(temperatures)]
-    for p in procs[:2]:
+    for p in procs[:n_procs]:
         p.start()
-    pending, results = procs[2:], {}
+    pending, results = procs[n_procs:], {}
     while len(results) < len(procs):
         try:
             t, payload = queue.get(timeout=10)

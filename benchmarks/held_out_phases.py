@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import environment, save, si_frames
-from _dft_labels import DATA, label_with_cp2k, label_workdir
+from _dft_labels import DATA, cached_dataset, kept_frames, label_with_cp2k
 from held_out_md import _rmse, _run_md, md_held_out
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,18 +51,14 @@ def phase_held_out(phase: str, rattled: int, temperatures, per_temperature: int,
     name = f"si_{phase}_cp2k_k{''.join(map(str, kpoints))}_r{rattled}_md{'-'.join(f'{t:g}' for t in temperatures)}K" \
            f"_n{per_temperature}_s{seed}"
     path = DATA / f"{name}.json.gz"
-    if path.exists() and not relabel:
-        stored = json.loads(gzip.decompress(path.read_bytes()))
-        if stored["settings"] == settings:
-            return Dataset.model_validate(stored["dataset"]), stored["meta"]
-    frames_file = label_workdir() / f"{name}-frames.json"  # kept: a rerun labels the very same frames
-    if frames_file.exists() and not relabel:
-        frames, md_wall = Dataset.model_validate_json(frames_file.read_text()), 0.0
-    else:
+    if (cached := cached_dataset(path, settings, relabel)) is not None:
+        return cached
+
+    def make():
         md, md_wall = _run_md(temperatures, per_temperature, seed + 100, phase=phase)
-        frames = Dataset.concat([si_frames(rattled, seed, phase=phase), md], name=f"si-{phase}-held-out")
-        frames_file.parent.mkdir(parents=True, exist_ok=True)
-        frames_file.write_text(frames.model_dump_json())
+        return Dataset.concat([si_frames(rattled, seed, phase=phase), md], name=f"si-{phase}-held-out"), md_wall
+
+    frames, md_wall = kept_frames(name, make, relabel)
     start = time.perf_counter()
     labelled, order = label_with_cp2k(frames, kpoints, n_procs=2)
     meta = {"n_frames": len(frames), "n_labelled": len(labelled), "input_indices": order, "md_wall_s": md_wall,
