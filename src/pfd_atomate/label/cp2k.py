@@ -74,6 +74,9 @@ def cp2k_static_maker(
         shapes (phases). Replaces ``kpoints`` when given. 40 gives 3x3x3 for the 8-atom cubic Si
         cell, 4x4x4 for 8-atom β-Sn (a = 4.81 Å, c = 5.30 Å) and BC8 (primitive) cells, but the
         Γ point only for 64 atoms (pymatgen rounds the mesh down): check the mesh of supercells.
+        40 is too coarse for metals: the k-point error of β-Sn Si8 frames 3 % apart in strain
+        spread over 35 meV/atom at 4x4x4, 4.7 at 6x6x6 and 2.5 at 8x8x8 (against 10x10x10;
+        ``benchmarks/kpoint_convergence.py``); 300 gives 7x7x7 / 8x8x7 / 7x7x7 for the three cells.
         On its own the mesh follows each frame's strain (in the multi-phase benchmark run, 3 of 6
         perturbed diamond cells got 3x3x3 and 3 got 3x4x3, 3x4x4 or 4x3x3: k-point errors of up to
         ~13 meV/atom mixed in one structure's labels); a ``LabelMaker`` with ``kpoint_references``
