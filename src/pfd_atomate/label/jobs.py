@@ -248,7 +248,8 @@ def label_frames(
     if dataset is None:
         raise ValueError("nothing to label: the input dataset is None (did the upstream job fail?)")
     # a frame's labeller is the static Maker with that frame's k-point mesh fixed (when one is pinned)
-    makers = pinned_makers(static_maker, dataset.frames, [MeshReference.model_validate(r) for r in kpoint_references])
+    references = [MeshReference.model_validate(r) for r in kpoint_references]  # dicts when read from a store
+    makers = pinned_makers(static_maker, dataset.frames, references)
     labeller = {id(m): labeller_key(m) for m in makers}
     keys = [label_key(labeller[id(m)], f) for m, f in zip(makers, dataset, strict=True)]
     found = find_labels(CURRENT_JOB.store, keys, code_of_maker(static_maker)) if reuse_labels else {}
@@ -258,7 +259,7 @@ def label_frames(
     logger.info("labelling %d frames with %s (%d labels reused from the store)", len(dataset) - len(reused),
                 describe_labeller(static_maker), len(reused))
     flow = build_label_flow(dataset, static_maker, min_success_ratio, batch_size, name_prefix, reused, keys,
-                            [MeshReference.model_validate(r) for r in kpoint_references])
+                            references)
     return Response(replace=flow)
 
 

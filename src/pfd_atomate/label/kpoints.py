@@ -73,13 +73,19 @@ def reference_kpoints(static_maker: Maker, structure: Structure) -> Kpoints | No
     Nothing to pin: a maker without an input-set generator (force fields), a fixed mesh (a ``Kpoints``
     given as ``user_kpoints_settings``), the Γ point only, VASP's ``KSPACING``, or a k-point list that
     is not a regular mesh (atomate2's CP2K ``reciprocal_density``: irreducible points with weights).
+
+    Raises
+    ------
+    ValueError: a maker with an input-set generator but no label adapter (see ``code_of_maker``).
     """
     from pymatgen.io.vasp.inputs import Kpoints
 
     generator = _generator(static_maker)
     if generator is None or isinstance(getattr(generator, "user_kpoints_settings", None), Kpoints):
         return None
-    code = type(static_maker).__module__.split(".")[1] if type(static_maker).__module__.startswith("atomate2.") else ""
+    from pfd_atomate.label.adapters import code_of_maker
+
+    code = code_of_maker(static_maker)
     if code == "vasp":
         kpoints = generator.get_input_set(structure, potcar_spec=True).get("KPOINTS")
     elif code == "cp2k":
