@@ -21,6 +21,7 @@ Usage: ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/cp2k_reference.py [--reco
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import sys
@@ -57,8 +58,14 @@ def _run(flow, workdir: Path):
     return store
 
 
-def compute(workdir: Path) -> dict:
-    """Run both CP2K flows in ``workdir`` and return the reference document."""
+def compute(workdir: Path, make_cell=None, settings: dict | None = None, static_kwargs: dict | None = None,
+            phase: str = "diamond") -> dict:
+    """Run both CP2K flows in ``workdir`` and return the reference document.
+
+    ``make_cell(a)``: the 8-atom conventional cubic cell at lattice constant ``a`` (Å) as a pymatgen
+    Structure (default diamond Si); ``settings``: the form of :data:`SETTINGS`; ``static_kwargs``: further
+    ``cp2k_static_maker`` arguments (basis sets, cutoff) for both the E-V points and the displaced cells.
+    """
     from jobflow.core.reference import find_and_resolve_references
 
     from pfd_atomate.cli.demo import diamond_si
@@ -66,35 +73,85 @@ def compute(workdir: Path) -> dict:
     from pfd_atomate.validation.eos import cp2k_eos_maker, fit_eos
     from pfd_atomate.validation.phonons import Cp2kPhononMaker
 
-    out: dict = {"settings": SETTINGS}
-    eos_set, ph_set = SETTINGS["eos"], SETTINGS["phonons"]
+    make_cell, settings, static_kwargs = make_cell or diamond_si, settings or SETTINGS, static_kwargs or {}
+    out: dict = {"settings": settings}
+    eos_set, ph_set = settings["eos"], settings["phonons"]
     start = time.perf_counter()
-    flow = cp2k_eos_maker(cp2k_static_maker(kpoints=tuple(eos_set["kpoints"])), tuple(eos_set["linear_strain"]),
-                          eos_set["number_of_frames"]).make(diamond_si(eos_set["start_a"]))
+    flow = cp2k_eos_maker(cp2k_static_maker(kpoints=tuple(eos_set["kpoints"]), **static_kwargs),
+                          tuple(eos_set["linear_strain"]), eos_set["number_of_frames"]).make(make_cell(eos_set["start_a"]))
     store = _run(flow, workdir / "eos")
     curve = find_and_resolve_references(flow.output["relax"], store)  # the flow's output is a dict of references
-    fit = fit_eos(curve["volume"], curve["energy"], 8, "diamond", "CP2K")
+    fit = fit_eos(curve["volume"], curve["energy"], 8, phase, "CP2K")
     a0 = float((fit.v0 * 8) ** (1 / 3))
     out["eos"] = {"volumes": curve["volume"], "energies": curve["energy"], "fit": fit.model_dump(), "a0": a0,
                   "wall_s": time.perf_counter() - start}
-    print(f"CP2K diamond Si: a0 {a0:.4f} Å, B0 {fit.b0:.1f} GPa ({out['eos']['wall_s']:.0f} s)", flush=True)
+    print(f"CP2K {phase}: a0 {a0:.4f} Å, B0 {fit.b0:.1f} GPa ({out['eos']['wall_s']:.0f} s)", flush=True)
 
     start = time.perf_counter()
     maker = Cp2kPhononMaker(
         displacement=ph_set["displacement"],
-        phonon_displacement_maker=cp2k_static_maker(kpoints=tuple(ph_set["kpoints"]), name="cp2k phonon static"),
+        phonon_displacement_maker=cp2k_static_maker(kpoints=tuple(ph_set["kpoints"]), name="cp2k phonon static",
+                                                    **static_kwargs),
         generate_frequencies_eigenvectors_kwargs={"npoints_band": ph_set["npoints_band"]},
     )
-    flow = maker.make(diamond_si(a0), supercell_matrix=ph_set["supercell_matrix"])
+    flow = maker.make(make_cell(a0), supercell_matrix=ph_set["supercell_matrix"])
     store = _run(flow, workdir / "phonons")
     doc = store.get_output(flow.output.uuid, load=True)
     bands = np.asarray(doc["phonon_bandstructure"]["bands"])
-    out["phonons"] = {"band_structure": doc["phonon_bandstructure"], "n_displacements": 1,
+    # the displaced cells are jobs made at run time: count their outputs in the store
+    n_displacements = store.count({"name": {"$regex": "^cp2k phonon static"}})
+    out["phonons"] = {"band_structure": doc["phonon_bandstructure"], "n_displacements": n_displacements,
                       "max_frequency_thz": float(bands.max()), "min_frequency_thz": float(bands.min()),
                       "wall_s": time.perf_counter() - start}
-    print(f"CP2K diamond Si phonons: max {bands.max():.2f} THz, min {bands.min():.3f} THz "
+    print(f"CP2K {phase} phonons: max {bands.max():.2f} THz, min {bands.min():.3f} THz "
           f"({out['phonons']['wall_s']:.0f} s)", flush=True)
     return out
+
+
+def reanalyse_phonons(ref: dict, workdir: Path, make_cell=None, static_kwargs: dict | None = None) -> dict:
+    """``ref`` with its phonon bands analysed again from the CP2K forces kept in ``workdir / "phonons"`` (the
+    store of :func:`compute`) by today's :class:`~pfd_atomate.validation.phonons.Cp2kPhononMaker` analysis
+    (e.g. after ``remove_drift``), without running CP2K again.
+
+    Raises
+    ------
+    LookupError: the store holds no displacement forces.
+    """
+    from jobflow.core.reference import find_and_resolve_references
+    from monty.json import jsanitize
+
+    from pfd_atomate.cli.demo import diamond_si
+    from pfd_atomate.label.cp2k import cp2k_static_maker
+    from pfd_atomate.store import embedded_store
+    from pfd_atomate.validation.phonons import Cp2kPhononMaker, forces_in_ev_per_angstrom
+
+    ph_set = ref["settings"]["phonons"]
+    store = embedded_store(workdir / "phonons")
+    store.connect()
+    # atomate2's store_inputs job gathers the displaced cells' outputs (as references into the store)
+    raw = [find_and_resolve_references(d["output"], store) for d in store.query({"name": "store_inputs"}, load=True)]
+    if not raw:
+        raise LookupError(f"no CP2K displacement forces in {workdir / 'phonons'}")
+    maker = Cp2kPhononMaker(
+        displacement=ph_set["displacement"],
+        phonon_displacement_maker=cp2k_static_maker(kpoints=tuple(ph_set["kpoints"]), **(static_kwargs or {})),
+        generate_frequencies_eigenvectors_kwargs={"npoints_band": ph_set["npoints_band"]},
+    )
+    flow = maker.make((make_cell or diamond_si)(ref["eos"]["a0"]), supercell_matrix=ph_set["supercell_matrix"])
+    collect = next(j for j in flow.jobs if j.function.__name__ == "generate_frequencies_eigenvectors")
+    kwargs = dict(collect.function_kwargs)
+    kwargs["displacement_data"] = forces_in_ev_per_angstrom.original(raw[-1], remove_drift=maker.remove_drift)
+    folder = workdir / "phonons-reanalysed"  # phonopy writes its files into the working directory
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.chdir(folder):
+        doc = collect.function(*collect.function_args, **kwargs)
+    band_structure = jsanitize(doc.phonon_bandstructure.as_dict(), strict=True, enum_values=True)
+    bands = np.asarray(band_structure["bands"])
+    phonons = {**ref["phonons"], "band_structure": band_structure, "max_frequency_thz": float(bands.max()),
+               "min_frequency_thz": float(bands.min()), "remove_drift": maker.remove_drift,
+               "max_net_force_ev_per_a": float(max(np.abs(np.sum(f, axis=0)).max() for f in
+                                                   forces_in_ev_per_angstrom.original(raw[-1])["forces"]))}
+    return {**ref, "phonons": phonons}
 
 
 PHASES_CACHE = DATA / "si_phases_cp2k_eos.json.gz"

@@ -37,8 +37,13 @@ def _resolved(flow, workdir: Path):
     return find_and_resolve_references(flow.output, store)
 
 
-def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "") -> dict:
-    """E-V fit and phonon comparison of one model against the CP2K reference ``ref``."""
+def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "", make_cell=None,
+                     phases: bool = True) -> dict:
+    """E-V fit and phonon comparison of one model against the CP2K reference ``ref``.
+
+    ``make_cell(a)``: the reference's 8-atom cubic cell at lattice constant ``a`` (Å) as a Structure (default
+    diamond Si); ``phases``: also the β-Sn and BC8 E-V curves of Si (when their CP2K reference is cached).
+    """
     from pfd_atomate.cli.demo import diamond_si
     from pfd_atomate.validation.eos import fit_eos, force_field_eos_maker
     from pfd_atomate.validation.phonons import (
@@ -47,17 +52,18 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "") -
     )
 
     eos_set, ph_set = ref["settings"]["eos"], ref["settings"]["phonons"]
+    make_cell = make_cell or diamond_si
     out: dict = {}
     start = time.perf_counter()
     eos_maker = force_field_eos_maker(tuple(eos_set["linear_strain"]), eos_set["number_of_frames"])
-    curve = _resolved(spec.run(eos_maker, diamond_si(eos_set["start_a"])), workdir / "eos")["relax"]
+    curve = _resolved(spec.run(eos_maker, make_cell(eos_set["start_a"])), workdir / "eos")["relax"]
     fit = fit_eos(curve["volume"], curve["energy"], 8, "diamond", name)
     cp2k = ref["eos"]["fit"]
     out["eos"] = {"volumes": [v / 8 for v in curve["volume"]], "energies": [e / 8 for e in curve["energy"]],
                   "v0": fit.v0, "e0": fit.e0, "a0": (fit.v0 * 8) ** (1 / 3), "b0_gpa": fit.b0, "b0_prime": fit.b0_prime,
                   "v0_error_percent": 100 * (fit.v0 - cp2k["v0"]) / cp2k["v0"], "b0_error_gpa": fit.b0 - cp2k["b0"],
                   "wall_s": time.perf_counter() - start}
-    if PHASES_CACHE.exists():  # β-Sn and BC8: V0, B0 and the energy above diamond, against CP2K
+    if phases and PHASES_CACHE.exists():  # β-Sn and BC8: V0, B0 and the energy above diamond, against CP2K
         from _common import si_phase
         from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -78,10 +84,10 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "") -
                 **per_atom, "v0": pfit.v0, "b0_gpa": pfit.b0, "energy_above_diamond_ev_per_atom": pfit.e0 - fit.e0,
                 "cp2k_v0": ref_fit["v0"], "cp2k_b0_gpa": ref_fit["b0"],
                 "cp2k_energy_above_diamond_ev_per_atom": ref_fit["e0"] - cp2k["e0"]}
-    out["eos_rmse_mev_per_atom"] = eos_errors(out)
+    out["eos_rmse_mev_per_atom"] = eos_errors(out, ref if make_cell is not diamond_si else None)
     start = time.perf_counter()
     ph_maker = force_field_phonon_maker(displacement=ph_set["displacement"], npoints=ph_set["npoints_band"])
-    doc = _resolved(spec.run(ph_maker, diamond_si(ref["eos"]["a0"]), {"supercell_matrix": ph_set["supercell_matrix"]}),
+    doc = _resolved(spec.run(ph_maker, make_cell(ref["eos"]["a0"]), {"supercell_matrix": ph_set["supercell_matrix"]}),
                     workdir / "phonons")
     png = RESULTS / "properties" / f"phonons_{name.split()[0].lower()}{'_' + tag if tag else ''}.png"
     bs = doc.phonon_bandstructure if hasattr(doc, "phonon_bandstructure") else doc["phonon_bandstructure"]
@@ -103,8 +109,9 @@ def cp2k_curves() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return curves
 
 
-def eos_errors(row: dict) -> dict[str, float]:
-    """E-V RMSE against CP2K per phase (meV/atom) of one ``model_properties`` output, on CP2K's volumes.
+def eos_errors(row: dict, ref: dict | None = None) -> dict[str, float]:
+    """E-V RMSE against CP2K per phase (meV/atom) of one ``model_properties`` output, on CP2K's volumes
+    (``ref``: a reference of another material than Si, its one curve as "diamond"; default Si's phases).
 
     One energy offset per model (its mean deviation from CP2K over the diamond points) is removed from
     every phase, so the β-Sn and BC8 errors include the error of their energy above diamond. Unlike B0
@@ -115,7 +122,8 @@ def eos_errors(row: dict) -> dict[str, float]:
     ValueError: the model's volumes are not CP2K's (other strains or start structures).
     """
     curves = {"diamond": row.get("eos", {})} | row.get("phases", {})
-    ref = cp2k_curves()
+    ref = cp2k_curves() if ref is None else {"diamond": (np.array(ref["eos"]["volumes"]) / 8,
+                                                         np.array(ref["eos"]["energies"]) / 8)}
     offset = None
     out: dict[str, float] = {}
     for phase, (volumes, energies) in ref.items():

@@ -16,11 +16,17 @@ cutoff and k-mesh of :data:`CUTOFF` and :data:`KPOINTS` (measured with ``--conve
   (PFD) are tested on them: energy RMSE (eV/atom, raw and mean offset removed) and force RMSE (eV/Å), overall
   and per element, per kind of frame and temperature; ``results/held_out_sic[_TAG].json``. Rattled frames
   pass the PFD loop's pre-label filter (``FrameFilter()``) first, as in ``held_out_phases.py``.
+- ``--reference``: the CP2K E-V curve of the 8-atom cell (9 volumes, linear strain ±6 %, :data:`KPOINTS`) and
+  the phonon bands of its 2x2x2 supercell (64 atoms, 2x2x2 k-points, two displaced cells), through
+  ``cp2k_reference.compute``; cached in ``data/sic_cp2k_reference.json.gz`` (``--reanalyse``: the phonons
+  again from the kept CP2K forces). ``--properties [--run RUN_DIR]``: the zero-shot DPA-4 and a run's PF
+  and PFD against it (a0, B0, E-V RMSE, band RMSE; ``results/properties_sic[_TAG].json``).
 - ``--pfd RUN_DIR``: PFD on 3C-SiC with the demo's settings (``cli.demo.demo_maker``) and the SiC labeller,
   as ``multi_phase.py`` does for three Si phases (hours on 2 cores; a rerun resumes); ``results/sic.json``.
   ``--dry-run`` only builds the flow; ``--quick`` uses the demo's smoke-run settings (``results/quick/``).
 
-Usage: ``.venv/bin/python benchmarks/sic.py [--convergence] [--run RUN_DIR [--tag NAME]] [--pfd RUN_DIR
+Usage: ``.venv/bin/python benchmarks/sic.py [--convergence] [--reference [--reanalyse]] [--properties]
+[--run RUN_DIR [--tag NAME]] [--pfd RUN_DIR
 [--workers 2] [--dry-run] [--quick]] [--out DIR]``
 """
 
@@ -136,6 +142,71 @@ def convergence(cutoffs, meshes, seed: int, e_tol: float = 1e-3, f_tol: float = 
             "tolerance": {"energy_mev_per_atom": 1000 * e_tol, "max_force_ev_per_a": f_tol},
             "cutoff_series": cut["runs"], "kpoint_series": kpt["runs"],
             "chosen": {k: kpt["chosen"][k] for k in ("cutoff_ry", "kpoints", "wall_s", "cp2k_s")}}
+
+
+# --- CP2K reference properties -------------------------------------------------------------------------------
+
+REFERENCE = DATA / "sic_cp2k_reference.json.gz"
+#: E-V of the 8-atom cell on the labels' mesh; phonons of its 2x2x2 supercell (64 atoms, 8.8 Å) at the same
+#: k-point density (2x2x2), two displaced cells (one per element) by symmetry
+REFERENCE_SETTINGS = {
+    "labeller": f"CP2K PBE via pfd_atomate.label.cp2k.cp2k_static_maker ({BASIS}, {CUTOFF:g} Ry)",
+    "eos": {"cell": "conventional 3C-SiC8", "kpoints": list(KPOINTS), "linear_strain": [-0.06, 0.06],
+            "number_of_frames": 9, "start_a": A_PBE},
+    "phonons": {"supercell_matrix": [[2, 0, 0], [0, 2, 0], [0, 0, 2]], "n_atoms": 64, "kpoints": [2, 2, 2],
+                "displacement": 0.01, "npoints_band": 51},
+}
+
+
+def sic_structure(a: float = A_PBE):
+    """:func:`sic_cell` as a pymatgen Structure."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    return AseAtomsAdaptor.get_structure(sic_cell(a))
+
+
+def load_sic_reference(recompute: bool = False) -> dict:
+    """The CP2K E-V curve and phonon bands of 3C-SiC (``cp2k_reference.compute`` with the SiC labeller's
+    settings), computed once (one CP2K process, one thread) and cached in ``data/sic_cp2k_reference.json.gz``."""
+    from cp2k_reference import compute
+
+    if REFERENCE.exists() and not recompute:
+        return json.loads(gzip.decompress(REFERENCE.read_bytes()))
+    from _dft_labels import label_workdir
+
+    ref = compute(label_workdir() / "sic-cp2k-reference", sic_structure, REFERENCE_SETTINGS, static_kwargs(), "3C-SiC")
+    REFERENCE.write_bytes(gzip.compress(json.dumps(ref).encode()))
+    print(f"wrote {REFERENCE}", flush=True)
+    return ref
+
+
+def model_properties_sic(run_dir: Path | None) -> dict:
+    """The zero-shot DPA-4 and a run's PF and PFD against :func:`load_sic_reference`: a0, B0, E-V RMSE
+    (meV/atom, offset removed), phonon band RMSE (THz) through atomate2's force-field EOS and phonon flows
+    (``properties.model_properties`` on the SiC cell); band plots in ``results/properties/``."""
+    from _dft_labels import label_workdir
+    from properties import gamma_optical, model_properties
+
+    from pfd_atomate.train.deepmd import DeepMDBackend
+    from pfd_atomate.validation.jobs import CalculatorSpec
+
+    ref = load_sic_reference()
+    backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
+    out = {"cp2k": {"a0": ref["eos"]["a0"], "b0_gpa": ref["eos"]["fit"]["b0"],
+                    "gamma_optical_thz": gamma_optical(ref["phonons"]["band_structure"]),
+                    "max_frequency_thz": ref["phonons"]["max_frequency_thz"],
+                    "n_displaced_cells": ref["phonons"]["n_displacements"],
+                    "eos_wall_s": ref["eos"]["wall_s"], "phonon_wall_s": ref["phonons"]["wall_s"]}, "models": {}}
+    (RESULTS / "properties").mkdir(parents=True, exist_ok=True)
+    for name, model in run_models(run_dir).items():
+        spec = CalculatorSpec.from_model(model, backend, name=name)
+        row = model_properties(name, spec, ref, label_workdir().parent / "sic-properties-jobs" / name.split()[0].lower(),
+                               "sic", make_cell=sic_structure, phases=False)
+        out["models"][name] = row
+        print(f"{name}: a0 {row['eos']['a0']:.4f} Å (CP2K {ref['eos']['a0']:.4f}), B0 {row['eos']['b0_gpa']:.1f} GPa "
+              f"(CP2K {ref['eos']['fit']['b0']:.1f}), E-V RMSE {row['eos_rmse_mev_per_atom']['diamond']:.1f} meV/atom; "
+              f"band RMSE {row['phonons']['band_rmse']:.3f} THz", flush=True)
+    return out
 
 
 # --- held-out sets -------------------------------------------------------------------------------------------
@@ -296,6 +367,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--dry-run", action="store_true", help="with --pfd: build the flow only")
     parser.add_argument("--quick", action="store_true", help="with --pfd: the demo's smoke-run settings")
+    parser.add_argument("--reference", action="store_true", help="compute the CP2K E-V curve and phonon bands")
+    parser.add_argument("--recompute", action="store_true", help="with --reference: run CP2K again")
+    parser.add_argument("--reanalyse", action="store_true",
+                        help="with --reference: analyse the phonons again from the kept CP2K forces")
+    parser.add_argument("--properties", action="store_true",
+                        help="the zero-shot DPA-4 (and with --run: PF, PFD) against the CP2K reference")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"output folder (default {RESULTS})")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -306,6 +383,24 @@ def main() -> None:
                             f"{args.seed}", "basis_and_potential": BASIS,
                   **convergence(args.cutoffs, [(n, n, n) for n in args.meshes], args.seed)}
         save("sic_cp2k_convergence", result, args.out)
+        return
+    if args.reference:
+        ref = load_sic_reference(args.recompute)
+        if args.reanalyse:
+            from _dft_labels import label_workdir
+            from cp2k_reference import reanalyse_phonons
+
+            ref = reanalyse_phonons(ref, label_workdir() / "sic-cp2k-reference", sic_structure, static_kwargs())
+            REFERENCE.write_bytes(gzip.compress(json.dumps(ref).encode()))
+        print(f"CP2K 3C-SiC: a0 {ref['eos']['a0']:.4f} Å, B0 {ref['eos']['fit']['b0']:.1f} GPa; phonons max "
+              f"{ref['phonons']['max_frequency_thz']:.2f} THz, {ref['phonons']['n_displacements']} displaced cells, "
+              f"{ref['eos']['wall_s'] + ref['phonons']['wall_s']:.0f} s", flush=True)
+        return
+    if args.properties:
+        result = {"benchmark": "properties_sic", "environment": environment(1), "run": str(args.run),
+                  "system": "3C-SiC, CP2K PBE reference (benchmarks/data/sic_cp2k_reference.json.gz)",
+                  **model_properties_sic(None if args.run is None else args.run.resolve())}
+        save(f"properties_sic_{args.tag}" if args.tag else "properties_sic", result, args.out)
         return
     if args.pfd is not None:
         summary = run_pfd(args.pfd, args.workers, args.dry_run, args.quick)

@@ -18,13 +18,18 @@ The teacher is tested on the same CP2K sets; ``ratio`` is student force RMSE / t
 compressed student's energy + forces + virial call on 512-atom diamond Si, one thread, best of 3, measured one
 model after another once every training has ended (side by side in one run).
 
-Usage: ``python benchmarks/student_variants.py --run RUN_DIR [--variants NAME ...] [--parallel 2]``
+``--system sic`` does the same on a ``sic.py --pfd`` run of 3C-SiC8 with ``sic.py``'s held-out sets (12 MD
+frames at 300-1500 K, 12 strained + rattled cells), force RMSE per element too, and writes
+``student_variants_sic.json``. Variants of earlier invocations on the same run are kept in the JSON.
+
+Usage: ``python benchmarks/student_variants.py --run RUN_DIR [--system sic] [--variants NAME ...] [--parallel 2]``
 (each training is single-threaded; ``--parallel`` trainings run at once). ``--quick``: 600 steps each.
 Writes ``<out>/student_variants.json`` and ``.png``.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +38,7 @@ from typing import Any
 
 from _common import environment, parse_args, pyplot, run_distillation, save, save_figure
 from held_out_md import md_held_out
+from sic import element_force_rmse
 from student_coverage import metrics
 
 from pfd_atomate.cli.demo import diamond_si, held_out_dft_frames
@@ -59,15 +65,24 @@ VARIANTS["paper-size nets"] = {"input_overrides": {"model": {"descriptor": {"neu
 VARIANTS["paper-size nets, seed 2"] = VARIANTS["paper-size nets"] | VARIANTS["seed 2"]
 VARIANTS["seed 3"] = {"seed": 3}
 VARIANTS["wider nets, 24000 steps, seed 2"] = VARIANTS["wider nets, 24000 steps"] | VARIANTS["seed 2"]
+# the learning rate at the end: the demo's 1e-5 leaves the last steps' batch noise in the copy of the teacher
+VARIANTS["stop_lr 1e-7"] = {"stop_lr": 1e-7}
+VARIANTS["24000 steps, stop_lr 1e-7"] = VARIANTS["24000 steps"] | VARIANTS["stop_lr 1e-7"]
+VARIANTS["wider nets, 24000 steps, stop_lr 1e-7"] = VARIANTS["wider nets, 24000 steps"] | VARIANTS["stop_lr 1e-7"]
+VARIANTS["48000 steps"] = {"numb_steps": 48000}
+VARIANTS["wider nets, 48000 steps"] = VARIANTS["wider nets"] | VARIANTS["48000 steps"]
+# two elements: an embedding per (centre, neighbour) type pair instead of per neighbour type
+VARIANTS["type pairs"] = {"input_overrides": {"model": {"descriptor": {"type_one_side": False}}}}
 
 
-def seconds_per_call(backend, model, n_calls: int = 3) -> float:
-    """Best wall time (s) of one energy + forces + virial call of ``model`` on 512-atom diamond Si (one thread).
+def seconds_per_call(backend, model, n_calls: int = 3, cell=None) -> float:
+    """Best wall time (s) of one energy + forces + virial call of ``model`` on the 4x4x4 supercell of ``cell``
+    (default: 8-atom diamond Si, so 512 atoms), one thread.
 
     Every call gets a differently rattled cell: an ASE calculator returns its stored results, without computing,
     for the positions it saw last.
     """
-    cell = diamond_si().make_supercell([4, 4, 4], in_place=False)
+    cell = (cell or diamond_si()).make_supercell([4, 4, 4], in_place=False)
     frames = []
     for seed in range(n_calls + 1):
         rattled = cell.copy().perturb(0.05, seed=seed)
@@ -105,20 +120,31 @@ def main() -> None:
         parser.add_argument("--variants", nargs="+", default=["demo", *VARIANTS], choices=["demo", *VARIANTS])
         parser.add_argument("--parallel", type=int, default=2, help="trainings at once (one thread each)")
         parser.add_argument("--workdir", type=Path, default=None, help="keep the trained students here")
+        parser.add_argument("--system", choices=["si", "sic"], default="si",
+                            help="si: a demo run on diamond Si8; sic: a `sic.py --pfd` run on 3C-SiC8 (its held-out "
+                                 "sets, per-element force RMSE)")
 
     args = parse_args(__doc__.splitlines()[0], options)
     teacher_model, demo_student, train_set, teacher_md = run_distillation(args.run)
-    sets = {"held_out_md": md_held_out([300.0, 900.0, 1500.0], 10, 2026)[0],
-            "held_out_rattled": held_out_dft_frames()}
+    sets, cell, system = held_out(args.system)
     teacher = dpa4_teacher(n_threads=1)
+    name = "student_variants" + ("_sic" if args.system == "sic" else "")
     result: dict[str, Any] = {
-        "system": "diamond Si8; teacher = the run's fine-tuned DPA-4; students trained from scratch on the run's "
+        "system": f"{system}; teacher = the run's fine-tuned DPA-4; students trained from scratch on the run's "
                   f"{len(train_set)} teacher-labelled distillation frames",
         "run": str(args.run), "demo_student": DEMO_STUDENT,
         "sets": {name: len(data) for name, data in sets.items()} | {"teacher_md": len(teacher_md)},
-        "teacher": {name: metrics(data, teacher.predict(teacher_model, data)) for name, data in sets.items()},
-        "variants": {}, "environment": environment(1),
+        "teacher": {}, "variants": {}, "environment": environment(1),
     }
+    for set_name, data in sets.items():
+        predicted = teacher.predict(teacher_model, data)
+        result["teacher"][set_name] = metrics(data, predicted) | {"force_rmse_per_element": element_force_rmse(data, predicted)}
+    previous = args.out / f"{name}.json"
+    if previous.exists():  # variants of earlier invocations on the same run stay, unless trained again
+        earlier = json.loads(previous.read_text())
+        if earlier.get("run") == result["run"]:
+            result["variants"] = {k: v for k, v in earlier["variants"].items() if k not in args.variants}
+            result["environment_earlier"] = earlier.get("environment_earlier", []) + [earlier["environment"]]
 
     def train(name: str) -> tuple[str, Any, float]:
         settings = DEMO_STUDENT | VARIANTS.get(name, {}) | ({"numb_steps": 600} if args.quick else {})
@@ -135,20 +161,34 @@ def main() -> None:
         workdir = args.workdir or Path(tmp)
         trained = {name: rest for name, *rest in pool.map(train, args.variants)}
     # speed after all trainings, one model at a time: side by side on a quiet machine
-    for name, ((backend, model, compressed, settings), wall) in trained.items():
+    for variant, ((backend, model, compressed, settings), wall) in trained.items():
         row = {"settings": settings, "train_wall_s": round(wall, 1),
                "teacher_md": metrics(teacher_md, backend.predict(model, teacher_md))}
         for set_name, data in sets.items():
-            row[set_name] = metrics(data, backend.predict(model, data))
+            predicted = backend.predict(model, data)
+            row[set_name] = metrics(data, predicted) | {"force_rmse_per_element": element_force_rmse(data, predicted)}
             row[set_name]["ratio"] = row[set_name]["force_rmse"] / result["teacher"][set_name]["force_rmse"]
-        row["compressed_s_per_call_512_atoms"] = seconds_per_call(backend, compressed)
-        result["variants"][name] = row
-        print(name, {k: round(row[k]["force_rmse"], 4) for k in ("held_out_md", "held_out_rattled", "teacher_md")},
+        row["compressed_s_per_call_512_atoms"] = seconds_per_call(backend, compressed, cell=cell)
+        result["variants"][variant] = row
+        print(variant, {k: round(row[k]["force_rmse"], 4) for k in ("held_out_md", "held_out_rattled", "teacher_md")},
               f"train {wall:.0f} s, {1000 * row['compressed_s_per_call_512_atoms']:.0f} ms per 512-atom call",
               flush=True)
-    save("student_variants", result, args.out)
+    save(name, result, args.out)
 
-    plot(result, args.out / "student_variants.png")
+    plot(result, args.out / f"{name}.png")
+
+
+def held_out(system: str) -> tuple[dict[str, Dataset], Any, str]:
+    """The independent CP2K sets of ``system`` ("si" or "sic"): ({"held_out_md", "held_out_rattled"} ->
+    Dataset, the 8-atom cell as a Structure, a description)."""
+    if system == "sic":
+        from sic import held_out_sets, sic_held_out, sic_structure
+
+        groups = held_out_sets(sic_held_out(12, [300.0, 900.0, 1500.0], 4, 5151)[0])
+        return ({"held_out_md": groups["md"], "held_out_rattled": groups["rattled"]}, sic_structure(),
+                "3C-SiC8 (sic.py's held-out sets: 12 MD frames at 300-1500 K, 12 strained + rattled)")
+    return ({"held_out_md": md_held_out([300.0, 900.0, 1500.0], 10, 2026)[0], "held_out_rattled": held_out_dft_frames()},
+            diamond_si(), "diamond Si8")
 
 
 if __name__ == "__main__":

@@ -216,9 +216,26 @@ def test_cp2k_phonon_flow_hands_the_analysis_forces_in_ev_per_angstrom():
     assert convert.function_args[0].uuid == jobs["run_phonon_displacements"].uuid
     assert collect.function_kwargs["displacement_data"].uuid == convert.uuid
     assert flow.output.uuid == collect.uuid and collect.function_kwargs["code"] == "ase"
+    assert convert.function_kwargs["remove_drift"] is True
     out = forces_in_ev_per_angstrom.original({"forces": [[[1.0, 0.0, -2.0]]], "uuids": ["x"]})
     assert out["forces"][0][0] == pytest.approx([51.4221, 0.0, -102.8441], rel=1e-5)  # 1 Ha/Bohr = 51.42 eV/Å
     assert out["uuids"] == ["x"]
+
+
+def test_cp2k_phonon_forces_lose_their_net_force_and_keep_the_rest():
+    """The egg-box effect's net force of a displaced cell becomes a spurious force constant (F/u); removing the
+    mean force per cell makes each cell's forces sum to zero and leaves force differences unchanged."""
+    from pfd_atomate.validation.phonons import forces_in_ev_per_angstrom
+
+    rng = np.random.default_rng(3)
+    cells = [rng.normal(size=(8, 3)) * 0.01 + 1e-4, rng.normal(size=(8, 3)) * 0.01 - 3e-4]
+    raw = forces_in_ev_per_angstrom.original({"forces": [c.tolist() for c in cells]})
+    fixed = forces_in_ev_per_angstrom.original({"forces": [c.tolist() for c in cells]}, remove_drift=True)
+    for r, f in zip(raw["forces"], fixed["forces"], strict=True):
+        r, f = np.asarray(r), np.asarray(f)
+        assert np.abs(r.sum(axis=0)).max() > 1e-3  # the drift was there, in eV/Å
+        assert np.allclose(f.sum(axis=0), 0.0, atol=1e-12)
+        assert np.allclose(f[1:] - f[0], r[1:] - r[0])  # relative forces: the physics, untouched
 
 
 # --------------------------------------------------------------------------- MD stability

@@ -90,6 +90,12 @@ class Cp2kPhononMaker(BasePhononMaker):
     while atomate2's phonon analysis expects eV/Å; one job between the displacement calculations and
     the analysis converts them (:data:`~pfd_atomate.label.adapters.CONVENTIONS`), and ``code`` is
     "ase" (eV, Å, amu → THz; atomate2 accepts no "cp2k").
+
+    The same job removes each displaced cell's net force (``remove_drift``, default true): CP2K's
+    real-space grid breaks translational invariance (the egg-box effect), and with phonopy's 0.01 Å
+    displacement a net force of 9e-4 eV/Å in a 64-atom 3C-SiC cell put its acoustic modes at Γ at
+    0.76 THz instead of 0 (measured, ``benchmarks/sic.py --reference``). A force field's forces sum
+    to zero already.
     """
 
     name: str = "cp2k phonon"
@@ -99,6 +105,7 @@ class Cp2kPhononMaker(BasePhononMaker):
     static_energy_maker: Maker | None = None
     phonon_displacement_maker: Maker = field(default_factory=_cp2k_displacement_maker)
     store_force_constants: bool = False
+    remove_drift: bool = True
 
     @property
     def prev_calc_dir_argname(self) -> str:
@@ -106,24 +113,30 @@ class Cp2kPhononMaker(BasePhononMaker):
         return "prev_dir"
 
     def make(self, structure, prev_dir=None, **kwargs) -> Flow:
-        """atomate2's phonon flow (see ``BasePhononMaker.make``), its forces read in eV/Å."""
+        """atomate2's phonon flow (see ``BasePhononMaker.make``), its forces read in eV/Å (net force removed
+        with :attr:`remove_drift`)."""
         flow = super().make(structure, prev_dir=prev_dir, **kwargs)
         by_function = {j.function.__name__: j for j in flow.jobs if hasattr(j, "function")}
         collect = by_function["generate_frequencies_eigenvectors"]
-        convert = forces_in_ev_per_angstrom(collect.function_kwargs["displacement_data"])
+        convert = forces_in_ev_per_angstrom(collect.function_kwargs["displacement_data"], remove_drift=self.remove_drift)
         collect.function_kwargs["displacement_data"] = convert.output
         flow.add_jobs(convert)
         return flow
 
 
 @job
-def forces_in_ev_per_angstrom(displacement_data: dict) -> dict:
+def forces_in_ev_per_angstrom(displacement_data: dict, remove_drift: bool = False) -> dict:
     """atomate2's displacement outputs (``{"forces": [(n_atoms, 3) per cell], ...}``) with CP2K's
-    Hartree/Bohr forces in eV/Å."""
+    Hartree/Bohr forces in eV/Å; with ``remove_drift``, each cell's mean force (its net force / n_atoms)
+    subtracted from every atom, so that the force constants obey translational invariance (the acoustic
+    modes at Γ are 0)."""
     from pfd_atomate.label.adapters import CONVENTIONS
 
     factor = CONVENTIONS["cp2k"].forces_to_ev_per_angstrom
-    return {**displacement_data, "forces": [(np.asarray(f) * factor).tolist() for f in displacement_data["forces"]]}
+    forces = [np.asarray(f, dtype=float) * factor for f in displacement_data["forces"]]
+    if remove_drift:
+        forces = [f - f.mean(axis=0) for f in forces]
+    return {**displacement_data, "forces": [f.tolist() for f in forces]}
 
 
 class PhononComparison(BaseModel):
