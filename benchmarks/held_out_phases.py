@@ -16,7 +16,11 @@ the phase energy error (the model's mean energy offset on a phase minus its offs
 far off the energy of each phase relative to diamond is). Rattled frames pass the PFD loop's pre-label
 filter (``FrameFilter()``) first, as the demo's held-out set does.
 
-Usage: ``.venv/bin/python benchmarks/held_out_phases.py [--run RUN_DIR]``
+``--kpoint-density 300`` labels the same β-Sn / BC8 frames again on the meshes that ``multi_phase.py``'s
+labeller gives their cells (8x8x7 / 7x7x7), into new cache files: 4x4x4 is far too coarse for metallic β-Sn
+(``kpoint_convergence.py``).
+
+Usage: ``.venv/bin/python benchmarks/held_out_phases.py [--run RUN_DIR] [--kpoint-density D] [--procs N]``
 """
 
 from __future__ import annotations
@@ -37,30 +41,55 @@ RESULTS = Path(__file__).resolve().parent / "results"
 KPOINTS = {"diamond": (3, 3, 3), "beta-Sn": (4, 4, 4), "bc8": (4, 4, 4)}
 
 
-def phase_held_out(phase: str, rattled: int, temperatures, per_temperature: int, seed: int, relabel: bool = False):
-    """CP2K-labelled strained/rattled and MD frames of ``phase`` (not diamond), cached; (Dataset, meta)."""
+def density_kpoints(phase: str, kpoint_density: float) -> tuple[int, int, int]:
+    """The mesh that ``cp2k_static_maker(kpoint_density=...)`` gives the 8-atom cell of ``phase``, and so (with
+    ``LabelMaker.kpoint_references``) every perturbed frame of it in a PFD run with that labeller."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from _common import si_phase
+    from pfd_atomate.label.cp2k import cp2k_static_maker
+    from pfd_atomate.label.kpoints import reference_kpoints
+
+    kpoints = reference_kpoints(cp2k_static_maker(kpoint_density=kpoint_density), AseAtomsAdaptor.get_structure(si_phase(phase)))
+    return tuple(int(n) for n in kpoints.kpts[0])
+
+
+def phase_held_out(phase: str, rattled: int, temperatures, per_temperature: int, seed: int, relabel: bool = False,
+                   kpoints: tuple[int, int, int] | None = None, n_procs: int = 2):
+    """CP2K-labelled strained/rattled and MD frames of ``phase`` (not diamond), cached; (Dataset, meta).
+
+    ``kpoints``: the k-mesh (default :data:`KPOINTS`); ``n_procs``: single-threaded CP2K processes at once.
+    """
     from pfd_atomate.data import Dataset
 
-    kpoints = KPOINTS[phase]
+    kpoints = tuple(kpoints or KPOINTS[phase])
     settings = {"system": f"Si {phase}, 8-atom cell (benchmarks/_common.si_phase)", "rattled": rattled,
                 "rattle": "si_frames(strain 0.04, displacements 0.05-0.2 Å)", "temperatures_K": list(temperatures),
                 "per_temperature": per_temperature, "seed": seed,
                 "md": "ASE Langevin, 2 fs, friction 0.01, pretrained DPA-4 (dpa4-neo), 200 steps to equilibrate, "
                       "a frame every 40 steps", "kpoints": list(kpoints),
                 "labeller": "CP2K PBE via pfd_atomate.label.cp2k.cp2k_static_maker"}
-    name = f"si_{phase}_cp2k_k{''.join(map(str, kpoints))}_r{rattled}_md{'-'.join(f'{t:g}' for t in temperatures)}K" \
-           f"_n{per_temperature}_s{seed}"
+    def file_name(mesh) -> str:
+        return f"si_{phase}_cp2k_k{''.join(map(str, mesh))}_r{rattled}_md{'-'.join(f'{t:g}' for t in temperatures)}K" \
+               f"_n{per_temperature}_s{seed}"
+
+    name = file_name(kpoints)
     path = DATA / f"{name}.json.gz"
     if (cached := cached_dataset(path, settings, relabel)) is not None:
         return cached
+    first = DATA / f"{file_name(KPOINTS[phase])}.json.gz"
 
     def make():
+        if kpoints != KPOINTS[phase] and first.exists():  # another mesh: the very frames of the first set
+            stored = json.loads(gzip.decompress(first.read_bytes()))
+            frames = Dataset.model_validate(stored["dataset"])
+            return Dataset(frames=[f.without_labels() for f in frames.frames], name=f"si-{phase}-held-out"), 0.0
         md, md_wall = _run_md(temperatures, per_temperature, seed + 100, phase=phase)
         return Dataset.concat([si_frames(rattled, seed, phase=phase), md], name=f"si-{phase}-held-out"), md_wall
 
     frames, md_wall = kept_frames(name, make, relabel)
     start = time.perf_counter()
-    labelled, order = label_with_cp2k(frames, kpoints, n_procs=2)
+    labelled, order = label_with_cp2k(frames, kpoints, n_procs=n_procs)
     meta = {"n_frames": len(frames), "n_labelled": len(labelled), "input_indices": order, "md_wall_s": md_wall,
             "cp2k_wall_s": time.perf_counter() - start}
     path.write_bytes(gzip.compress(json.dumps({"settings": settings, "meta": meta,
@@ -76,7 +105,9 @@ def held_out_sets(args) -> dict:
     md, _ = md_held_out([300.0, 900.0, 1500.0], 10, 2026)
     sets = {"diamond": {"rattled": held_out_dft_frames(), "md": md}}
     for phase in ("beta-Sn", "bc8"):
-        data, meta = phase_held_out(phase, args.rattled, args.temperatures, args.per_temperature, args.seed)
+        kpoints = density_kpoints(phase, args.kpoint_density) if args.kpoint_density else None
+        data, meta = phase_held_out(phase, args.rattled, args.temperatures, args.per_temperature, args.seed,
+                                    kpoints=kpoints, n_procs=args.procs)
         print(f"{phase}: {len(data)} CP2K frames (MD {meta['md_wall_s']:.0f} s, CP2K {meta['cp2k_wall_s']:.0f} s)",
               flush=True)
         kinds = ["md" if ":md:" in f.source or f.source.startswith(f"{phase}:md") else "rattled" for f in data.frames]
@@ -126,6 +157,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--run", type=Path, default=None, help="a finished PFD run folder to test")
     parser.add_argument("--tag", default="", help="suffix of the result file (e.g. the run's name)")
+    parser.add_argument("--kpoint-density", type=float, default=None,
+                        help="β-Sn / BC8 on the mesh of this CP2K k-point density (multi_phase.py's; default: "
+                             "KPOINTS, 4x4x4); the frames are the same, their labels and cache file new")
+    parser.add_argument("--procs", type=int, default=2, help="single-threaded CP2K processes at once")
     args = parser.parse_args()
     sets = held_out_sets(args)
     result = {"benchmark": "held_out_phases", "environment": environment(1),

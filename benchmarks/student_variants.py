@@ -20,7 +20,8 @@ model after another once every training has ended (side by side in one run).
 
 ``--system sic`` does the same on a ``sic.py --pfd`` run of 3C-SiC8 with ``sic.py``'s held-out sets (12 MD
 frames at 300-1500 K, 12 strained + rattled cells), force RMSE per element too, and writes
-``student_variants_sic.json``. Variants of earlier invocations on the same run are kept in the JSON.
+``student_variants_sic.json``. Variants of earlier invocations on the same run are kept in the JSON;
+invocations run side by side write to different ``--out`` folders and are combined with ``--merge``.
 
 Usage: ``python benchmarks/student_variants.py --run RUN_DIR [--system sic] [--variants NAME ...] [--parallel 2]``
 (each training is single-threaded; ``--parallel`` trainings run at once). ``--quick``: 600 steps each.
@@ -67,9 +68,12 @@ VARIANTS["seed 3"] = {"seed": 3}
 VARIANTS["wider nets, 24000 steps, seed 2"] = VARIANTS["wider nets, 24000 steps"] | VARIANTS["seed 2"]
 # the learning rate at the end: the demo's 1e-5 leaves the last steps' batch noise in the copy of the teacher
 VARIANTS["stop_lr 1e-7"] = {"stop_lr": 1e-7}
+VARIANTS["stop_lr 1e-4"] = {"stop_lr": 1e-4}
+VARIANTS["48000 steps, stop_lr 1e-4"] = {"numb_steps": 48000, "stop_lr": 1e-4}
 VARIANTS["24000 steps, stop_lr 1e-7"] = VARIANTS["24000 steps"] | VARIANTS["stop_lr 1e-7"]
 VARIANTS["wider nets, 24000 steps, stop_lr 1e-7"] = VARIANTS["wider nets, 24000 steps"] | VARIANTS["stop_lr 1e-7"]
 VARIANTS["48000 steps"] = {"numb_steps": 48000}
+VARIANTS["96000 steps"] = {"numb_steps": 96000}
 VARIANTS["wider nets, 48000 steps"] = VARIANTS["wider nets"] | VARIANTS["48000 steps"]
 # two elements: an embedding per (centre, neighbour) type pair instead of per neighbour type
 VARIANTS["type pairs"] = {"input_overrides": {"model": {"descriptor": {"type_one_side": False}}}}
@@ -123,12 +127,22 @@ def main() -> None:
         parser.add_argument("--system", choices=["si", "sic"], default="si",
                             help="si: a demo run on diamond Si8; sic: a `sic.py --pfd` run on 3C-SiC8 (its held-out "
                                  "sets, per-element force RMSE)")
+        parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                            help="train nothing: add the variants of these result files (other invocations on the "
+                                 "same run, e.g. with another --out) to this --out's file; a variant in both keeps this one's")
 
     args = parse_args(__doc__.splitlines()[0], options)
+    name = "student_variants" + ("_sic" if args.system == "sic" else "")
+    if args.merge:  # no training: fold other invocations' results into this one's
+        result = json.loads((args.out / f"{name}.json").read_text())
+        for path in args.merge:
+            result = with_variants_of(result, path)
+        save(name, result, args.out)
+        plot(result, args.out / f"{name}.png")
+        return
     teacher_model, demo_student, train_set, teacher_md = run_distillation(args.run)
     sets, cell, system = held_out(args.system)
     teacher = dpa4_teacher(n_threads=1)
-    name = "student_variants" + ("_sic" if args.system == "sic" else "")
     result: dict[str, Any] = {
         "system": f"{system}; teacher = the run's fine-tuned DPA-4; students trained from scratch on the run's "
                   f"{len(train_set)} teacher-labelled distillation frames",
@@ -139,12 +153,6 @@ def main() -> None:
     for set_name, data in sets.items():
         predicted = teacher.predict(teacher_model, data)
         result["teacher"][set_name] = metrics(data, predicted) | {"force_rmse_per_element": element_force_rmse(data, predicted)}
-    previous = args.out / f"{name}.json"
-    if previous.exists():  # variants of earlier invocations on the same run stay, unless trained again
-        earlier = json.loads(previous.read_text())
-        if earlier.get("run") == result["run"]:
-            result["variants"] = {k: v for k, v in earlier["variants"].items() if k not in args.variants}
-            result["environment_earlier"] = earlier.get("environment_earlier", []) + [earlier["environment"]]
 
     def train(name: str) -> tuple[str, Any, float]:
         settings = DEMO_STUDENT | VARIANTS.get(name, {}) | ({"numb_steps": 600} if args.quick else {})
@@ -173,9 +181,24 @@ def main() -> None:
         print(variant, {k: round(row[k]["force_rmse"], 4) for k in ("held_out_md", "held_out_rattled", "teacher_md")},
               f"train {wall:.0f} s, {1000 * row['compressed_s_per_call_512_atoms']:.0f} ms per 512-atom call",
               flush=True)
-    save(name, result, args.out)
-
+    # variants of earlier invocations on the same run stay, unless trained again here (read now, not at the
+    # start: another invocation may have saved in between)
+    save(name, with_variants_of(result, args.out / f"{name}.json"), args.out)
     plot(result, args.out / f"{name}.png")
+
+
+def with_variants_of(result: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``result`` plus the variants of the JSON at ``path`` (another invocation on the same run) that it has
+    not trained itself; that invocation's environment is listed in ``environment_earlier``."""
+    if not path.exists():
+        return result
+    earlier = json.loads(path.read_text())
+    if earlier.get("run") != result["run"]:
+        return result
+    result["variants"] = {k: v for k, v in earlier["variants"].items() if k not in result["variants"]} | result["variants"]
+    result["environment_earlier"] = (result.get("environment_earlier", []) + earlier.get("environment_earlier", [])
+                                     + [earlier["environment"]])
+    return result
 
 
 def held_out(system: str) -> tuple[dict[str, Dataset], Any, str]:
