@@ -123,7 +123,6 @@ def test_config_maps_onto_the_same_flow_as_the_python_api(tmp_path):
     from pfd_atomate import (
         CHGNetBackend,
         ConvergenceCriteria,
-        DeepMDBackend,
         DistillMaker,
         FinetuneMaker,
         LabelMaker,
@@ -134,6 +133,7 @@ def test_config_maps_onto_the_same_flow_as_the_python_api(tmp_path):
         TaskGroup,
     )
     from pfd_atomate.config import load_config
+    from pfd_atomate.presets import se_e2_a_student
     from pfd_atomate.workflows.local import flow_digest
 
     _write_cell(tmp_path)
@@ -153,7 +153,8 @@ def test_config_maps_onto_the_same_flow_as_the_python_api(tmp_path):
             max_iterations=1,
         ),
         distill=DistillMaker(
-            student=DeepMDBackend(template="se_e2_a", numb_steps=30, rcut=4.5, rcut_smth=0.5, seed=0, n_threads=1),
+            # a student key the file leaves out takes the default student's value (e.g. its final learning rate)
+            student=se_e2_a_student(numb_steps=30, rcut=4.5, rcut_smth=0.5, seed=0, n_threads=1),
             task_groups=[TaskGroup(temperatures=[700], ensemble="nvt", n_steps=20, time_step=2.0, traj_interval=2)],
             test_fraction=0.3,
         ),
