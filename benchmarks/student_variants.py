@@ -78,6 +78,7 @@ VARIANTS["48000 steps"] = {"numb_steps": 48000}
 VARIANTS["96000 steps"] = {"numb_steps": 96000}
 VARIANTS["96000 steps, seed 2"] = VARIANTS["96000 steps"] | VARIANTS["seed 2"]
 VARIANTS["wider nets, 48000 steps"] = VARIANTS["wider nets"] | VARIANTS["48000 steps"]
+VARIANTS["wider nets, 48000 steps, stop_lr 1e-4"] = VARIANTS["wider nets, 48000 steps"] | VARIANTS["stop_lr 1e-4"]
 # two elements: an embedding per (centre, neighbour) type pair instead of per neighbour type
 VARIANTS["type pairs"] = {"input_overrides": {"model": {"descriptor": {"type_one_side": False}}}}
 
