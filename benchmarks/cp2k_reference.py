@@ -58,6 +58,19 @@ def _run(flow, workdir: Path):
     return store
 
 
+def _phonon_maker(ph_set: dict, static_kwargs: dict):
+    """The CP2K phonon flow of a reference: ``ph_set`` is ``settings["phonons"]`` (see :data:`SETTINGS`)."""
+    from pfd_atomate.label.cp2k import cp2k_static_maker
+    from pfd_atomate.validation.phonons import Cp2kPhononMaker
+
+    return Cp2kPhononMaker(
+        displacement=ph_set["displacement"],
+        phonon_displacement_maker=cp2k_static_maker(kpoints=tuple(ph_set["kpoints"]), name="cp2k phonon static",
+                                                    **static_kwargs),
+        generate_frequencies_eigenvectors_kwargs={"npoints_band": ph_set["npoints_band"]},
+    )
+
+
 def compute(workdir: Path, make_cell=None, settings: dict | None = None, static_kwargs: dict | None = None,
             phase: str = "diamond") -> dict:
     """Run both CP2K flows in ``workdir`` and return the reference document.
@@ -71,7 +84,6 @@ def compute(workdir: Path, make_cell=None, settings: dict | None = None, static_
     from pfd_atomate.cli.demo import diamond_si
     from pfd_atomate.label.cp2k import cp2k_static_maker
     from pfd_atomate.validation.eos import cp2k_eos_maker, fit_eos
-    from pfd_atomate.validation.phonons import Cp2kPhononMaker
 
     make_cell, settings, static_kwargs = make_cell or diamond_si, settings or SETTINGS, static_kwargs or {}
     out: dict = {"settings": settings}
@@ -88,13 +100,7 @@ def compute(workdir: Path, make_cell=None, settings: dict | None = None, static_
     print(f"CP2K {phase}: a0 {a0:.4f} Å, B0 {fit.b0:.1f} GPa ({out['eos']['wall_s']:.0f} s)", flush=True)
 
     start = time.perf_counter()
-    maker = Cp2kPhononMaker(
-        displacement=ph_set["displacement"],
-        phonon_displacement_maker=cp2k_static_maker(kpoints=tuple(ph_set["kpoints"]), name="cp2k phonon static",
-                                                    **static_kwargs),
-        generate_frequencies_eigenvectors_kwargs={"npoints_band": ph_set["npoints_band"]},
-    )
-    flow = maker.make(make_cell(a0), supercell_matrix=ph_set["supercell_matrix"])
+    flow = _phonon_maker(ph_set, static_kwargs).make(make_cell(a0), supercell_matrix=ph_set["supercell_matrix"])
     store = _run(flow, workdir / "phonons")
     doc = store.get_output(flow.output.uuid, load=True)
     bands = np.asarray(doc["phonon_bandstructure"]["bands"])
@@ -121,9 +127,8 @@ def reanalyse_phonons(ref: dict, workdir: Path, make_cell=None, static_kwargs: d
     from monty.json import jsanitize
 
     from pfd_atomate.cli.demo import diamond_si
-    from pfd_atomate.label.cp2k import cp2k_static_maker
     from pfd_atomate.store import embedded_store
-    from pfd_atomate.validation.phonons import Cp2kPhononMaker, forces_in_ev_per_angstrom
+    from pfd_atomate.validation.phonons import forces_in_ev_per_angstrom
 
     ph_set = ref["settings"]["phonons"]
     store = embedded_store(workdir / "phonons")
@@ -132,11 +137,7 @@ def reanalyse_phonons(ref: dict, workdir: Path, make_cell=None, static_kwargs: d
     raw = [find_and_resolve_references(d["output"], store) for d in store.query({"name": "store_inputs"}, load=True)]
     if not raw:
         raise LookupError(f"no CP2K displacement forces in {workdir / 'phonons'}")
-    maker = Cp2kPhononMaker(
-        displacement=ph_set["displacement"],
-        phonon_displacement_maker=cp2k_static_maker(kpoints=tuple(ph_set["kpoints"]), **(static_kwargs or {})),
-        generate_frequencies_eigenvectors_kwargs={"npoints_band": ph_set["npoints_band"]},
-    )
+    maker = _phonon_maker(ph_set, static_kwargs or {})
     flow = maker.make((make_cell or diamond_si)(ref["eos"]["a0"]), supercell_matrix=ph_set["supercell_matrix"])
     collect = next(j for j in flow.jobs if j.function.__name__ == "generate_frequencies_eigenvectors")
     kwargs = dict(collect.function_kwargs)

@@ -84,7 +84,7 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "", m
                 **per_atom, "v0": pfit.v0, "b0_gpa": pfit.b0, "energy_above_diamond_ev_per_atom": pfit.e0 - fit.e0,
                 "cp2k_v0": ref_fit["v0"], "cp2k_b0_gpa": ref_fit["b0"],
                 "cp2k_energy_above_diamond_ev_per_atom": ref_fit["e0"] - cp2k["e0"]}
-    out["eos_rmse_mev_per_atom"] = eos_errors(out, ref if make_cell is not diamond_si else None)
+    out["eos_rmse_mev_per_atom"] = eos_errors(out, ref, phases)
     start = time.perf_counter()
     ph_maker = force_field_phonon_maker(displacement=ph_set["displacement"], npoints=ph_set["npoints_band"])
     doc = _resolved(spec.run(ph_maker, make_cell(ref["eos"]["a0"]), {"supercell_matrix": ph_set["supercell_matrix"]}),
@@ -98,20 +98,22 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "", m
     return out
 
 
-def cp2k_curves() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """CP2K E-V points per phase from the cached reference: phase -> (volumes Å^3/atom, energies eV/atom)."""
-    ref = load_reference()
+def cp2k_curves(ref: dict | None = None, phases: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """CP2K E-V points per phase: phase -> (volumes Å^3/atom, energies eV/atom). "diamond" is the curve of the
+    8-atom cell of ``ref`` (default: the cached diamond-Si reference); with ``phases``, Si's β-Sn and BC8 from
+    their cached reference too."""
+    ref = ref or load_reference()
     curves = {"diamond": (np.array(ref["eos"]["volumes"]) / 8, np.array(ref["eos"]["energies"]) / 8)}
-    if PHASES_CACHE.exists():
+    if phases and PHASES_CACHE.exists():
         for phase, data in json.loads(gzip.decompress(PHASES_CACHE.read_bytes()))["phases"].items():
             n_atoms = data["fit"]["n_atoms"]
             curves[phase] = (np.array(data["volumes"]) / n_atoms, np.array(data["energies"]) / n_atoms)
     return curves
 
 
-def eos_errors(row: dict, ref: dict | None = None) -> dict[str, float]:
+def eos_errors(row: dict, ref: dict | None = None, phases: bool = True) -> dict[str, float]:
     """E-V RMSE against CP2K per phase (meV/atom) of one ``model_properties`` output, on CP2K's volumes
-    (``ref``: a reference of another material than Si, its one curve as "diamond"; default Si's phases).
+    (``ref``, ``phases``: see :func:`cp2k_curves`).
 
     One energy offset per model (its mean deviation from CP2K over the diamond points) is removed from
     every phase, so the β-Sn and BC8 errors include the error of their energy above diamond. Unlike B0
@@ -122,11 +124,10 @@ def eos_errors(row: dict, ref: dict | None = None) -> dict[str, float]:
     ValueError: the model's volumes are not CP2K's (other strains or start structures).
     """
     curves = {"diamond": row.get("eos", {})} | row.get("phases", {})
-    ref = cp2k_curves() if ref is None else {"diamond": (np.array(ref["eos"]["volumes"]) / 8,
-                                                         np.array(ref["eos"]["energies"]) / 8)}
+    reference = cp2k_curves(ref, phases)
     offset = None
     out: dict[str, float] = {}
-    for phase, (volumes, energies) in ref.items():
+    for phase, (volumes, energies) in reference.items():
         curve = curves.get(phase, {})
         if "volumes" not in curve:
             continue

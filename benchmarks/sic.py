@@ -174,7 +174,12 @@ def load_sic_reference(recompute: bool = False) -> dict:
         return json.loads(gzip.decompress(REFERENCE.read_bytes()))
     from _dft_labels import label_workdir
 
-    ref = compute(label_workdir() / "sic-cp2k-reference", sic_structure, REFERENCE_SETTINGS, static_kwargs(), "3C-SiC")
+    return save_sic_reference(compute(label_workdir() / "sic-cp2k-reference", sic_structure, REFERENCE_SETTINGS,
+                                      static_kwargs(), "3C-SiC"))
+
+
+def save_sic_reference(ref: dict) -> dict:
+    """Write ``ref`` to ``data/sic_cp2k_reference.json.gz`` (gzipped JSON) and return it."""
     REFERENCE.write_bytes(gzip.compress(json.dumps(ref).encode()))
     print(f"wrote {REFERENCE}", flush=True)
     return ref
@@ -390,8 +395,8 @@ def main() -> None:
             from _dft_labels import label_workdir
             from cp2k_reference import reanalyse_phonons
 
-            ref = reanalyse_phonons(ref, label_workdir() / "sic-cp2k-reference", sic_structure, static_kwargs())
-            REFERENCE.write_bytes(gzip.compress(json.dumps(ref).encode()))
+            ref = save_sic_reference(reanalyse_phonons(ref, label_workdir() / "sic-cp2k-reference", sic_structure,
+                                                       static_kwargs()))
         print(f"CP2K 3C-SiC: a0 {ref['eos']['a0']:.4f} Å, B0 {ref['eos']['fit']['b0']:.1f} GPa; phonons max "
               f"{ref['phonons']['max_frequency_thz']:.2f} THz, {ref['phonons']['n_displacements']} displaced cells, "
               f"{ref['eos']['wall_s'] + ref['phonons']['wall_s']:.0f} s", flush=True)
