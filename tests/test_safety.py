@@ -117,11 +117,17 @@ def test_bad_settings_fail_at_construction_naming_field_and_value(build, field, 
 
 
 def test_bad_input_fails_at_make_before_any_job(tmp_path):
-    random_bytes = tmp_path / "not-a-model.pth.tar"
-    random_bytes.write_bytes(os.urandom(2048))
-    chgnet = PFDMaker(finetune=FinetuneMaker(trainer=CHGNetBackend(base_model=str(random_bytes))))
-    with pytest.raises(ValueError, match="not a CHGNet checkpoint"):
-        chgnet.make(_si())
+    # malformed bytes make torch's loaders raise many error types; every one must become the same clear refusal.
+    # With torch 2.13 these seeds give UnpicklingError, IndexError, UnicodeDecodeError, KeyError, RuntimeError.
+    for seed in (0, 17, 54, 62, 941):
+        junk = np.random.default_rng(seed).bytes(2048)
+        for name, backend, message in (("not-a-model.pth.tar", CHGNetBackend, "not a CHGNet checkpoint"),
+                                       ("not-a-model.pt", DeepMDBackend, "not a deepmd-kit model file"),
+                                       ("not-a-model.pth", DeepMDBackend, "not a deepmd-kit model file")):
+            path = tmp_path / f"{seed}-{name}"
+            path.write_bytes(junk)
+            with pytest.raises(ValueError, match=message):
+                PFDMaker(finetune=FinetuneMaker(trainer=backend(base_model=str(path)))).make(_si())
     for wrong in (Molecule(["H", "H"], [[0, 0, 0], [0, 0, 0.74]]), "POSCAR", 42):
         with pytest.raises(TypeError, match="pymatgen Structure"):
             PFDMaker().make(wrong)

@@ -106,10 +106,15 @@ def load_network(path: str | Path | None, quiet: bool = False) -> CHGNet:
             return CHGNet.load(model_name=PRETRAINED_VERSION, use_device="cpu", verbose=False)
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as err:
+            # torch's weights-only unpickler lets any error of malformed bytes through (IndexError, struct.error,
+            # UnicodeDecodeError, ...), not only UnpicklingError; all of them mean "not a checkpoint".
+            raise ValueError(f"{path} is not a CHGNet checkpoint of plain tensors and values: refused ({err!r})") from err
+        try:
             model = state["model"]
             return CHGNet.from_dict({"model_args": model["model_args"], "state_dict": model["state_dict"]})
-        except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError, AttributeError) as err:
-            raise ValueError(f"{path} is not a CHGNet checkpoint of plain tensors and values: refused ({err})") from err
+        except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, AttributeError, IndexError) as err:
+            raise ValueError(f"{path} is not a CHGNet checkpoint of plain tensors and values: refused ({err!r})") from err
 
 
 @functools.lru_cache(maxsize=16)

@@ -73,13 +73,17 @@ def _load_model_params(path: Path) -> dict[str, Any]:
 
     import deepmd.pt.cxx_op  # noqa: F401  (registers deepmd's TorchScript ops before jit.load)
 
-    if path.suffix == ".pth":
-        return json.loads(torch.jit.load(str(path), map_location="cpu").get_model_def_script())
-    if path.suffix == ".pt":
+    if path.suffix not in (".pt", ".pth"):
+        raise ValueError(f"{path}: not a deepmd-kit PyTorch model (expected a .pt checkpoint or a frozen .pth)")
+    try:
+        if path.suffix == ".pth":
+            return json.loads(torch.jit.load(str(path), map_location="cpu").get_model_def_script())
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         state = state.get("model", state)
         return state["_extra_state"]["model_params"]
-    raise ValueError(f"{path}: not a deepmd-kit PyTorch model (expected a .pt checkpoint or a frozen .pth)")
+    except Exception as err:
+        # malformed bytes reach torch's loaders as any error type (IndexError, struct.error, RuntimeError, ...)
+        raise ValueError(f"{path} is not a deepmd-kit model file: refused ({err!r})") from err
 
 
 def _branch_params(path: str | Path, model_branch: str | None) -> dict[str, Any]:
