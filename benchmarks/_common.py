@@ -227,6 +227,18 @@ def si_phase(phase: str):
     raise ValueError(f"phase must be one of 'diamond', 'beta-Sn', 'bc8'; got {phase!r}")
 
 
+def density_kpoints(phase: str, kpoint_density: float) -> tuple[int, int, int]:
+    """The mesh that ``cp2k_static_maker(kpoint_density=...)`` gives the 8-atom cell of ``phase``, and so (with
+    ``LabelMaker.kpoint_references``) every perturbed frame of it in a PFD run with that labeller."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from pfd_atomate.label.cp2k import cp2k_static_maker
+    from pfd_atomate.label.kpoints import reference_kpoints
+
+    kpoints = reference_kpoints(cp2k_static_maker(kpoint_density=kpoint_density), AseAtomsAdaptor.get_structure(si_phase(phase)))
+    return tuple(int(n) for n in kpoints.kpts[0])
+
+
 def si_frames(n_frames: int, seed: int, strain: float = 0.04, displacements=(0.05, 0.1, 0.15, 0.2),
               phase: str = "diamond", atoms=None):
     """Strained, rattled 8-atom Si cells of one phase (unlabelled), or of any cell given as ``atoms``.

@@ -15,8 +15,10 @@ with it. A rerun with the cache present does nothing unless ``--recompute``.
 
 ``--phases`` adds the E-V curves of the β-Sn and BC8 cells (``_common.si_phase``, k-mesh 4x4x4 as their
 held-out sets, same strains; positions fixed), cached in ``benchmarks/data/si_phases_cp2k_eos.json.gz``.
+``--phases --kpoint-density D`` makes the curves of all three phases (diamond too) on the meshes that
+``multi_phase.py --kpoint-density D``'s labeller gives their cells, in ``si_phases_cp2k_eos_kdD.json.gz``.
 
-Usage: ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/cp2k_reference.py [--recompute] [--phases]``
+Usage: ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/cp2k_reference.py [--recompute] [--phases [--kpoint-density D]]``
 """
 
 from __future__ import annotations
@@ -158,40 +160,65 @@ def reanalyse_phonons(ref: dict, workdir: Path, make_cell=None, static_kwargs: d
 PHASES_CACHE = DATA / "si_phases_cp2k_eos.json.gz"
 
 
-def phase_eos(workdir: Path) -> dict:
-    """CP2K E-V curves of β-Sn and BC8 (8-atom cells, 4x4x4), fitted; phase → points, fit, wall time."""
+def phases_cache(kpoint_density: float | None = None) -> Path:
+    """Cache of the phase E-V curves: β-Sn and BC8 at 4x4x4 (``None``), or all three phases on the meshes of
+    a CP2K k-point density (k-points/Å⁻³, ``multi_phase.py``'s labeller)."""
+    return PHASES_CACHE if kpoint_density is None else DATA / f"si_phases_cp2k_eos_kd{kpoint_density:g}.json.gz"
+
+
+def load_phases(kpoint_density: float | None = None) -> dict | None:
+    """The cached phase E-V document (settings, phases), or ``None`` when it was never computed."""
+    path = phases_cache(kpoint_density)
+    return json.loads(gzip.decompress(path.read_bytes())) if path.exists() else None
+
+
+def phase_eos(workdir: Path, kpoint_density: float | None = None) -> dict:
+    """CP2K E-V curves per phase, fitted; phase → points, k-mesh, fit, wall time.
+
+    Without ``kpoint_density``: β-Sn and BC8 at 4x4x4 (their first held-out sets' mesh). With it: diamond,
+    β-Sn and BC8, each on the mesh the density gives its 8-atom cell, held fixed over the strains (as a PFD
+    run keeps one mesh per input structure).
+    """
     from jobflow.core.reference import find_and_resolve_references
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from _common import si_phase
+    from _common import density_kpoints, si_phase
     from pfd_atomate.label.cp2k import cp2k_static_maker
     from pfd_atomate.validation.eos import cp2k_eos_maker, fit_eos
 
     eos_set = SETTINGS["eos"]
+    phases = ("beta-Sn", "bc8") if kpoint_density is None else ("diamond", "beta-Sn", "bc8")
     out = {}
-    for phase in ("beta-Sn", "bc8"):
+    for phase in phases:
+        kpoints = (4, 4, 4) if kpoint_density is None else density_kpoints(phase, kpoint_density)
         start = time.perf_counter()
         structure = AseAtomsAdaptor.get_structure(si_phase(phase))
-        flow = cp2k_eos_maker(cp2k_static_maker(kpoints=(4, 4, 4)), tuple(eos_set["linear_strain"]),
+        flow = cp2k_eos_maker(cp2k_static_maker(kpoints=kpoints), tuple(eos_set["linear_strain"]),
                               eos_set["number_of_frames"]).make(structure)
         curve = find_and_resolve_references(flow.output["relax"], _run(flow, workdir / phase))
         fit = fit_eos(curve["volume"], curve["energy"], len(structure), phase, "CP2K")
-        out[phase] = {"kpoints": [4, 4, 4], "volumes": curve["volume"], "energies": curve["energy"],
+        out[phase] = {"kpoints": list(kpoints), "volumes": curve["volume"], "energies": curve["energy"],
                       "fit": fit.model_dump(), "wall_s": time.perf_counter() - start}
-        print(f"CP2K {phase}: V0 {fit.v0:.3f} Å^3/atom, E0 {fit.e0:.4f} eV/atom, B0 {fit.b0:.1f} GPa "
-              f"({out[phase]['wall_s']:.0f} s)", flush=True)
+        print(f"CP2K {phase} ({'x'.join(map(str, kpoints))}): V0 {fit.v0:.3f} Å^3/atom, E0 {fit.e0:.4f} eV/atom, "
+              f"B0 {fit.b0:.1f} GPa ({out[phase]['wall_s']:.0f} s)", flush=True)
     return out
 
 
 def main(argv: list[str]) -> dict:
-    if "--phases" in argv and (not PHASES_CACHE.exists() or "--recompute" in argv):
+    density = float(argv[argv.index("--kpoint-density") + 1]) if "--kpoint-density" in argv else None
+    cache = phases_cache(density)
+    if "--phases" in argv and (not cache.exists() or "--recompute" in argv):
         from _dft_labels import label_workdir
 
-        phases = phase_eos(label_workdir() / "cp2k-reference-phases")
-        with gzip.open(PHASES_CACHE, "wt") as fh:
-            json.dump({"settings": {**SETTINGS["eos"], "kpoints": [4, 4, 4], "cells": "_common.si_phase"},
-                       "phases": phases}, fh)
-        print(f"wrote {PHASES_CACHE}")
+        folder = "cp2k-reference-phases" + (f"-kd{density:g}" if density else "")
+        phases = phase_eos(label_workdir() / folder, density)
+        settings = {**SETTINGS["eos"], "kpoints": {p: d["kpoints"] for p, d in phases.items()},
+                    "kpoint_density": density, "cells": "_common.si_phase"}
+        with gzip.open(cache, "wt") as fh:
+            json.dump({"settings": settings, "phases": phases}, fh)
+        print(f"wrote {cache}")
+        if density is not None:
+            return load_phases(density)
     if CACHE.exists() and "--recompute" not in argv:
         ref = load_reference()
         print(f"cached: {CACHE.name} (a0 {ref['eos']['a0']:.4f} Å); --recompute to run CP2K again")

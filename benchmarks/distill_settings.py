@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from _common import distillation_sets, environment, parse_args, pyplot, run_distillation, save, save_figure
-from cp2k_reference import load_reference
 from held_out_md import md_held_out
-from properties import model_properties, plot_eos
+from properties import model_properties, plot_eos, si_phase_references
 from student_coverage import metrics
 
 from pfd_atomate.cli.demo import diamond_si, held_out_dft_frames
@@ -145,14 +144,15 @@ def main() -> None:
         "ablation_train_wall_s": walls, "sets": {k: len(v) for k, v in sets.items()},
         "models": {}, "environment": environment(1),
     }
-    ref = load_reference()
+    ref, phases = si_phase_references()
     for name, (backend, model) in models.items():
         row: dict[str, Any] = {s: metrics(data, backend.predict(model, data)) for s, data in sets.items()}
         row["teacher_md"] = metrics(teacher_test, backend.predict(model, teacher_test))
         spec = CalculatorSpec.from_model(model, backend, name=name)
         try:
             row["properties"] = model_properties(name, spec, ref, args.workdir / "properties" / name.replace(" ", "_"),
-                                                 tag="distill_" + re.sub(r"\W+", "_", name).strip("_").lower())
+                                                 tag="distill_" + re.sub(r"\W+", "_", name).strip("_").lower(),
+                                                 phases=phases)
         except ValueError as err:  # no E-V minimum in the sampled range: the model's failure, recorded
             row["properties"] = {"failed": str(err)}
         result["models"][name] = row
@@ -163,7 +163,7 @@ def main() -> None:
     save("distill_settings", result, args.out)
     plot(result, args.out / "distill_settings.png")
     plot_eos({name: row["properties"] for name, row in result["models"].items()},
-             args.out / "distill_settings_eos.png")
+             args.out / "distill_settings_eos.png", ref, phases)
 
 
 def b0(row: dict[str, Any]) -> float:

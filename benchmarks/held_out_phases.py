@@ -33,25 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import environment, save, si_frames
+from _common import density_kpoints, environment, save, si_frames
 from _dft_labels import DATA, cached_dataset, kept_frames, label_with_cp2k
 from held_out_md import _rmse, _run_md, md_held_out
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KPOINTS = {"diamond": (3, 3, 3), "beta-Sn": (4, 4, 4), "bc8": (4, 4, 4)}
-
-
-def density_kpoints(phase: str, kpoint_density: float) -> tuple[int, int, int]:
-    """The mesh that ``cp2k_static_maker(kpoint_density=...)`` gives the 8-atom cell of ``phase``, and so (with
-    ``LabelMaker.kpoint_references``) every perturbed frame of it in a PFD run with that labeller."""
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    from _common import si_phase
-    from pfd_atomate.label.cp2k import cp2k_static_maker
-    from pfd_atomate.label.kpoints import reference_kpoints
-
-    kpoints = reference_kpoints(cp2k_static_maker(kpoint_density=kpoint_density), AseAtomsAdaptor.get_structure(si_phase(phase)))
-    return tuple(int(n) for n in kpoints.kpts[0])
 
 
 def phase_held_out(phase: str, rattled: int, temperatures, per_temperature: int, seed: int, relabel: bool = False,

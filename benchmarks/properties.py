@@ -14,14 +14,12 @@ Usage: ``.venv/bin/python benchmarks/properties.py --run benchmarks/runs/demo-fu
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 from _common import environment, save
-from cp2k_reference import PHASES_CACHE, load_reference
+from cp2k_reference import load_phases, load_reference
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -37,12 +35,39 @@ def _resolved(flow, workdir: Path):
     return find_and_resolve_references(flow.output, store)
 
 
+def si_phase_references(kpoint_density: float | None = None) -> tuple[dict, dict]:
+    """The CP2K references of Si: (diamond reference, β-Sn/BC8 E-V curves by phase; empty when not cached).
+
+    With ``kpoint_density`` the E-V curves of all three phases come from ``cp2k_reference.py --phases
+    --kpoint-density`` (each phase on the mesh a PFD run's labeller gives it): the diamond curve and fit in the
+    returned reference are replaced by that one, and the phonon reference keeps the lattice constant it was
+    computed at (``phonons.a0``).
+
+    Raises
+    ------
+    FileNotFoundError: the curves at ``kpoint_density`` were never computed.
+    """
+    ref = load_reference()
+    doc = load_phases(kpoint_density)
+    if kpoint_density is None:
+        return ref, (doc or {}).get("phases", {})
+    if doc is None:
+        raise FileNotFoundError(f"no CP2K E-V curves at k-point density {kpoint_density:g}: run "
+                                f"cp2k_reference.py --phases --kpoint-density {kpoint_density:g}")
+    phases = dict(doc["phases"])
+    diamond = phases.pop("diamond")
+    eos = {**diamond, "a0": float((diamond["fit"]["v0"] * 8) ** (1 / 3))}
+    settings = {**ref["settings"], "eos": {**ref["settings"]["eos"], "kpoints": diamond["kpoints"]}}
+    return {**ref, "settings": settings, "eos": eos, "phonons": {**ref["phonons"], "a0": ref["eos"]["a0"]}}, phases
+
+
 def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "", make_cell=None,
-                     phases: bool = True) -> dict:
+                     phases: dict | None = None) -> dict:
     """E-V fit and phonon comparison of one model against the CP2K reference ``ref``.
 
     ``make_cell(a)``: the reference's 8-atom cubic cell at lattice constant ``a`` (Å) as a Structure (default
-    diamond Si); ``phases``: also the β-Sn and BC8 E-V curves of Si (when their CP2K reference is cached).
+    diamond Si); ``phases``: CP2K E-V curves of further Si phases to compare with (phase → points and fit, as
+    :func:`si_phase_references` gives them).
     """
     from pfd_atomate.cli.demo import diamond_si
     from pfd_atomate.validation.eos import fit_eos, force_field_eos_maker
@@ -63,11 +88,10 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "", m
                   "v0": fit.v0, "e0": fit.e0, "a0": (fit.v0 * 8) ** (1 / 3), "b0_gpa": fit.b0, "b0_prime": fit.b0_prime,
                   "v0_error_percent": 100 * (fit.v0 - cp2k["v0"]) / cp2k["v0"], "b0_error_gpa": fit.b0 - cp2k["b0"],
                   "wall_s": time.perf_counter() - start}
-    if phases and PHASES_CACHE.exists():  # β-Sn and BC8: V0, B0 and the energy above diamond, against CP2K
+    if phases:  # β-Sn and BC8: V0, B0 and the energy above diamond, against CP2K
         from _common import si_phase
         from pymatgen.io.ase import AseAtomsAdaptor
 
-        phases = json.loads(gzip.decompress(PHASES_CACHE.read_bytes()))["phases"]
         out["phases"] = {}
         for phase, cp2k_phase in phases.items():
             structure = AseAtomsAdaptor.get_structure(si_phase(phase))
@@ -87,7 +111,8 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "", m
     out["eos_rmse_mev_per_atom"] = eos_errors(out, ref, phases)
     start = time.perf_counter()
     ph_maker = force_field_phonon_maker(displacement=ph_set["displacement"], npoints=ph_set["npoints_band"])
-    doc = _resolved(spec.run(ph_maker, make_cell(ref["eos"]["a0"]), {"supercell_matrix": ph_set["supercell_matrix"]}),
+    a0 = ref["phonons"].get("a0", ref["eos"]["a0"])  # the cell CP2K's phonons were computed in
+    doc = _resolved(spec.run(ph_maker, make_cell(a0), {"supercell_matrix": ph_set["supercell_matrix"]}),
                     workdir / "phonons")
     png = RESULTS / "properties" / f"phonons_{name.split()[0].lower()}{'_' + tag if tag else ''}.png"
     bs = doc.phonon_bandstructure if hasattr(doc, "phonon_bandstructure") else doc["phonon_bandstructure"]
@@ -98,20 +123,18 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "", m
     return out
 
 
-def cp2k_curves(ref: dict | None = None, phases: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def cp2k_curves(ref: dict, phases: dict | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """CP2K E-V points per phase: phase -> (volumes Å^3/atom, energies eV/atom). "diamond" is the curve of the
-    8-atom cell of ``ref`` (default: the cached diamond-Si reference); with ``phases``, Si's β-Sn and BC8 from
-    their cached reference too."""
-    ref = ref or load_reference()
+    8-atom cell of ``ref``; the other phases' curves come from ``phases`` (see :func:`si_phase_references`)."""
     curves = {"diamond": (np.array(ref["eos"]["volumes"]) / 8, np.array(ref["eos"]["energies"]) / 8)}
-    if phases and PHASES_CACHE.exists():
-        for phase, data in json.loads(gzip.decompress(PHASES_CACHE.read_bytes()))["phases"].items():
+    if phases:
+        for phase, data in phases.items():
             n_atoms = data["fit"]["n_atoms"]
             curves[phase] = (np.array(data["volumes"]) / n_atoms, np.array(data["energies"]) / n_atoms)
     return curves
 
 
-def eos_errors(row: dict, ref: dict | None = None, phases: bool = True) -> dict[str, float]:
+def eos_errors(row: dict, ref: dict, phases: dict | None = None) -> dict[str, float]:
     """E-V RMSE against CP2K per phase (meV/atom) of one ``model_properties`` output, on CP2K's volumes
     (``ref``, ``phases``: see :func:`cp2k_curves`).
 
@@ -139,16 +162,15 @@ def eos_errors(row: dict, ref: dict | None = None, phases: bool = True) -> dict[
     return out
 
 
-def plot_eos(models: dict[str, dict], path: Path) -> None:
+def plot_eos(models: dict[str, dict], path: Path, ref: dict, phases: dict | None = None) -> None:
     """E-V curves per phase: each model's energies (eV/atom, from its own diamond minimum) against CP2K's points.
 
-    ``models``: name -> ``model_properties`` output. Phases come from the cached CP2K reference
-    (diamond, and β-Sn / BC8 when ``data/si_phases_cp2k_eos.json.gz`` exists).
+    ``models``: name -> ``model_properties`` output; ``ref``, ``phases``: the CP2K curves (:func:`cp2k_curves`).
     """
     from _common import pyplot, save_figure
 
-    e0_cp2k = load_reference()["eos"]["fit"]["e0"]
-    cp2k = cp2k_curves()
+    e0_cp2k = ref["eos"]["fit"]["e0"]
+    cp2k = cp2k_curves(ref, phases)
     plt = pyplot()
     fig, axes = plt.subplots(1, len(cp2k), figsize=(4.2 * len(cp2k), 3.6))
     for ax, (phase, (volumes, energies)) in zip(np.atleast_1d(axes), cp2k.items()):
@@ -179,6 +201,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished PFD run folder (local engine)")
     parser.add_argument("--tag", default="", help="suffix of the result file (e.g. the run's name)")
+    parser.add_argument("--kpoint-density", type=float, default=None,
+                        help="E-V curves of all phases on the meshes of this CP2K k-point density (multi_phase.py's)")
     args = parser.parse_args()
     from pfd_atomate import queries
     from pfd_atomate.data import ModelFile
@@ -186,7 +210,7 @@ def main() -> None:
     from pfd_atomate.validation.jobs import CalculatorSpec
     from pfd_atomate.workflows.local import open_run_store
 
-    ref = load_reference()
+    ref, phases = si_phase_references(args.kpoint_density)
     with open_run_store(args.run.resolve()) as (store, _, _):
         teacher, student = (queries.final_model(store, "Si", role) for role in ("teacher", "student"))
     backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
@@ -198,13 +222,15 @@ def main() -> None:
     work = label_workdir().parent / "properties-jobs"
     result = {"benchmark": "properties", "environment": environment(1), "run": str(args.run),
               "system": "diamond Si, CP2K PBE reference (benchmarks/data/si_diamond_cp2k_reference.json.gz)",
+              "kpoint_density": args.kpoint_density,
+              "eos_kpoints": {"diamond": ref["settings"]["eos"]["kpoints"], **{p: d.get("kpoints") for p, d in phases.items()}},
               "cp2k": {"a0": ref["eos"]["a0"], "v0": ref["eos"]["fit"]["v0"], "b0_gpa": ref["eos"]["fit"]["b0"],
                        "gamma_optical_thz": gamma_optical(ref["phonons"]["band_structure"]),
                        "eos_wall_s": ref["eos"]["wall_s"], "phonon_wall_s": ref["phonons"]["wall_s"]},
               "models": {}}
     for name, model in models.items():
         spec = CalculatorSpec.from_model(model, backend, name=name)
-        row = model_properties(name, spec, ref, work / name.split()[0].lower(), args.tag)
+        row = model_properties(name, spec, ref, work / name.split()[0].lower(), args.tag, phases=phases)
         print(f"{name}: a0 {row['eos']['a0']:.4f} Å (CP2K {ref['eos']['a0']:.4f}), B0 {row['eos']['b0_gpa']:.1f} GPa "
               f"(CP2K {ref['eos']['fit']['b0']:.1f}); band RMSE {row['phonons']['band_rmse']:.3f} THz, "
               f"max |Δω| {row['phonons']['max_abs_error']:.3f} THz", flush=True)
@@ -217,7 +243,7 @@ def main() -> None:
                   f"(CP2K {1000 * r['cp2k_energy_above_diamond_ev_per_atom']:.0f}) meV/atom", flush=True)
         result["models"][name] = row
     save(f"properties_{args.tag}" if args.tag else "properties", result, RESULTS)
-    plot_eos(result["models"], RESULTS / "properties" / f"eos_{args.tag or 'run'}.png")
+    plot_eos(result["models"], RESULTS / "properties" / f"eos_{args.tag or 'run'}.png", ref, phases)
 
 
 if __name__ == "__main__":

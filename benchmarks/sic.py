@@ -206,7 +206,7 @@ def model_properties_sic(run_dir: Path | None) -> dict:
     for name, model in run_models(run_dir).items():
         spec = CalculatorSpec.from_model(model, backend, name=name)
         row = model_properties(name, spec, ref, label_workdir().parent / "sic-properties-jobs" / name.split()[0].lower(),
-                               "sic", make_cell=sic_structure, phases=False)
+                               "sic", make_cell=sic_structure)
         out["models"][name] = row
         print(f"{name}: a0 {row['eos']['a0']:.4f} Å (CP2K {ref['eos']['a0']:.4f}), B0 {row['eos']['b0_gpa']:.1f} GPa "
               f"(CP2K {ref['eos']['fit']['b0']:.1f}), E-V RMSE {row['eos_rmse_mev_per_atom']['diamond']:.1f} meV/atom; "
