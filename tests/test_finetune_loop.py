@@ -115,6 +115,12 @@ def test_first_call_builds_train_explore_select_label_test(maker, structure):
     assert {j.metadata["pfd_step"] for j in resp.replace.jobs} == {"train", "explore", "select", "label", "test",
                                                                   "decide"}
     assert all((j.metadata["stage"], j.metadata["iteration"]) == (0, 0) for j in resp.replace.jobs)
+    # each MD task knows its input structure, and selection gets them in the candidates' order
+    explores = [j for j in resp.replace.jobs if j.metadata["pfd_step"] == "explore"]
+    assert [j.metadata["structure_index"] for j in explores] == [0, 1, 0, 1]
+    select = next(j for j in resp.replace.jobs if j.metadata["pfd_step"] == "select")
+    assert [r.uuid for r in select.function_args[0]] == [j.uuid for j in explores]
+    assert select.function_kwargs["structure_indices"] == [0, 1, 0, 1]
     # the decision job keeps references as references: the next iteration resolves them
     decide = resp.replace.jobs[-1]
     assert decide.config.resolve_references is False

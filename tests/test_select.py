@@ -254,3 +254,65 @@ def test_entropy_select_empty_candidates():
         entropy_select(Dataset(), n_select=1)
     with pytest.raises(ValueError, match="empty"):
         dataset_entropy(Dataset())
+
+
+# ---------------------------------------------------------------- a share per input structure
+
+
+def test_share_quota_splits_evenly_and_passes_on_what_a_small_group_cannot_take():
+    from pfd_atomate.select.sampling import share_quota
+
+    assert share_quota(4, [10, 10, 10]) == [2, 1, 1]  # the remainder to the first structures
+    assert share_quota(6, [10, 10, 10]) == [2, 2, 2]
+    assert share_quota(6, [1, 10, 10]) == [1, 3, 2]  # the first has one candidate: its second pick moves on
+    assert share_quota(3, [0, 5, 5]) == [0, 2, 1]
+    assert share_quota(21, [1, 10, 10]) == [1, 10, 10]
+    for n, sizes in ((4, [1, 1]), (-1, [3]), (1, [-1, 3])):
+        with pytest.raises(ValueError, match="share_quota"):
+            share_quota(n, sizes)
+
+
+def _two_structures(rng):
+    """Candidates of two input structures: diamond Si8 barely moving (like the reference) and a 12 % compressed,
+    strongly rattled Si8 (novel); reference: diamond near equilibrium."""
+    calm = Dataset(frames=[si_frame(rng, 0.02) for _ in range(6)], name="md:nvt:T300")
+    hot = Dataset(frames=[si_frame(rng, 0.25, scale=0.88) for _ in range(6)], name="md:nvt:T300")
+    reference = Dataset(frames=[si_frame(rng, 0.03) for _ in range(4)], name="train")
+    return calm, hot, reference
+
+
+def test_selection_shares_its_picks_among_input_structures():
+    from pfd_atomate.select.jobs import SelectMaker
+
+    calm, hot, reference = _two_structures(np.random.default_rng(7))
+    novelty = SelectMaker(n_select=4, method="entropy", per_structure=False)
+    out = novelty.make.original(novelty, [calm, hot], [reference], structure_indices=[0, 1])
+    # entropy alone spends every label on the novel structure and never tests the other
+    hot_positions = {tuple(np.round(f.positions, 6).ravel()) for f in hot}
+    assert all(tuple(np.round(f.positions, 6).ravel()) in hot_positions for f in out.dataset)
+    assert out.n_selected_per_structure is None
+
+    shared = SelectMaker(n_select=4, method="entropy")  # per_structure is the default
+    out = shared.make.original(shared, [calm, hot], [reference], structure_indices=[0, 1])
+    picked = [tuple(np.round(f.positions, 6).ravel()) in hot_positions for f in out.dataset]
+    assert out.n_selected_per_structure == [2, 2] and sum(picked) == 2 and out.n_selected == 4
+    # each share is the entropy pick within its structure: the calm structure's two most novel frames
+    two = SelectMaker(n_select=2, method="entropy")
+    alone = two.make.original(two, [calm], [reference])
+    calm_picks = [f for f, is_hot in zip(out.dataset, picked) if not is_hot]
+    np.testing.assert_allclose([f.positions for f in calm_picks], [f.positions for f in alone.dataset])
+    assert len(out.dh) == 4 and out.selected_entropy > 0
+
+    # a structure with fewer candidates than its share passes the rest on; random selection shares too
+    rand = SelectMaker(n_select=5, method="random", seed=3)
+    out = rand.make.original(rand, [calm.subset([0]), hot], [], structure_indices=[0, 1])
+    assert out.n_selected_per_structure == [1, 4] and out.n_selected == 5
+    with pytest.raises(ValueError, match="structure_indices has 1 entries for 2 candidates"):
+        rand.make.original(rand, [calm, hot], [], structure_indices=[0])
+
+
+def test_per_structure_must_be_a_bool():
+    from pfd_atomate.select.jobs import SelectMaker
+
+    with pytest.raises(ValueError, match="SelectMaker.per_structure must be true or false, got 1"):
+        SelectMaker(per_structure=1)

@@ -35,7 +35,7 @@ REPORT = {"metadata.pfd_step": "report"}
 TEST = {"metadata.pfd_step": "test"}
 
 _ITERATION_FIELDS = (
-    "stage", "iteration", "energy_rmse", "force_rmse", "accurate_ratio", "n_labelled",
+    "stage", "iteration", "energy_rmse", "force_rmse", "accurate_ratio", "n_selected_per_structure", "n_labelled",
     "n_label_failures", "n_train_frames", "n_added", "converged", "trained", "model_sha256",
 )
 

@@ -126,6 +126,9 @@ def explore_task_jobs(
     task_groups: MD conditions.
     name_prefix: job names are ``"{name_prefix} g<group> T<K>[ P<GPa>] #<structure>"``.
     seed: seed of the first job's initial velocities; each further job adds one.
+
+    Each job carries jobflow metadata ``structure_index``: the position of its starting structure in
+    ``structures`` (selection shares its picks among structures by it).
     """
     starts = [s * supercell if supercell else s for s in structures]
     jobs = []
@@ -134,5 +137,6 @@ def explore_task_jobs(
             for k, start in enumerate(starts):
                 md = maker.make(model, start, temperature, pressure, group, seed=seed + len(jobs))
                 md.name = f"{name_prefix} g{g} T{temperature:g}" + ("" if pressure is None else f" P{pressure:g}") + f" #{k}"
+                md.update_metadata({"structure_index": k}, dynamic=False)
                 jobs.append(md)
     return jobs

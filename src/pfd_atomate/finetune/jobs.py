@@ -260,7 +260,8 @@ def _next_iteration(maker: FinetuneMaker, structures: list[Structure], state: Lo
         md.update_metadata({"pfd_step": "explore", **where}, dynamic=False)
     jobs.extend(explores)
 
-    select = maker.select.make([e.output for e in explores], reference=list(state.train_sets))
+    select = maker.select.make([e.output for e in explores], reference=list(state.train_sets),
+                               structure_indices=[e.metadata["structure_index"] for e in explores])
     select.name = f"pfd select {tag}"
     select.update_metadata({"pfd_step": "select", **where}, dynamic=False)
     label = maker.label.make(select.output.dataset)
@@ -277,6 +278,7 @@ def _next_iteration(maker: FinetuneMaker, structures: list[Structure], state: Lo
         "n_train_frames": OutputReference(model.uuid, (("a", "n_frames"),)),
         "n_candidates": select.output.n_candidates,
         "n_selected": select.output.n_selected,
+        "n_selected_per_structure": select.output.n_selected_per_structure,
         "n_labelled": label.output.n_labelled,
         "n_requested": label.output.n_requested,
         "n_reused": label.output.n_reused,

@@ -20,6 +20,8 @@ class IterationRecord(BaseModel):
     n_train_frames: int = Field(description="frames M_i was trained on")
     n_candidates: int | None = None
     n_selected: int | None = None
+    n_selected_per_structure: list[int] | None = Field(
+        None, description="frames of D_i per input structure, in input order (None: one structure)")
     n_labelled: int = Field(0, description="DFT labels of this iteration's set D_i (reused ones included)")
     n_reused: int = Field(0, description="labels of D_i found in the store (not paid again)")
     n_label_failures: int = 0
@@ -41,6 +43,7 @@ class IterationReport(BaseModel):
     n_train_frames: int
     n_candidates: int | None = None
     n_selected: int | None = None
+    n_selected_per_structure: list[int] | None = None
     n_labelled: int
     n_requested: int
     n_reused: int = 0

@@ -16,6 +16,10 @@ class SelectOutput(BaseModel):
     n_after_filter: int = Field(description="frames left after the pre-label filters")
     rejected: dict[str, int] = Field(default_factory=dict, description="frames rejected per filter")
     n_selected: int
+    n_selected_per_structure: list[int] | None = Field(
+        None, description="frames selected per input structure, in input order (None: one structure, or "
+                          "SelectMaker.per_structure off)"
+    )
     dh: list[float | None] | None = Field(
         None, description="dH of each pick when picked (entropy selection), nats; None for a first pick without reference"
     )
