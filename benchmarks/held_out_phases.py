@@ -4,7 +4,8 @@ Made apart from any PFD run (own seeds, own generator), labelled by the PFD labe
 (``cp2k_static_maker``, PBE, DZVP-MOLOPT-SR-GTH), cached in ``benchmarks/data/`` with those settings:
 
 - **diamond**: the demo's 39 held-out strained + rattled Si8 cells (``cli.demo.held_out_dft_frames``) and 30
-  MD frames at 300/900/1500 K (``held_out_md.py``), k-mesh 3x3x3;
+  MD frames at 300/900/1500 K (``held_out_md.py``), k-mesh 3x3x3 (with ``--kpoint-density`` the same frames
+  labelled again on the density's mesh, 7x7x7 at 300);
 - **beta-Sn** and **bc8** (8-atom cells, ``_common.si_phase``): ``--rattled`` strained (±4 %) + rattled
   (σ 0.05-0.2 Å) cells and ``--per-temperature`` frames of Langevin MD with the zero-shot DPA-4 at each
   of ``--temperatures``, k-mesh 4x4x4 (pymatgen's 40 k-points/Å⁻³ for these cells; 3x3x3 for Si8
@@ -84,13 +85,48 @@ def phase_held_out(phase: str, rattled: int, temperatures, per_temperature: int,
     return labelled, meta
 
 
+def relabelled(data, name: str, origin: str, kpoints: tuple[int, int, int], n_procs: int = 2):
+    """The frames of ``data`` labelled again by CP2K on another k-mesh, cached as ``data/{name}.json.gz``;
+    (Dataset in input order, meta). ``origin`` names where the frames come from (part of the cache's settings)."""
+    from pfd_atomate.data import Dataset
+
+    settings = {"frames": origin, "n_frames": len(data), "kpoints": list(kpoints),
+                "labeller": "CP2K PBE via pfd_atomate.label.cp2k.cp2k_static_maker"}
+    path = DATA / f"{name}.json.gz"
+    if (cached := cached_dataset(path, settings)) is not None:
+        return cached
+    frames = Dataset(frames=[f.without_labels() for f in data.frames], name=name)
+    start = time.perf_counter()
+    labelled, order = label_with_cp2k(frames, kpoints, n_procs=n_procs)
+    meta = {"n_frames": len(frames), "n_labelled": len(labelled), "input_indices": order,
+            "cp2k_wall_s": time.perf_counter() - start}
+    path.write_bytes(gzip.compress(json.dumps({"settings": settings, "meta": meta,
+                                                "dataset": json.loads(labelled.model_dump_json())}).encode()))
+    return labelled, meta
+
+
 def held_out_sets(args) -> dict:
-    """Phase name → (kind → labelled Dataset), diamond from the existing caches."""
+    """Phase name → (kind → labelled Dataset), diamond from the existing caches (relabelled on the density's
+    mesh with ``args.kpoint_density``)."""
     from pfd_atomate.cli.demo import held_out_dft_frames
     from pfd_atomate.select.filters import FrameFilter
 
     md, _ = md_held_out([300.0, 900.0, 1500.0], 10, 2026)
     sets = {"diamond": {"rattled": held_out_dft_frames(), "md": md}}
+    if args.kpoint_density:  # the same diamond frames on the mesh the run's labeller gives diamond
+        mesh = density_kpoints("diamond", args.kpoint_density)
+        k = "".join(map(str, mesh))
+        origins = {"rattled": ("si8_cp2k_k333_n200_s11.json.gz, its 39 held-out frames (cli.demo.held_out_dft_frames)",
+                               f"si8_cp2k_k{k}_held_out39_from_k333_n200_s11"),
+                   "md": ("si8_md_cp2k_k333_300-900-1500K_n10_s2026.json.gz",
+                          f"si8_md_cp2k_k{k}_300-900-1500K_n10_s2026")}
+        for kind, (origin, name) in origins.items():
+            data, meta = relabelled(sets["diamond"][kind], name, origin, mesh, n_procs=args.procs)
+            if len(data) != len(sets["diamond"][kind]):
+                raise RuntimeError(f"diamond {kind}: {meta['n_labelled']} of {meta['n_frames']} frames labelled")
+            sets["diamond"][kind] = data
+            print(f"diamond {kind} on {'x'.join(map(str, mesh))}: {len(data)} CP2K frames "
+                  f"(CP2K {meta['cp2k_wall_s']:.0f} s)", flush=True)
     for phase in ("beta-Sn", "bc8"):
         kpoints = density_kpoints(phase, args.kpoint_density) if args.kpoint_density else None
         data, meta = phase_held_out(phase, args.rattled, args.temperatures, args.per_temperature, args.seed,
