@@ -77,6 +77,11 @@ VARIANTS["48000 steps, stop_lr 1e-4"] = VARIANTS["48000 steps"] | VARIANTS["stop
 VARIANTS["96000 steps"] = {"numb_steps": 96000}
 VARIANTS["wider nets, 48000 steps"] = VARIANTS["wider nets"] | VARIANTS["48000 steps"]
 VARIANTS["wider nets, 48000 steps, stop_lr 1e-4"] = VARIANTS["wider nets, 48000 steps"] | VARIANTS["stop_lr 1e-4"]
+VARIANTS["96000 steps, stop_lr 1e-4"] = VARIANTS["96000 steps"] | VARIANTS["stop_lr 1e-4"]
+# the loss weights follow the learning rate (pref = limit + (start - limit) * lr / start_lr): ending at 1e-4
+# leaves the force weight at 101 (energy 0.90), ending at 1e-5 at 11 (0.99). This keeps 1e-5 and ends at a
+# force weight of 109: is the gain of stop_lr 1e-4 the force weight or the learning rate?
+VARIANTS["48000 steps, limit_pref_f 100"] = VARIANTS["48000 steps"] | {"input_overrides": {"loss": {"limit_pref_f": 100.0}}}
 # two elements: an embedding per (centre, neighbour) type pair instead of per neighbour type
 VARIANTS["type pairs"] = {"input_overrides": {"model": {"descriptor": {"type_one_side": False}}}}
 
