@@ -6,6 +6,8 @@ afterwards); later calls take well under a second here.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -316,3 +318,21 @@ def test_per_structure_must_be_a_bool():
 
     with pytest.raises(ValueError, match="SelectMaker.per_structure must be true or false, got 1"):
         SelectMaker(per_structure=1)
+
+
+def test_entropy_selection_leaves_the_openmp_thread_count_of_the_process_alone():
+    """quests runs on numba, whose OpenMP layer sets every core's threads and leaves them; torch shares that
+    runtime, so every MD step after a selection in the same worker ran 19x slower (select.entropy)."""
+    torch = pytest.importorskip("torch")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: numba's thread count is the budget anyway")
+    rng = np.random.default_rng(5)
+    candidates = Dataset(frames=[si_frame(rng, 0.1) for _ in range(6)])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # a single-threaded worker (OMP_NUM_THREADS=1)
+    try:
+        entropy_select(candidates, 2)
+        dataset_entropy(candidates)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)

@@ -15,13 +15,58 @@ available ``D``, compute ``dH(f | D)`` for every remaining candidate frame ``f``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+import contextlib
+import functools
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
 
 from pfd_atomate.data import Dataset
+
+_F = TypeVar("_F", bound=Callable)
+
+
+@contextlib.contextmanager
+def openmp_thread_budget() -> Iterator[int | None]:
+    """Run numba code (quests) within the process's OpenMP thread budget, and leave that budget as it was.
+
+    numba's "omp" threading layer gives the OpenMP runtime its own thread count (``NUMBA_NUM_THREADS``, every
+    core by default) on each parallel call and leaves it there. torch shares that libgomp, so every model
+    evaluated later in the same process (exploration MD after a selection, in a FireWorks rapidfire worker or
+    ``run_locally``) ran with every core's threads: a DPA-4 call on Si8 went from 0.14 to 2.7 s on a busy
+    2-core machine with ``OMP_NUM_THREADS=1``. The budget is the smallest thread count of the OpenMP runtimes
+    loaded now (threadpoolctl), else ``OMP_NUM_THREADS``; numba runs within it and every OpenMP runtime
+    loaded afterwards is set back to it. Yields the budget (``None``: nothing to keep).
+    """
+    import numba
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    counts = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "openmp"]
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    budget = min(counts) if counts else (int(env) if env.isdigit() and int(env) > 0 else None)
+    previous = numba.get_num_threads()
+    if budget is not None:
+        numba.set_num_threads(min(previous, budget))
+    try:
+        yield budget
+    finally:
+        numba.set_num_threads(previous)
+        if budget is not None:
+            threadpool_limits(limits=budget, user_api="openmp")  # called, not entered: the setting stays
+
+
+def _within_thread_budget(func: _F) -> _F:
+    """Decorate a function that calls quests to run inside :func:`openmp_thread_budget`."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with openmp_thread_budget():
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 #: dH of an environment is capped here (nats): -log of the smallest normal float64. An
 #: environment with no reference environment within ~0.58 (in descriptor units, for h=0.015)
@@ -62,6 +107,7 @@ class EntropySelection(BaseModel):
     cutoff: float
 
 
+@_within_thread_budget
 def frame_descriptors(dataset: Dataset, k: int = 32, cutoff: float = 5.0) -> list[np.ndarray]:
     """QUESTS descriptors of every frame, computed in one ``get_descriptors`` call.
 
@@ -78,6 +124,7 @@ def frame_descriptors(dataset: Dataset, k: int = 32, cutoff: float = 5.0) -> lis
     return [np.ascontiguousarray(a) for a in np.split(x, bounds)]
 
 
+@_within_thread_budget
 def dataset_entropy(dataset: Dataset, h: float = 0.015, k: int = 32, cutoff: float = 5.0) -> float:
     """QUESTS entropy of all atomic environments of a dataset (nats).
 
@@ -100,6 +147,7 @@ def dataset_entropy(dataset: Dataset, h: float = 0.015, k: int = 32, cutoff: flo
     return float(entropy(np.vstack(frame_descriptors(dataset, k=k, cutoff=cutoff)), h=h))
 
 
+@_within_thread_budget
 def entropy_select(
     candidates: Dataset,
     n_select: int,
