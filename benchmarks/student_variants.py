@@ -153,7 +153,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "system": f"{system}; teacher = the run's fine-tuned DPA-4; students trained from scratch on the run's "
                   f"{len(train_set)} teacher-labelled distillation frames",
-        "run": str(args.run), "demo_student": DEMO_STUDENT,
+        "run": str(args.run.resolve()), "demo_student": DEMO_STUDENT,
         "sets": {name: len(data) for name, data in sets.items()} | {"teacher_md": len(teacher_md)},
         "teacher": {}, "variants": {}, "environment": environment(1),
     }
@@ -197,13 +197,24 @@ def set_metrics(reference: Dataset, predicted: Dataset) -> dict[str, Any]:
     return metrics(reference, predicted) | {"force_rmse_per_element": element_force_rmse(reference, predicted)}
 
 
+def _same_run(a: str, b: str) -> bool:
+    """Whether two recorded run folders are one; a relative one may have been given from the repository root
+    or from ``benchmarks/`` (earlier invocations recorded it as given)."""
+    def places(p: str) -> set[Path]:
+        path = Path(p)
+        return {path} if path.is_absolute() else {path.resolve(), (Path(__file__).resolve().parent / path).resolve()}
+
+    return bool(places(a) & places(b))
+
+
 def with_variants_of(result: dict[str, Any], path: Path) -> dict[str, Any]:
     """``result`` plus the variants of the JSON at ``path`` (another invocation on the same run) that it has
     not trained itself; that invocation's environment is listed in ``environment_earlier``."""
     if not path.exists():
         return result
     earlier = json.loads(path.read_text())
-    if earlier.get("run") != result["run"]:
+    if not _same_run(earlier.get("run", ""), result["run"]):
+        print(f"{path}: results of another run ({earlier.get('run')}), not merged", flush=True)
         return result
     result["variants"] = {k: v for k, v in earlier["variants"].items() if k not in result["variants"]} | result["variants"]
     result["environment_earlier"] = (result.get("environment_earlier", []) + earlier.get("environment_earlier", [])
