@@ -129,6 +129,23 @@ def label_with_cp2k(frames, kpoints: tuple[int, int, int], n_procs: int = 2, sta
     return Dataset(frames=[labelled[i] for i in order], name=frames.name), order
 
 
+def label_and_cache(frames, path: Path, settings: dict, kpoints: tuple[int, int, int], n_procs: int = 2,
+                    static_kwargs: dict | None = None, **meta):
+    """Label ``frames`` with CP2K (:func:`label_with_cp2k`) and write them to ``path`` with ``settings``, the form
+    :func:`cached_dataset` reads back; (labelled Dataset in input order, meta: frame counts, input indices,
+    CP2K wall time and the given ``meta``)."""
+    import time
+
+    start = time.perf_counter()
+    labelled, order = label_with_cp2k(frames, kpoints, n_procs=n_procs, static_kwargs=static_kwargs)
+    meta = {"n_frames": len(frames), "n_labelled": len(labelled), "input_indices": order, **meta,
+            "cp2k_wall_s": time.perf_counter() - start}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(json.dumps({"settings": settings, "meta": meta,
+                                                "dataset": json.loads(labelled.model_dump_json())}).encode()))
+    return labelled, meta
+
+
 def cached_si_labels(n_frames: int, seed: int, kpoints: tuple[int, int, int], relabel: bool = False,
                      n_procs: int = 2):
     """CP2K-labelled Si8 frames from :func:`si_frames`, from the cache in ``benchmarks/data`` when it was

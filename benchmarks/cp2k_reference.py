@@ -214,11 +214,12 @@ def main(argv: list[str]) -> dict:
         phases = phase_eos(label_workdir() / folder, density)
         settings = {**SETTINGS["eos"], "kpoints": {p: d["kpoints"] for p, d in phases.items()},
                     "kpoint_density": density, "cells": "_common.si_phase"}
+        doc = {"settings": settings, "phases": phases}
         with gzip.open(cache, "wt") as fh:
-            json.dump({"settings": settings, "phases": phases}, fh)
+            json.dump(doc, fh)
         print(f"wrote {cache}")
         if density is not None:
-            return load_phases(density)
+            return doc
     if CACHE.exists() and "--recompute" not in argv:
         ref = load_reference()
         print(f"cached: {CACHE.name} (a0 {ref['eos']['a0']:.4f} Å); --recompute to run CP2K again")

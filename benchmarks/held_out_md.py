@@ -14,8 +14,6 @@ foundation model are tested on the frames, per temperature.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import multiprocessing as mp
 import os
 import queue as queue_module
@@ -24,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import environment, save, si_phase
-from _dft_labels import DATA, cached_dataset, kept_frames, label_with_cp2k
+from _dft_labels import DATA, cached_dataset, kept_frames, label_and_cache
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -58,8 +56,6 @@ def _md_frames(temperature: float, n_frames: int, seed: int, equilibrate: int, i
 
 def md_held_out(temperatures, per_temperature: int, seed: int, relabel: bool = False):
     """CP2K-labelled MD frames per temperature, from the cache when made with the same settings."""
-    from pfd_atomate.data import Dataset
-
     settings = {"system": "diamond Si, 8-atom cubic cell (a = 5.43 Å)", "temperatures_K": list(temperatures),
                 "per_temperature": per_temperature, "seed": seed,
                 "md": "ASE Langevin, 2 fs, friction 0.01, pretrained DPA-4 (dpa4-neo), 200 steps to equilibrate, "
@@ -70,13 +66,7 @@ def md_held_out(temperatures, per_temperature: int, seed: int, relabel: bool = F
         return cached
     frames, md_wall = kept_frames(path.name.removesuffix(".json.gz"),
                                   lambda: _run_md(temperatures, per_temperature, seed), relabel)
-    start = time.perf_counter()
-    labelled, order = label_with_cp2k(frames, (3, 3, 3), n_procs=2)
-    meta = {"n_frames": len(frames), "n_labelled": len(labelled), "input_indices": order, "md_wall_s": md_wall,
-            "cp2k_wall_s": time.perf_counter() - start}
-    path.write_bytes(gzip.compress(json.dumps({"settings": settings, "meta": meta,
-                                                "dataset": json.loads(labelled.model_dump_json())}).encode()))
-    return labelled, meta
+    return label_and_cache(frames, path, settings, (3, 3, 3), n_procs=2, md_wall_s=md_wall)
 
 
 def _run_md(temperatures, per_temperature: int, seed: int, phase: str = "diamond", atoms=None, n_procs: int = 2):

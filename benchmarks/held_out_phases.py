@@ -29,13 +29,12 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
 from _common import density_kpoints, environment, save, si_frames
-from _dft_labels import DATA, cached_dataset, kept_frames, label_with_cp2k
+from _dft_labels import DATA, cached_dataset, kept_frames, label_and_cache
 from held_out_md import _rmse, _run_md, md_held_out
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,13 +75,7 @@ def phase_held_out(phase: str, rattled: int, temperatures, per_temperature: int,
         return Dataset.concat([si_frames(rattled, seed, phase=phase), md], name=f"si-{phase}-held-out"), md_wall
 
     frames, md_wall = kept_frames(name, make, relabel)
-    start = time.perf_counter()
-    labelled, order = label_with_cp2k(frames, kpoints, n_procs=n_procs)
-    meta = {"n_frames": len(frames), "n_labelled": len(labelled), "input_indices": order, "md_wall_s": md_wall,
-            "cp2k_wall_s": time.perf_counter() - start}
-    path.write_bytes(gzip.compress(json.dumps({"settings": settings, "meta": meta,
-                                                "dataset": json.loads(labelled.model_dump_json())}).encode()))
-    return labelled, meta
+    return label_and_cache(frames, path, settings, kpoints, n_procs=n_procs, md_wall_s=md_wall)
 
 
 def relabelled(data, name: str, origin: str, kpoints: tuple[int, int, int], n_procs: int = 2):
@@ -96,13 +89,7 @@ def relabelled(data, name: str, origin: str, kpoints: tuple[int, int, int], n_pr
     if (cached := cached_dataset(path, settings)) is not None:
         return cached
     frames = Dataset(frames=[f.without_labels() for f in data.frames], name=name)
-    start = time.perf_counter()
-    labelled, order = label_with_cp2k(frames, kpoints, n_procs=n_procs)
-    meta = {"n_frames": len(frames), "n_labelled": len(labelled), "input_indices": order,
-            "cp2k_wall_s": time.perf_counter() - start}
-    path.write_bytes(gzip.compress(json.dumps({"settings": settings, "meta": meta,
-                                                "dataset": json.loads(labelled.model_dump_json())}).encode()))
-    return labelled, meta
+    return label_and_cache(frames, path, settings, kpoints, n_procs=n_procs)
 
 
 def held_out_sets(args) -> dict:

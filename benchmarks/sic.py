@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import environment, save, set_threads, si_frames
-from _dft_labels import DATA, cached_dataset, kept_frames, label_with_cp2k
+from _dft_labels import DATA, cached_dataset, kept_frames, label_and_cache
 from held_out_md import _rmse, _run_md
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -240,14 +240,8 @@ def sic_held_out(rattled: int, temperatures, per_temperature: int, seed: int, re
         return Dataset.concat([strained, md], name=name), md_wall
 
     frames, md_wall = kept_frames(name, make, relabel)
-    start = time.perf_counter()
-    labelled, order = label_with_cp2k(frames, KPOINTS, n_procs=1, static_kwargs=static_kwargs())
-    meta = {"n_frames": len(frames), "n_labelled": len(labelled), "input_indices": order, "md_wall_s": md_wall,
-            "cp2k_wall_s": time.perf_counter() - start, "cp2k": CPU}
-    DATA.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(json.dumps({"settings": settings, "meta": meta,
-                                                "dataset": json.loads(labelled.model_dump_json())}).encode()))
-    return labelled, meta
+    return label_and_cache(frames, path, settings, KPOINTS, n_procs=1, static_kwargs=static_kwargs(), md_wall_s=md_wall,
+                           cp2k=CPU)
 
 
 def held_out_sets(data) -> dict:

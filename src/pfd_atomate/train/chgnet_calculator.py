@@ -93,8 +93,6 @@ def load_network(path: str | Path | None, quiet: bool = False) -> CHGNet:
     FileNotFoundError: ``path`` does not exist.
     ValueError: the file is not a CHGNet checkpoint of plain tensors and values (refused).
     """
-    import pickle
-
     import torch
     from chgnet.model import CHGNet
 
@@ -113,7 +111,7 @@ def load_network(path: str | Path | None, quiet: bool = False) -> CHGNet:
         try:
             model = state["model"]
             return CHGNet.from_dict({"model_args": model["model_args"], "state_dict": model["state_dict"]})
-        except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, AttributeError, IndexError) as err:
+        except (RuntimeError, KeyError, TypeError, AttributeError, IndexError) as err:
             raise ValueError(f"{path} is not a CHGNet checkpoint of plain tensors and values: refused ({err!r})") from err
 
 
