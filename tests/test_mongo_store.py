@@ -9,6 +9,9 @@ would notice if GridFS were not used).
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
+import time
 
 import pytest
 from jobflow import Flow, JobStore, run_locally
@@ -96,6 +99,50 @@ def test_storage_survives_a_server_restart(tmp_path):
     finally:
         second.stop()
 
+
+
+def test_a_server_left_running_on_the_folder_is_stopped_and_its_data_kept(tmp_path):
+    """A caller that died left its server on the folder (no stop_with_parent here, so it lives on):
+    the next start with the pid file stops it instead of waiting out its timeout, and what the old
+    server stored is there. A pid file naming another process leaves that process alone."""
+    path, pid_file, log = tmp_path / "db", tmp_path / "db.pid", tmp_path / "db.log"
+    stale = start_server(path, pid_file=pid_file, log_path=log)
+    assert int(pid_file.read_text()) == stale.process.pid
+    stale.client()["keep"]["docs"].insert_one({"name": "pfd label s0 i1", "n_labelled": 3})
+    began = time.monotonic()
+    fresh = start_server(path, pid_file=pid_file, log_path=log, timeout=20)
+    try:
+        assert stale.process.wait(5) == 0  # SIGTERM: a clean WiredTiger close, not a kill
+        assert time.monotonic() - began < 20
+        assert int(pid_file.read_text()) == fresh.process.pid != stale.process.pid
+        assert fresh.client()["keep"]["docs"].find_one({"name": "pfd label s0 i1"})["n_labelled"] == 3
+        lines = log.read_text().splitlines()
+        assert f"pid {stale.process.pid} listening" in lines[0] and "stopping on signal 15" in lines[1]
+        assert "stopped in" in lines[2] and f"pid {fresh.process.pid} listening" in lines[3]
+    finally:
+        fresh.stop()
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pid_file.write_text(str(other.pid))
+        start_server(path, pid_file=pid_file).stop()
+        assert other.poll() is None  # not a server on this folder: untouched
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_database_held_by_an_unknown_process_fails_with_the_server_log(tmp_path):
+    """Without a pid file the holder is not stopped: the error says the database was held and
+    quotes WiredTiger's own message (CI shows no log files)."""
+    path = tmp_path / "db"
+    holder = start_server(path)
+    try:
+        with pytest.raises(RuntimeError, match=r"(?s)another process held the database for 10 s.*already being managed"):
+            start_server(path, timeout=10)
+        assert holder.client().admin.command("ping")["ok"] == 1
+    finally:
+        holder.stop()
 
 def test_jobstore_spec_builds_mongo_and_gridfs_stores(server):
     store = JobStore.from_dict_spec(jobstore_spec(server.host, server.port, database="spec"))

@@ -13,6 +13,9 @@ The run folder holds exactly one run:
 ``<run>/jobflow.yaml`` the JobStore of the workers (the database's port changes between sessions)
 ``<run>/workers/k``   the job folders of worker k (FireWorks ``launcher_*`` folders)
 ``<run>/.pfd.lock``   held while a process works on the folder (see :class:`RunLock`)
+``<run>/db.log``, ``<run>/db.pid``  the database server's log and pid. A server left running by a
+                      killed process is stopped by the next one that takes the lock, so a
+                      resume never waits on it
 
 Calling :func:`run_flow` again on the same folder *resumes*: jobs that finished are kept, a job
 that was running when the previous process died (a lost run) is run again, everything else
@@ -183,7 +186,9 @@ def open_run_store(run_dir: str | Path, lock: bool = True) -> Iterator[tuple[Job
     if lock and not (run_dir / "db").is_dir():
         raise FileNotFoundError(f"no PFD run in {run_dir} (no db/ folder)")
     with (RunLock(run_dir) if lock else nullcontext(),
-          start_server(run_dir / "db", log_path=run_dir / "db.log", stop_with_parent=True) as server):
+          # the lock is held here, so a server still on db/ is a dead process's: pid_file stops it
+          start_server(run_dir / "db", log_path=run_dir / "db.log", stop_with_parent=True,
+                       pid_file=run_dir / "db.pid") as server):
         store = server.jobstore(STORE_DB)
         store.connect()
         yield store, launchpad(server.host, server.port, name=LAUNCHPAD_DB, strm_lvl=FIREWORKS_LOG_LEVEL), server

@@ -164,6 +164,7 @@ def start_server(
     log_path: str | Path | None = None,
     timeout: float = 60.0,
     stop_with_parent: bool = False,
+    pid_file: str | Path | None = None,
 ) -> MongoServer:
     """Start SecantusDB in a child process and wait until it answers ``ping``.
 
@@ -174,9 +175,14 @@ def start_server(
     host: loopback address to listen on.
     port: TCP port; 0 lets the server pick a free one (no race with other processes).
     log_path: server log file (default: a temporary file).
-    timeout: seconds to wait for the server (and for another process to close the database first).
+    timeout: seconds to wait for the server to listen, and, before that, at most as long again
+        for another process to close the database.
     stop_with_parent: the server gets SIGTERM (a clean WiredTiger close) when this process dies,
         however it dies (a run folder's own server must not outlive its run).
+    pid_file: the server's pid is written there. A server that an earlier call started on the same
+        ``storage_path`` and that still runs (its caller died) is stopped first: SIGTERM, SIGKILL
+        after ``timeout`` s. Pass it only while holding the storage folder exclusively (a run
+        folder's :class:`~pfd_atomate.workflows.local.RunLock`).
 
     Returns
     -------
@@ -186,46 +192,104 @@ def start_server(
     ------
     ValueError: ``host`` is not a loopback address.
     ImportError: secantusdb is not installed.
-    RuntimeError: the server exited or did not answer within ``timeout`` seconds.
+    RuntimeError: the server exited or did not answer in time (the message ends with the tail of
+        the server log).
     """
     _check_loopback(host)
     import secantus  # noqa: F401  (clear ImportError before spawning a child)
 
     if str(storage_path) != ":memory:":  # the server creates the folder (WiredTiger's home)
         storage_path = str(Path(storage_path).resolve())
+    if pid_file is not None:
+        _stop_stale_server(Path(pid_file), str(storage_path), timeout)
     port_file = Path(tempfile.mkstemp(prefix="secantus-port-")[1])
     port_file.unlink()
     log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="secantus-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "pfd_atomate.workflows.mongo", "--host", host, "--port", str(port),
            "--storage-path", str(storage_path), "--port-file", str(port_file)]
-    deadline = time.monotonic() + timeout
+    held_deadline = time.monotonic() + timeout  # for another process to close the database
     while True:
         with open(log_path, "ab") as log:
             # own session: a Ctrl-C or a SIGKILL aimed at a launcher's process group spares the server
             process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                        preexec_fn=die_with_parent(signal.SIGTERM) if stop_with_parent else None)
-        while not port_file.is_file() and process.poll() is None and time.monotonic() < deadline:
+        # each attempt gets the whole start window: a retry made just before held_deadline is not
+        # cut short and reported as a server that hangs
+        start_deadline = time.monotonic() + timeout
+        while not port_file.is_file() and process.poll() is None and time.monotonic() < start_deadline:
             time.sleep(0.05)
         if port_file.is_file():  # written atomically once the server listens
             break
         if process.poll() is None:
             process.kill()
-            raise RuntimeError(f"SecantusDB did not start within {timeout} s; log: {log_path}")
+            process.wait()
+            raise RuntimeError(f"SecantusDB did not start within {timeout} s{_log_tail(log_path)}")
         # the server of a run that just died may still be closing the folder's database: wait for it
-        if _HELD_ELSEWHERE not in Path(log_path).read_text(errors="replace")[-4000:] or time.monotonic() >= deadline:
-            raise RuntimeError(f"SecantusDB exited with code {process.returncode}; log: {log_path}")
+        held = _HELD_ELSEWHERE in Path(log_path).read_text(errors="replace")[-4000:]
+        if not held or time.monotonic() >= held_deadline:
+            why = f"another process held the database for {timeout} s" if held else "it exited"
+            raise RuntimeError(f"SecantusDB exited with code {process.returncode} ({why}){_log_tail(log_path)}")
         time.sleep(0.5)
     server = MongoServer(host, int(port_file.read_text()), str(storage_path), process, log_path)
     port_file.unlink()
-    client = server.client(serverSelectionTimeoutMS=int(max(1.0, deadline - time.monotonic()) * 1000))
+    if pid_file is not None:
+        tmp = Path(f"{pid_file}.tmp{os.getpid()}")
+        tmp.write_text(str(process.pid))
+        os.replace(tmp, pid_file)
+    client = server.client(serverSelectionTimeoutMS=int(timeout * 1000))
     try:
         client.admin.command("ping")
     except Exception as err:
         server.stop()
-        raise RuntimeError(f"SecantusDB on {server.uri} does not answer: {err}; log: {log_path}") from err
+        raise RuntimeError(f"SecantusDB on {server.uri} does not answer: {err}{_log_tail(log_path)}") from err
     finally:
         client.close()
     return server
+
+
+def _log_tail(log_path: Path, lines: int = 30) -> str:
+    """``"; log: PATH"`` and the log's last lines, for an error message (CI shows no files)."""
+    try:
+        tail = Path(log_path).read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        tail = []
+    return f"; log: {log_path}" + "".join(f"\n  | {line[:300]}" for line in tail)
+
+
+def _server_cmdline(pid: int) -> str:
+    """The command line of a live process, "" when it is gone, a zombie or not readable (Linux /proc)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _stop_stale_server(pid_file: Path, storage_path: str, timeout: float) -> None:
+    """Stop the server named in ``pid_file`` if it still serves ``storage_path`` (see :func:`start_server`).
+
+    The command line is checked, so a pid the kernel gave to another process is left alone.
+    """
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+
+    def alive() -> bool:
+        cmdline = _server_cmdline(pid)
+        return "pfd_atomate.workflows.mongo" in cmdline and f"--storage-path {storage_path} " in f"{cmdline} "
+
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 30.0)):
+        if not alive():
+            return
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            return
+        deadline = time.monotonic() + wait
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    if alive():
+        raise RuntimeError(f"a stale SecantusDB server (pid {pid}) on {storage_path} does not exit")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -245,11 +309,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     _check_loopback(args.host)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    opened = time.monotonic()  # WiredTiger opens (and recovers) in the constructor
     # standalone (no replica-set advertisement): clients connect directly, no oplog writes
     server = SecantusDBServer(host=args.host, port=args.port, storage_path=args.storage_path, replica_set_name=None)
 
+    stopping = []
+
     def _stop(signum, frame):  # noqa: ARG001
+        if stopping:  # a second signal while WiredTiger closes: let the first close finish
+            return
+        stopping.append(signum)
+        began = time.monotonic()
+        _log(f"stopping on signal {signum}")
         server.stop()
+        _log(f"stopped in {time.monotonic() - began:.1f} s")
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, _stop)
@@ -259,8 +332,14 @@ def main(argv: list[str] | None = None) -> None:
         tmp = f"{args.port_file}.tmp{os.getpid()}"
         Path(tmp).write_text(str(server.address[1]))
         os.replace(tmp, args.port_file)  # atomic: the parent never reads a half-written port
-    print(f"SecantusDB listening on {server.uri} (storage {args.storage_path})", flush=True)
+    _log(f"SecantusDB pid {os.getpid()} listening on {server.uri} (storage {args.storage_path}) "
+         f"after {time.monotonic() - opened:.1f} s")
     server.wait()
+
+
+def _log(message: str) -> None:
+    """A timestamped line on stdout (the server log): when a database closed and reopened."""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", flush=True)
 
 
 if __name__ == "__main__":
