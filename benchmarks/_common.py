@@ -126,9 +126,9 @@ def run_distillation(run_dir: Path):
     LookupError: the run has not one teacher label job and one split job.
     """
     from pfd_atomate.store import fetch_model
-    from pfd_atomate.workflows.local import open_run_store
+    from pfd_atomate.workflows.local import attach_run
 
-    with open_run_store(run_dir) as (store, _, _):
+    with attach_run(run_dir) as (store, _, _):  # beside another script reading the same run
         (report,) = store.query({"metadata.pfd_step": "report"}, properties=["output"])
         lineage = {m["role"]: m for m in report["output"]["lineage"]}
         teacher, student = (fetch_model(store, lineage[r]["location"]["job_uuid"]) for r in ("teacher", "student"))

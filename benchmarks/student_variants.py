@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from _common import environment, parse_args, pyplot, run_distillation, save, save_figure
 from held_out_md import md_held_out
 from sic import element_force_rmse
@@ -84,6 +85,13 @@ VARIANTS["96000 steps, stop_lr 1e-4"] = VARIANTS["96000 steps"] | VARIANTS["stop
 VARIANTS["48000 steps, limit_pref_f 100"] = VARIANTS["48000 steps"] | {"input_overrides": {"loss": {"limit_pref_f": 100.0}}}
 # two elements: an embedding per (centre, neighbour) type pair instead of per neighbour type
 VARIANTS["type pairs"] = {"input_overrides": {"model": {"descriptor": {"type_one_side": False}}}}
+# more teacher frames: strained + rattled copies of the run's input structures, labelled by the teacher
+# (DistillMaker.perturb). MD at 300-900 K rarely brings two atoms closer than about 2.1 Å (Si) nor strains the
+# cell by 6 %; a student that never saw such frames extrapolates there (E-V curves, rattled frames, vacancies)
+VARIANTS["+ teacher-labelled strained + rattled frames"] = {"teacher_perturb": {
+    "n_frames": 100, "cell_pert_fraction": 0.06, "atom_pert_distance": 0.15, "seed": 7}}
+VARIANTS["+ 3x teacher-labelled strained + rattled frames"] = {"teacher_perturb": {
+    "n_frames": 300, "cell_pert_fraction": 0.06, "atom_pert_distance": 0.15, "seed": 7}}
 
 
 def seconds_per_call(backend, model, n_calls: int = 3, cell=None) -> float:
@@ -131,15 +139,18 @@ def main() -> None:
         parser.add_argument("--variants", nargs="+", default=["demo", *VARIANTS], choices=["demo", *VARIANTS])
         parser.add_argument("--parallel", type=int, default=2, help="trainings at once (one thread each)")
         parser.add_argument("--workdir", type=Path, default=None, help="keep the trained students here")
-        parser.add_argument("--system", choices=["si", "sic"], default="si",
+        parser.add_argument("--system", choices=["si", "sic", "si-phases"], default="si",
                             help="si: a demo run on diamond Si8; sic: a `sic.py --pfd` run on 3C-SiC8 (its held-out "
-                                 "sets, per-element force RMSE)")
+                                 "sets, per-element force RMSE); si-phases: a `multi_phase.py` run (diamond, β-Sn, "
+                                 "BC8; held-out sets and E-V curves per phase; variants change the library's default "
+                                 "student, which that run used, instead of the demo's)")
         parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
                             help="train nothing: add the variants of these result files (other invocations on the "
                                  "same run, e.g. with another --out) to this --out's file; a variant in both keeps this one's")
 
     args = parse_args(__doc__.splitlines()[0], options)
-    name = "student_variants" + ("_sic" if args.system == "sic" else "")
+    name = "student_variants" + ("" if args.system == "si" else "_" + args.system.replace("-", "_"))
+    base = {} if args.system == "si-phases" else DEMO_STUDENT  # the settings the run's own student had
     if args.merge:  # no training: fold other invocations' results into this one's
         result = json.loads((args.out / f"{name}.json").read_text())
         for path in args.merge:
@@ -150,34 +161,43 @@ def main() -> None:
     teacher_model, demo_student, train_set, teacher_md = run_distillation(args.run)
     sets, cell, system = held_out(args.system)
     teacher = dpa4_teacher(n_threads=1)
+    curves = eos_frames() if args.system == "si-phases" else None
     result: dict[str, Any] = {
         "system": f"{system}; teacher = the run's fine-tuned DPA-4; students trained from scratch on the run's "
                   f"{len(train_set)} teacher-labelled distillation frames",
-        "run": str(args.run.resolve()), "demo_student": DEMO_STUDENT,
+        "run": str(args.run.resolve()), "demo_student": base,
         "sets": {name: len(data) for name, data in sets.items()} | {"teacher_md": len(teacher_md)},
         "teacher": {}, "variants": {}, "environment": environment(1),
     }
     for set_name, data in sets.items():
         result["teacher"][set_name] = set_metrics(data, teacher.predict(teacher_model, data))
+    if curves:
+        result["teacher"]["eos_rmse_mev_per_atom"] = eos_rmse(teacher, teacher_model, curves)
 
     def train(name: str) -> tuple[str, Any, float]:
-        settings = DEMO_STUDENT | VARIANTS.get(name, {}) | ({"numb_steps": 600} if args.quick else {})
+        settings = base | VARIANTS.get(name, {}) | ({"numb_steps": 600} if args.quick else {})
+        perturb = settings.pop("teacher_perturb", None)
         backend = se_e2_a_student(**settings, n_threads=1)
         if name == "demo":  # the run's own student (compressed already)
-            return name, (backend, demo_student, demo_student, settings), 0.0
+            return name, (backend, demo_student, demo_student, settings, 0), 0.0
         start = time.perf_counter()
-        folder = workdir / name.replace(" ", "_")
-        model = backend.train([train_set], folder)
+        extra = [teacher_perturbed(teacher, teacher_model, args.system, perturb)] if perturb else []
+        folder = workdir / name.replace(" ", "_").replace("+", "plus")
+        model = backend.train([train_set, *extra], folder)
         wall = time.perf_counter() - start
-        return name, (backend, model, backend.compress_model(model, folder), settings), wall
+        n_extra = sum(len(d) for d in extra)
+        return name, (backend, model, backend.compress_model(model, folder), settings | ({"teacher_perturb": perturb}
+                                                                                         if perturb else {}), n_extra), wall
 
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.parallel) as pool:
         workdir = args.workdir or Path(tmp)
         trained = {name: rest for name, *rest in pool.map(train, args.variants)}
     # speed after all trainings, one model at a time: side by side on a quiet machine
-    for variant, ((backend, model, compressed, settings), wall) in trained.items():
-        row = {"settings": settings, "train_wall_s": round(wall, 1),
+    for variant, ((backend, model, compressed, settings, n_extra), wall) in trained.items():
+        row = {"settings": settings, "train_wall_s": round(wall, 1), "n_train_frames": len(train_set) + n_extra,
                "teacher_md": metrics(teacher_md, backend.predict(model, teacher_md))}
+        if curves:
+            row["eos_rmse_mev_per_atom"] = eos_rmse(backend, compressed, curves)
         for set_name, data in sets.items():
             row[set_name] = set_metrics(data, backend.predict(model, data))
             row[set_name]["ratio"] = row[set_name]["force_rmse"] / result["teacher"][set_name]["force_rmse"]
@@ -185,7 +205,7 @@ def main() -> None:
         result["variants"][variant] = row
         print(variant, {k: round(row[k]["force_rmse"], 4) for k in ("held_out_md", "held_out_rattled", "teacher_md")},
               f"train {wall:.0f} s, {1000 * row['compressed_s_per_call_512_atoms']:.0f} ms per 512-atom call",
-              flush=True)
+              {k: round(v, 1) for k, v in row.get("eos_rmse_mev_per_atom", {}).items()}, flush=True)
     # variants of earlier invocations on the same run stay, unless trained again here (read now, not at the
     # start: another invocation may have saved in between)
     save(name, with_variants_of(result, args.out / f"{name}.json"), args.out)
@@ -223,16 +243,85 @@ def with_variants_of(result: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def held_out(system: str) -> tuple[dict[str, Dataset], Any, str]:
-    """The independent CP2K sets of ``system`` ("si" or "sic"): ({"held_out_md", "held_out_rattled"} ->
-    Dataset, the 8-atom cell as a Structure, a description)."""
+    """The independent CP2K sets of ``system`` ("si", "sic" or "si-phases"): ({"held_out_md", "held_out_rattled"}
+    -> Dataset, the 8-atom cell as a Structure, a description)."""
     if system == "sic":
         from sic import held_out_sets, sic_held_out, sic_structure
 
         groups = held_out_sets(sic_held_out(12, [300.0, 900.0, 1500.0], 4, 5151)[0])
         return ({"held_out_md": groups["md"], "held_out_rattled": groups["rattled"]}, sic_structure(),
                 "3C-SiC8 (sic.py's held-out sets: 12 MD frames at 300-1500 K, 12 strained + rattled)")
+    if system == "si-phases":
+        import argparse
+
+        from held_out_phases import held_out_sets
+
+        sets = held_out_sets(argparse.Namespace(kpoint_density=KPOINT_DENSITY, procs=1, rattled=8,
+                                                temperatures=[300.0, 900.0], per_temperature=4, seed=4242))
+        out = {f"held_out_{kind}": Dataset.concat([kinds[kind] for kinds in sets.values()], name=f"phases-{kind}")
+               for kind in ("md", "rattled")}
+        out |= {f"{phase}_{kind}": data for phase, kinds in sets.items() for kind, data in kinds.items()}
+        return (out, diamond_si(), "Si diamond + β-Sn + BC8 8-atom cells (held_out_phases.py's sets on the "
+                f"meshes of kpoint_density {KPOINT_DENSITY:g}: MD frames at 300-1500 K, strained + rattled cells)")
     return ({"held_out_md": md_held_out([300.0, 900.0, 1500.0], 10, 2026)[0], "held_out_rattled": held_out_dft_frames()},
             diamond_si(), "diamond Si8")
+
+
+#: the CP2K mesh density of multi_phase.py's labeller, and so of the si-phases held-out sets and E-V curves
+KPOINT_DENSITY = 300.0
+
+
+def input_structures(system: str) -> list:
+    """The input structures of the runs of ``system`` (what the teacher's perturbed frames start from)."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    if system == "sic":
+        from sic import sic_structure
+
+        return [sic_structure()]
+    if system == "si-phases":
+        from _common import si_phase
+
+        return [AseAtomsAdaptor.get_structure(si_phase(p)) for p in ("diamond", "beta-Sn", "bc8")]
+    return [diamond_si()]
+
+
+def teacher_perturbed(teacher, teacher_model, system: str, settings: dict) -> Dataset:
+    """Strained + rattled copies of the input structures (``perturb_structures`` with ``settings``), passed
+    through the pre-label filter and labelled by the teacher (what ``DistillMaker.perturb`` adds)."""
+    from pfd_atomate.perturb.core import perturb_structures
+    from pfd_atomate.select.filters import FrameFilter
+
+    frames, _ = FrameFilter().apply(perturb_structures(input_structures(system), **settings))
+    return teacher.predict(teacher_model, frames)
+
+
+def eos_frames() -> dict[str, tuple[Dataset, Any]]:
+    """CP2K's E-V points of the three Si phases on the kpoint_density meshes (``cp2k_reference.py --phases``):
+    phase -> (the cells, isotropically scaled with fixed fractional positions, unlabelled; CP2K eV/atom)."""
+    from _common import si_phase
+    from cp2k_reference import load_phases
+
+    doc = load_phases(KPOINT_DENSITY)
+    out = {}
+    for phase, data in doc["phases"].items():
+        atoms = si_phase(phase)
+        n = len(atoms)
+        frames = []
+        for volume in data["volumes"]:
+            scaled = atoms.copy()
+            scaled.set_cell(atoms.cell * (volume / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
+            frames.append(Frame.from_atoms(scaled, source=f"eos:{phase}", with_labels=False))
+        out[phase] = (Dataset(frames=frames, name=f"eos-{phase}"), np.array(data["energies"]) / n)
+    return out
+
+
+def eos_rmse(backend, model, curves: dict) -> dict[str, float]:
+    """E-V RMSE per phase against CP2K (meV/atom), one energy offset per model (its mean on diamond), as
+    ``properties.eos_errors``: the β-Sn / BC8 errors include the error of their energy above diamond."""
+    diffs = {phase: backend.predict(model, frames).energies_per_atom() - cp2k for phase, (frames, cp2k) in curves.items()}
+    offset = diffs["diamond"].mean()
+    return {phase: float(1000 * np.sqrt(np.mean((d - offset) ** 2))) for phase, d in diffs.items()}
 
 
 if __name__ == "__main__":

@@ -88,6 +88,35 @@ def test_same_folder_again_is_a_no_op_resume(runs):
         run_flow(tiny_pfd_maker(distill=True).make(cu_cell()), run_dir, env=_env())
 
 
+
+def test_a_reader_reaches_whoever_holds_the_folder_and_waits_out_a_holder_that_lets_go(runs):
+    """``attach_run`` reads a finished run through the server of the process holding its folder (whose
+    port ``open_run_store`` wrote into the folder). When the folder names a server that is gone (the
+    holder was stopping), it looks again and, once the lock is free, opens the database itself."""
+    import threading
+
+    from pfd_atomate.workflows.local import attach_run
+
+    run_dir, _ = runs[1]
+    flow_uuid = json.loads((run_dir / "run.json").read_text())["flow_uuid"]
+    with open_run_store(run_dir) as (_, _, server):
+        assert f"port: {server.port}" in (run_dir / "jobflow.yaml").read_text()
+        with attach_run(run_dir) as (store, _, record):
+            assert record["flow_uuid"] == flow_uuid
+            assert queries.run_report(store, flow_uuid)["n_dft_labels"] == N_LABELS
+    # held, but the named server is gone: the holder lets go 3 s later
+    holder = RunLock(run_dir).acquire()
+    timer = threading.Timer(3.0, holder.release)
+    timer.start()
+    try:
+        began = time.monotonic()
+        with attach_run(run_dir) as (store, _, _):
+            assert queries.run_report(store, flow_uuid)["n_dft_labels"] == N_LABELS
+        assert time.monotonic() - began >= 3.0
+    finally:
+        timer.join()
+        holder.release()
+
 def test_a_second_process_is_refused(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""

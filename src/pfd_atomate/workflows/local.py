@@ -10,7 +10,8 @@ The run folder holds exactly one run:
 
 ``<run>/db``          the database (LaunchPad + JobStore: documents, GridFS ``data``)
 ``<run>/run.json``    which workflow this folder runs (first firework id, flow uuid, settings digest)
-``<run>/jobflow.yaml`` the JobStore of the workers (the database's port changes between sessions)
+``<run>/jobflow.yaml`` the JobStore of the workers, naming the server of the process that holds the
+                      folder (the database's port changes each time it is opened)
 ``<run>/workers/k``   the job folders of worker k (FireWorks ``launcher_*`` folders)
 ``<run>/.pfd.lock``   held while a process works on the folder (see :class:`RunLock`)
 ``<run>/db.log``, ``<run>/db.pid``  the database server's log and pid. A server left running by a
@@ -180,7 +181,7 @@ def open_run_store(run_dir: str | Path, lock: bool = True) -> Iterator[tuple[Job
     RunLockedError: the folder is in use.
     FileNotFoundError: there is no run in ``run_dir``.
     """
-    from pfd_atomate.workflows.fireworks import launchpad
+    from pfd_atomate.workflows.fireworks import launchpad, write_launchpad_file
 
     run_dir = Path(run_dir).resolve()
     if lock and not (run_dir / "db").is_dir():
@@ -189,6 +190,11 @@ def open_run_store(run_dir: str | Path, lock: bool = True) -> Iterator[tuple[Job
           # the lock is held here, so a server still on db/ is a dead process's: pid_file stops it
           start_server(run_dir / "db", log_path=run_dir / "db.log", stop_with_parent=True,
                        pid_file=run_dir / "db.pid") as server):
+        # the folder names the server of whoever holds it, so attach_run reaches this one (its port is new)
+        write_launchpad_file(run_dir / "my_launchpad.yaml", server.host, server.port, LAUNCHPAD_DB,
+                             strm_lvl=FIREWORKS_LOG_LEVEL)
+        (run_dir / "jobflow.yaml").write_text(yaml.safe_dump({"JOB_STORE": jobstore_spec(server.host, server.port,
+                                                                                          STORE_DB)}))
         store = server.jobstore(STORE_DB)
         store.connect()
         yield store, launchpad(server.host, server.port, name=LAUNCHPAD_DB, strm_lvl=FIREWORKS_LOG_LEVEL), server
@@ -198,13 +204,15 @@ def open_run_store(run_dir: str | Path, lock: bool = True) -> Iterator[tuple[Job
 def attach_run(run_dir: str | Path) -> Iterator[tuple[JobStore, Any, dict[str, Any]]]:
     """Read a run folder, running or not: yield ``(JobStore, LaunchPad, run.json record)``.
 
-    A run in progress is read through the database server of the process that runs it (its
-    address is in the folder's ``jobflow.yaml``); otherwise the folder's database is started here
+    A folder another process holds (a run in progress, or a script reading a finished run) is read
+    through that process's database server: :func:`open_run_store` names it in the folder's
+    ``jobflow.yaml`` and ``my_launchpad.yaml``. Otherwise the folder's database is started here
     (holding the lock meanwhile).
 
     Raises
     ------
     FileNotFoundError: no run in ``run_dir``.
+    RunLockedError: the folder stays held by a process whose server does not answer (10 looks, about a minute).
     """
     from fireworks import LaunchPad
 
@@ -212,20 +220,40 @@ def attach_run(run_dir: str | Path) -> Iterator[tuple[JobStore, Any, dict[str, A
     record = _read_run_file(run_dir)
     if record is None:
         raise FileNotFoundError(f"no PFD run in {run_dir} (no run.json)")
-    try:
-        RunLock(run_dir).acquire().release()
-    except RunLockedError:
-        pass
-    else:  # nobody runs it: start its database here
-        with open_run_store(run_dir) as (store, lp, _):
-            yield store, lp, record
+    for _ in range(10):  # the holder may let go between the lock test and the connection: look again
+        try:
+            RunLock(run_dir).acquire().release()
+        except RunLockedError:
+            spec = yaml.safe_load((run_dir / "jobflow.yaml").read_text())["JOB_STORE"]
+            if not _answers(spec["docs_store"]):
+                time.sleep(1.0)
+                continue
+        else:  # nobody holds it: start its database here
+            with open_run_store(run_dir) as (store, lp, _):
+                yield store, lp, record
+            return
+        store = JobStore.from_dict_spec(spec)
+        store.connect()
+        try:
+            yield store, LaunchPad.from_file(str(run_dir / "my_launchpad.yaml")), record
+        finally:
+            store.close()
         return
-    store = JobStore.from_dict_spec(yaml.safe_load((run_dir / "jobflow.yaml").read_text())["JOB_STORE"])
-    store.connect()
+    raise RunLockedError(f"{run_dir} is held by a process whose database server does not answer; see its db.log")
+
+
+def _answers(store_spec: dict[str, Any]) -> bool:
+    """Whether the MongoDB server of a ``MongoStore`` description answers ``ping`` within 5 s."""
+    from pymongo import MongoClient
+
+    client = MongoClient(store_spec["host"], int(store_spec["port"]), serverSelectionTimeoutMS=5000)
     try:
-        yield store, LaunchPad.from_file(str(run_dir / "my_launchpad.yaml")), record
+        client.admin.command("ping")
+        return True
+    except Exception:  # noqa: BLE001  (any failure means: not there now)
+        return False
     finally:
-        store.close()
+        client.close()
 
 
 def job_states(lp: Any, record: dict[str, Any]) -> dict[int, tuple[str, str, dict[str, Any]]]:
@@ -319,7 +347,7 @@ def run_flow(
     RunMismatchError: ``run_dir`` holds a run of other settings.
     TimeoutError: ``timeout`` passed (the run is resumable).
     """
-    from pfd_atomate.workflows.fireworks import submit_flow, write_fworker_file, write_launchpad_file
+    from pfd_atomate.workflows.fireworks import submit_flow, write_fworker_file
 
     for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker)):
         if int(value) != value or value < 1:
@@ -355,10 +383,7 @@ def run_flow(
                         lp.rerun_fw(fw_id)
                         rerun.append(name)
                 logger.info("resuming %s: %d lost jobs run again", run_dir, len(rerun))
-            lp_file = write_launchpad_file(run_dir / "my_launchpad.yaml", server.host, server.port, LAUNCHPAD_DB,
-                                           strm_lvl=FIREWORKS_LOG_LEVEL)
-            jobflow_file = run_dir / "jobflow.yaml"
-            jobflow_file.write_text(yaml.safe_dump({"JOB_STORE": jobstore_spec(server.host, server.port, STORE_DB)}))
+            lp_file, jobflow_file = run_dir / "my_launchpad.yaml", run_dir / "jobflow.yaml"  # open_run_store's
             env = {**(env or {}), "JOBFLOW_CONFIG_FILE": str(jobflow_file)}
             fworker = write_fworker_file(run_dir / "my_fworker.yaml", "local")
             launchers = _start_workers(run_dir, lp_file, fworker, workers, threads_per_worker, env)
