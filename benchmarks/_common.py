@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,35 @@ def run_distillation(run_dir: Path):
                 raise LookupError(f"expected one job named {name!r} in {run_dir}, found {len(found)}")
             uuids.append(found.pop())
         return (teacher, student, *distillation_sets(store, *uuids))
+
+
+def run_models(run_dir: Path | None, extra: Sequence[str] = (), formula: str = "Si"):
+    """The models to compare on a finished run: ``(DeepMDBackend, {name: ModelFile})`` with the zero-shot DPA-4,
+    the teacher (PF) and student (PFD) of the run's ``formula`` (none without ``run_dir``), then each ``extra``
+    model given as ``"NAME=PATH"`` (a deepmd-kit ``.pth`` / ``.pt`` file, e.g. a student of
+    ``student_variants.py --workdir``).
+
+    Raises
+    ------
+    ValueError: an ``extra`` entry without ``=``.
+    """
+    from pfd_atomate import queries
+    from pfd_atomate.data import ModelFile
+    from pfd_atomate.train.deepmd import DeepMDBackend
+    from pfd_atomate.workflows.local import attach_run
+
+    backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
+    models = {"DPA-4 zero-shot": ModelFile.from_path(backend.base_model_path(), backend="deepmd")}
+    if run_dir is not None:
+        with attach_run(run_dir) as (store, _, _):  # beside another script reading the same run
+            models["PF (teacher)"], models["PFD (student)"] = (queries.final_model(store, formula, role)
+                                                              for role in ("teacher", "student"))
+    for entry in extra:
+        name, sep, path = entry.partition("=")
+        if not sep:
+            raise ValueError(f"--model must be NAME=PATH, got {entry!r}")
+        models[name] = ModelFile.from_path(path, backend="deepmd")
+    return backend, models
 
 
 class Timer:

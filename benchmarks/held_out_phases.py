@@ -128,18 +128,13 @@ def held_out_sets(args) -> dict:
     return sets
 
 
-def evaluate(run_dir: Path, sets: dict) -> dict:
-    """RMSEs of the zero-shot DPA-4, PF and PFD per phase and kind of frame."""
-    from pfd_atomate import queries
-    from pfd_atomate.data import Dataset, ModelFile
-    from pfd_atomate.train.deepmd import DeepMDBackend
-    from pfd_atomate.workflows.local import open_run_store
+def evaluate(run_dir: Path, sets: dict, extra=()) -> dict:
+    """RMSEs of the zero-shot DPA-4, PF, PFD and the ``extra`` models ("NAME=PATH") per phase and kind of frame."""
+    from _common import run_models
 
-    with open_run_store(run_dir) as (store, _, _):
-        teacher, student = (queries.final_model(store, "Si", role) for role in ("teacher", "student"))
-    backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
-    models = {"DPA-4 zero-shot": ModelFile.from_path(backend.base_model_path(), backend="deepmd"),
-              "PF (teacher)": teacher, "PFD (student)": student}
+    from pfd_atomate.data import Dataset
+
+    backend, models = run_models(run_dir, extra)
     table: dict = {}
     offsets: dict = {}
     for phase, kinds in sets.items():
@@ -171,13 +166,15 @@ def main() -> None:
                         help="β-Sn / BC8 on the mesh of this CP2K k-point density (multi_phase.py's; default: "
                              "KPOINTS, 4x4x4); the frames are the same, their labels and cache file new")
     parser.add_argument("--procs", type=int, default=2, help="single-threaded CP2K processes at once")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                        help="with --run: another deepmd-kit model to test (repeatable)")
     args = parser.parse_args()
     sets = held_out_sets(args)
     result = {"benchmark": "held_out_phases", "environment": environment(1),
               "sets": {p: {k: len(d) for k, d in kinds.items()} for p, kinds in sets.items()}}
     if args.run is not None:
         result["run"] = str(args.run)
-        result["rmse"] = evaluate(args.run.resolve(), sets)
+        result["rmse"] = evaluate(args.run.resolve(), sets, args.model)
         for phase, groups in result["rmse"].items():
             for g, row in groups.items():
                 print(phase, g, len(sets[phase][g]) if g != "all" else "", {

@@ -82,12 +82,20 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "", m
     start = time.perf_counter()
     eos_maker = force_field_eos_maker(tuple(eos_set["linear_strain"]), eos_set["number_of_frames"])
     curve = _resolved(spec.run(eos_maker, make_cell(eos_set["start_a"])), workdir / "eos")["relax"]
-    fit = fit_eos(curve["volume"], curve["energy"], 8, "diamond", name)
     cp2k = ref["eos"]["fit"]
-    out["eos"] = {"volumes": [v / 8 for v in curve["volume"]], "energies": [e / 8 for e in curve["energy"]],
-                  "v0": fit.v0, "e0": fit.e0, "a0": (fit.v0 * 8) ** (1 / 3), "b0_gpa": fit.b0, "b0_prime": fit.b0_prime,
-                  "v0_error_percent": 100 * (fit.v0 - cp2k["v0"]) / cp2k["v0"], "b0_error_gpa": fit.b0 - cp2k["b0"],
-                  "wall_s": time.perf_counter() - start}
+    out["eos"] = {"volumes": [v / 8 for v in curve["volume"]], "energies": [e / 8 for e in curve["energy"]]}
+    try:
+        fit = fit_eos(curve["volume"], curve["energy"], 8, "diamond", name)
+    except ValueError as err:  # no minimum in the sampled range: a failure of the model, recorded
+        fit = None
+        out["eos"]["failed"] = str(err)
+    else:
+        out["eos"] |= {"v0": fit.v0, "e0": fit.e0, "a0": (fit.v0 * 8) ** (1 / 3), "b0_gpa": fit.b0,
+                       "b0_prime": fit.b0_prime, "v0_error_percent": 100 * (fit.v0 - cp2k["v0"]) / cp2k["v0"],
+                       "b0_error_gpa": fit.b0 - cp2k["b0"]}
+    out["eos"]["wall_s"] = time.perf_counter() - start
+    # energies above diamond from its fitted minimum, or from its lowest point when it has none
+    e0_diamond = fit.e0 if fit is not None else min(curve["energy"]) / 8
     if phases:  # β-Sn and BC8: V0, B0 and the energy above diamond, against CP2K
         from _common import si_phase
         from pymatgen.io.ase import AseAtomsAdaptor
@@ -105,7 +113,7 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "", m
                 continue
             ref_fit = cp2k_phase["fit"]
             out["phases"][phase] = {
-                **per_atom, "v0": pfit.v0, "b0_gpa": pfit.b0, "energy_above_diamond_ev_per_atom": pfit.e0 - fit.e0,
+                **per_atom, "v0": pfit.v0, "b0_gpa": pfit.b0, "energy_above_diamond_ev_per_atom": pfit.e0 - e0_diamond,
                 "cp2k_v0": ref_fit["v0"], "cp2k_b0_gpa": ref_fit["b0"],
                 "cp2k_energy_above_diamond_ev_per_atom": ref_fit["e0"] - cp2k["e0"]}
     out["eos_rmse_mev_per_atom"] = eos_errors(out, ref, phases)
@@ -180,7 +188,8 @@ def plot_eos(models: dict[str, dict], path: Path, ref: dict, phases: dict | None
                 continue
             curve = row["eos"] if phase == "diamond" else row.get("phases", {}).get(phase, {})
             if "volumes" in curve:
-                ax.plot(curve["volumes"], 1000 * (np.array(curve["energies"]) - row["eos"]["e0"]), "-", label=name)
+                e0 = row["eos"].get("e0", min(row["eos"]["energies"]))
+                ax.plot(curve["volumes"], 1000 * (np.array(curve["energies"]) - e0), "-", label=name)
         ax.set_xlabel("volume (Å$^3$/atom)")
         ax.set_ylabel("E - E$_0$(diamond) (meV/atom)")
         ax.set_title(phase, fontsize=9)
@@ -203,19 +212,15 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the result file (e.g. the run's name)")
     parser.add_argument("--kpoint-density", type=float, default=None,
                         help="E-V curves of all phases on the meshes of this CP2K k-point density (multi_phase.py's)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                        help="another deepmd-kit model to compare (repeatable)")
     args = parser.parse_args()
-    from pfd_atomate import queries
-    from pfd_atomate.data import ModelFile
-    from pfd_atomate.train.deepmd import DeepMDBackend
+    from _common import run_models
+
     from pfd_atomate.validation.jobs import CalculatorSpec
-    from pfd_atomate.workflows.local import open_run_store
 
     ref, phases = si_phase_references(args.kpoint_density)
-    with open_run_store(args.run.resolve()) as (store, _, _):
-        teacher, student = (queries.final_model(store, "Si", role) for role in ("teacher", "student"))
-    backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
-    foundation = ModelFile.from_path(backend.base_model_path(), backend="deepmd")
-    models = {"DPA-4 zero-shot": foundation, "PF (teacher)": teacher, "PFD (student)": student}
+    backend, models = run_models(args.run.resolve(), args.model)
     (RESULTS / "properties").mkdir(parents=True, exist_ok=True)
     from _dft_labels import label_workdir
 
@@ -231,9 +236,12 @@ def main() -> None:
     for name, model in models.items():
         spec = CalculatorSpec.from_model(model, backend, name=name)
         row = model_properties(name, spec, ref, work / name.split()[0].lower(), args.tag, phases=phases)
-        print(f"{name}: a0 {row['eos']['a0']:.4f} Å (CP2K {ref['eos']['a0']:.4f}), B0 {row['eos']['b0_gpa']:.1f} GPa "
-              f"(CP2K {ref['eos']['fit']['b0']:.1f}); band RMSE {row['phonons']['band_rmse']:.3f} THz, "
-              f"max |Δω| {row['phonons']['max_abs_error']:.3f} THz", flush=True)
+        eos = (row["eos"]["failed"] if "failed" in row["eos"] else
+               f"a0 {row['eos']['a0']:.4f} Å (CP2K {ref['eos']['a0']:.4f}), B0 {row['eos']['b0_gpa']:.1f} GPa "
+               f"(CP2K {ref['eos']['fit']['b0']:.1f})")
+        print(f"{name}: {eos}; band RMSE {row['phonons']['band_rmse']:.3f} THz, "
+              f"max |Δω| {row['phonons']['max_abs_error']:.3f} THz; E-V RMSE "
+              f"{ {k: round(v, 1) for k, v in row['eos_rmse_mev_per_atom'].items()} } meV/atom", flush=True)
         for phase, r in row.get("phases", {}).items():
             if "failed" in r:
                 print(f"  {phase}: {r['failed']}", flush=True)

@@ -273,22 +273,12 @@ def element_force_rmse(reference, predicted) -> dict[str, float]:
 
 def run_models(run_dir: Path | None) -> dict:
     """Model name → ModelFile: the zero-shot DPA-4 and, from a finished run, PF (teacher) and PFD (student)
-    (loaded as ``held_out_phases.evaluate`` does, for the run's formula)."""
+    (``_common.run_models`` for the run's formula)."""
+    from _common import run_models as models_of_run
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from pfd_atomate import queries
-    from pfd_atomate.data import ModelFile
-    from pfd_atomate.train.deepmd import DeepMDBackend
-    from pfd_atomate.workflows.local import open_run_store
-
-    backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
-    models = {"DPA-4 zero-shot": ModelFile.from_path(backend.base_model_path(), backend="deepmd")}
-    if run_dir is not None:
-        formula = AseAtomsAdaptor.get_structure(sic_cell()).composition.reduced_formula  # PFDMaker's run formula
-        with open_run_store(run_dir) as (store, _, _):
-            models["PF (teacher)"], models["PFD (student)"] = (queries.final_model(store, formula, role)
-                                                              for role in ("teacher", "student"))
-    return models
+    formula = AseAtomsAdaptor.get_structure(sic_cell()).composition.reduced_formula  # PFDMaker's run formula
+    return models_of_run(run_dir, formula=formula)[1]
 
 
 def evaluate(sets: dict, models: dict) -> dict:

@@ -92,6 +92,11 @@ VARIANTS["+ teacher-labelled strained + rattled frames"] = {"teacher_perturb": {
     "n_frames": 100, "cell_pert_fraction": 0.06, "atom_pert_distance": 0.15, "seed": 7}}
 VARIANTS["+ 3x teacher-labelled strained + rattled frames"] = {"teacher_perturb": {
     "n_frames": 300, "cell_pert_fraction": 0.06, "atom_pert_distance": 0.15, "seed": 7}}
+# the fine-tuning data's perturbation (the demo's PerturbMaker: 3 % strain, 0.1 Å), 100 frames per structure
+VARIANTS["+ mildly strained + rattled teacher frames"] = {"teacher_perturb": {
+    "n_frames": 100, "cell_pert_fraction": 0.03, "atom_pert_distance": 0.1, "seed": 7}}
+VARIANTS["wider nets, + mildly strained + rattled teacher frames"] = (
+    VARIANTS["wider nets"] | VARIANTS["+ mildly strained + rattled teacher frames"])
 
 
 def seconds_per_call(backend, model, n_calls: int = 3, cell=None) -> float:

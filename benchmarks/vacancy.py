@@ -95,20 +95,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished PFD run folder (local engine)")
     parser.add_argument("--tag", default="", help="suffix of the result file (e.g. the run's name)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                        help="another deepmd-kit model to compare (repeatable)")
     args = parser.parse_args()
-    from pfd_atomate import queries
-    from pfd_atomate.data import ModelFile
-    from pfd_atomate.train.deepmd import DeepMDBackend
+    from _common import run_models
+
     from pfd_atomate.validation.jobs import CalculatorSpec
-    from pfd_atomate.workflows.local import open_run_store
 
     a0 = load_reference()["eos"]["a0"]
     perfect, vacancy = cells(a0)
-    with open_run_store(args.run.resolve()) as (store, _, _):
-        teacher, student = (queries.final_model(store, "Si", role) for role in ("teacher", "student"))
-    backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
-    foundation = ModelFile.from_path(backend.base_model_path(), backend="deepmd")
-    models = {"DPA-4 zero-shot": foundation, "PF (teacher)": teacher, "PFD (student)": student}
+    backend, models = run_models(args.run.resolve(), args.model)
     n = len(perfect)
     result = {"benchmark": "vacancy", "environment": environment(1), "run": str(args.run),
               "system": f"diamond Si, {n}-atom cell ({SUPERCELL} conventional) at the CP2K a0 {a0:.4f} Å, one vacancy",

@@ -96,6 +96,8 @@ BAD_SETTINGS = [
     (lambda: SelectMaker(n_select=0), "SelectMaker.n_select", "0"),
     (lambda: DeepMDBackend(rcut=0.4, rcut_smth=0.5), "rcut_smth < rcut", "0.4"),
     (lambda: DeepMDBackend(numb_steps=0), "DeepMDBackend.numb_steps", "0"),
+    (lambda: DeepMDBackend(energy_weight=0.0), "DeepMDBackend.energy_weight", "0.0"),
+    (lambda: DeepMDBackend(energy_weight=True), "DeepMDBackend.energy_weight", "True"),
     (lambda: DeepMDBackend(template="se_zz"), "DeepMDBackend.template", "se_zz"),
     (lambda: DistillMaker(test_fraction=1.5), "DistillMaker.test_fraction", "1.5"),
     (lambda: FinetuneMaker(max_iterations=0), "FinetuneMaker.max_iterations", "0"),

@@ -308,6 +308,21 @@ def test_templates_pass_deepmd_argcheck(template):
     assert normalized["learning_rate"]["decay_steps"] == 1
 
 
+def test_energy_weight_scales_energy_and_virial_prefactors_only(tmp_path):
+    """``energy_weight`` multiplies the energy and virial loss prefactors of the input.json a backend
+    writes for deepmd-kit; the force prefactors stay."""
+    data = emt_dataset(2, seed=4)
+    plain = DeepMDBackend().write_inputs([data], tmp_path / "plain")["loss"]
+    heavy = DeepMDBackend(energy_weight=100.0).write_inputs([data], tmp_path / "heavy")["loss"]
+    assert json.loads((tmp_path / "heavy" / "input.json").read_text())["loss"] == heavy
+    for key in ("start_pref_e", "limit_pref_e", "start_pref_v", "limit_pref_v"):
+        assert heavy[key] == pytest.approx(100 * plain[key]) and plain[key] > 0
+    for key in ("start_pref_f", "limit_pref_f"):
+        assert heavy[key] == plain[key]
+    no_virial = DeepMDBackend(energy_weight=100.0, use_virial=False).write_inputs([data], tmp_path / "nv")["loss"]
+    assert no_virial["start_pref_v"] == no_virial["limit_pref_v"] == 0.0
+
+
 def test_read_type_map_of_multitask_checkpoint(tmp_path):
     """Branches (and their aliases) of a multi-task checkpoint carry their own type maps."""
     import torch

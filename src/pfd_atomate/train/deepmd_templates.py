@@ -116,6 +116,7 @@ def build_input(
     disp_freq: int,
     save_freq: int,
     use_virial: bool,
+    energy_weight: float = 1.0,
 ) -> dict[str, Any]:
     """A complete deepmd-kit ``input.json`` as a dict.
 
@@ -135,6 +136,8 @@ def build_input(
     seed: seed of network initialisation and batch sampling.
     disp_freq, save_freq: steps between ``lcurve.out`` lines / checkpoints.
     use_virial: give the virial a non-zero loss prefactor.
+    energy_weight: factor on the energy and virial loss prefactors (deepmd-kit's 0.02 → 1, against
+        forces 1000 → 1; the prefactors follow the learning rate from start to limit).
 
     Raises
     ------
@@ -162,12 +165,12 @@ def build_input(
         },
         "loss": {
             "type": "ener",
-            "start_pref_e": 0.02,
-            "limit_pref_e": 1.0,
+            "start_pref_e": 0.02 * energy_weight,
+            "limit_pref_e": 1.0 * energy_weight,
             "start_pref_f": 1000.0,
             "limit_pref_f": 1.0,
-            "start_pref_v": 0.02 if use_virial else 0.0,
-            "limit_pref_v": 1.0 if use_virial else 0.0,
+            "start_pref_v": 0.02 * energy_weight if use_virial else 0.0,
+            "limit_pref_v": 1.0 * energy_weight if use_virial else 0.0,
         },
         "training": {
             "training_data": {"systems": list(systems), "batch_size": batch_size, "auto_prob": auto_prob},
