@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--parallel", type=int, default=2, help="fine-tunes at once (one thread each)")
     parser.add_argument("--tag", default="", help="suffix of the result file (invocations with other --variants)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the fine-tuned models here (default: a temporary folder)")
     args = parser.parse_args()
 
     sets = held_out_sets(argparse.Namespace(kpoint_density=args.kpoint_density, procs=1, rattled=8,
@@ -120,9 +121,11 @@ def main() -> None:
         model = backend.train(labels, Path(tmp) / name.replace(" ", "_").replace(",", ""))
         return name, backend, model, time.perf_counter() - start
 
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.parallel) as pool:
+    with tempfile.TemporaryDirectory() as scratch, ThreadPoolExecutor(args.parallel) as pool:
+        tmp = args.workdir or scratch
         for name, backend, model, wall in pool.map(train, args.variants):
             row = {"settings": VARIANTS[name], "steps": backend.training_steps(n_labels), "train_wall_s": round(wall, 1),
+                   "model": str(model.materialize(Path(tmp) / "models" / name.replace(" ", "_"))) if args.workdir else None,
                    "held_out": phase_metrics(backend, model, sets)}
             result["models"][f"fine-tuned, {name}"] = row
             print(name, f"{row['steps']} steps, {wall:.0f} s", {p: (round(1000 * m["phase_energy_error_ev_per_atom"], 1),

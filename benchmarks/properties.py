@@ -14,6 +14,7 @@ Usage: ``.venv/bin/python benchmarks/properties.py --run benchmarks/runs/demo-fu
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "", m
     a0 = ref["phonons"].get("a0", ref["eos"]["a0"])  # the cell CP2K's phonons were computed in
     doc = _resolved(spec.run(ph_maker, make_cell(a0), {"supercell_matrix": ph_set["supercell_matrix"]}),
                     workdir / "phonons")
-    png = RESULTS / "properties" / f"phonons_{name.split()[0].lower()}{'_' + tag if tag else ''}.png"
+    png = RESULTS / "properties" / f"phonons_{slug(name)}{'_' + tag if tag else ''}.png"
     bs = doc.phonon_bandstructure if hasattr(doc, "phonon_bandstructure") else doc["phonon_bandstructure"]
     comparison = compare_band_structures(bs, ref["phonons"]["band_structure"], name, "CP2K", plot_path=png)
     out["phonons"] = {**comparison.model_dump(exclude={"plot"}), "plot": str(png.relative_to(RESULTS.parent)),
@@ -130,6 +131,11 @@ def model_properties(name: str, spec, ref: dict, workdir: Path, tag: str = "", m
                       "wall_s": time.perf_counter() - start}
     return out
 
+
+def slug(name: str) -> str:
+    """A model's name in file names: "dpa-4", "pf", "pfd" for the run's three, else the whole name."""
+    standard = {"DPA-4 zero-shot": "dpa-4", "PF (teacher)": "pf", "PFD (student)": "pfd"}
+    return standard.get(name) or re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 def cp2k_curves(ref: dict, phases: dict | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """CP2K E-V points per phase: phase -> (volumes Å^3/atom, energies eV/atom). "diamond" is the curve of the
@@ -235,7 +241,7 @@ def main() -> None:
               "models": {}}
     for name, model in models.items():
         spec = CalculatorSpec.from_model(model, backend, name=name)
-        row = model_properties(name, spec, ref, work / name.split()[0].lower(), args.tag, phases=phases)
+        row = model_properties(name, spec, ref, work / slug(name), args.tag, phases=phases)
         eos = (row["eos"]["failed"] if "failed" in row["eos"] else
                f"a0 {row['eos']['a0']:.4f} Å (CP2K {ref['eos']['a0']:.4f}), B0 {row['eos']['b0_gpa']:.1f} GPa "
                f"(CP2K {ref['eos']['fit']['b0']:.1f})")
