@@ -71,6 +71,17 @@ def test_scratch_se_e2_a_learns_forces(scratch, cu_test):
     assert np.max(np.abs(e_err)) < 0.2
 
 
+def test_energy_bias_refitted_after_training_from_scratch(scratch):
+    """The force-dominated loss lets a student's mean energy drift; the re-fitted per-element bias
+    (``dp change-bias``) makes its mean per-atom error on the training labels zero (one element)."""
+    backend, model, workdir = scratch
+    assert (workdir / "dp_change_bias.log").is_file()
+    train = emt_dataset(20, seed=0)
+    e_err = backend.predict(model, train).energies_per_atom() - train.energies_per_atom()
+    assert abs(float(np.mean(e_err))) < 1e-5, f"mean energy error {np.mean(e_err):.2e} eV/atom"
+    assert float(np.std(e_err)) > 1e-5  # the model itself is not an exact copy: only the constant went
+
+
 def test_predict_units_against_finite_differences(scratch):
     """Forces are -dE/dx and the virial is -dE/dε (eV) of the same model, frame by frame."""
     backend, model, _ = scratch

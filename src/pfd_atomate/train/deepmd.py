@@ -282,10 +282,11 @@ class DeepMDBackend(TrainerBackend):
         diamond, β-Sn and BC8 Si put β-Sn 22.5 meV/atom too low against diamond with 1, 1.5 with
         100, forces unchanged (``benchmarks/finetune_weights.py``). The re-fitted energy bias
         cannot do it: it is one constant per element.
-    refit_bias: after fine-tuning, re-fit the per-element energy bias to the training labels by
-        least squares (``dp --pt change-bias -m change``, as deepmd-kit does before fine-tuning):
-        the force-dominated loss lets the mean energy drift (DPA-4 on 40 CP2K Si8 labels:
-        a constant 9 meV/atom after 400 steps).
+    refit_bias: after training (fine-tune or from scratch), re-fit the per-element energy bias to
+        the training labels by least squares (``dp --pt change-bias -m change``, as deepmd-kit does
+        before fine-tuning): the force-dominated loss lets the mean energy drift (DPA-4 on 40 CP2K
+        Si8 labels: a constant 9 meV/atom after 400 steps; the demo's se_e2_a student on its 725
+        teacher frames: 8.2 meV/atom after 12000 steps, 0.9 after the re-fit, forces unchanged).
     device: "auto" (deepmd-kit uses CUDA when torch sees a GPU) or "cpu" (GPUs hidden from the
         ``dp`` subprocesses).
     n_threads: CPU threads for ``dp`` (OMP / deepmd intra-op) and in-process inference;
@@ -621,7 +622,7 @@ class DeepMDBackend(TrainerBackend):
         if speed:
             logger.info("deepmd training: %s s/step over %d steps", speed[-1], config["training"]["numb_steps"])
         checkpoint = workdir / "model.ckpt.pt"
-        if start is not None and self.refit_bias:
+        if self.refit_bias:
             self._run_dp(["change-bias", checkpoint.name, "-s", "data", "-n", "0", "-m", "change",
                           "-o", "model_refit.pt"], workdir, "dp_change_bias.log")
             checkpoint = workdir / "model_refit.pt"
