@@ -220,6 +220,8 @@ def main() -> None:
                         help="E-V curves of all phases on the meshes of this CP2K k-point density (multi_phase.py's)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help="another deepmd-kit model to compare (repeatable)")
+    parser.add_argument("--only-given-models", action="store_true",
+                        help="measure only the --model models, not the run's own (measured before: DPA-4 is slow)")
     args = parser.parse_args()
     from _common import run_models
 
@@ -227,6 +229,8 @@ def main() -> None:
 
     ref, phases = si_phase_references(args.kpoint_density)
     backend, models = run_models(args.run.resolve(), args.model)
+    if args.only_given_models:
+        models = {name: model for name, model in models.items() if name in {m.split("=", 1)[0] for m in args.model}}
     (RESULTS / "properties").mkdir(parents=True, exist_ok=True)
     from _dft_labels import label_workdir
 

@@ -165,6 +165,23 @@ def test_config_maps_onto_the_same_flow_as_the_python_api(tmp_path):
         PFDMaker().make(cu_cell()))
 
 
+def test_student_input_overrides_add_to_the_default_nets():
+    """``input_overrides`` of a student, in a file or in Python, are merged into the default student's network
+    sizes; a file that sets the nets gets its own."""
+    from pfd_atomate.config import load_config
+    from pfd_atomate.presets import STUDENT_NETS, se_e2_a_student
+
+    loss = {"loss": {"limit_pref_f": 3.0}}
+    for student in (se_e2_a_student(input_overrides=loss),
+                    load_config({"structures": ["cu8.cif"], "distill": {"student": {"input_overrides": loss}}})
+                    .build().distill.student):
+        assert student.input_overrides == STUDENT_NETS | loss
+    small = {"model": {"fitting_net": {"neuron": [8, 8]}}}
+    student = load_config({"structures": ["cu8.cif"], "distill": {"student": {"input_overrides": small}}}).build()
+    assert student.distill.student.input_overrides["model"] == {"descriptor": STUDENT_NETS["model"]["descriptor"],
+                                                                "fitting_net": {"neuron": [8, 8]}}
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

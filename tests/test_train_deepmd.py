@@ -400,3 +400,45 @@ def test_a_stored_model_runs_atomate2_makers(scratch, cu_test, memory_store, tmp
     silver = Structure(structure.lattice, ["Ag"] * len(structure), structure.frac_coords)
     with pytest.raises(ValueError, match="Ag"):  # before any calculator is built
         run_with_model.original(ForceFieldStaticMaker(force_field_name="DeepMD"), backend, model, silver)
+
+
+def test_dp_child_dies_with_a_killed_parent(tmp_path):
+    """A worker or script killed by pid takes its ``dp`` child along instead of leaving it training."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    # a stand-in interpreter for the child only: it records its pid and sleeps where `dp train` would train
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f"#!/bin/sh\necho $$ > {tmp_path / 'child.pid'}\nexec sleep 120\n")
+    fake_python.chmod(0o755)
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from pfd_atomate.train.deepmd import DeepMDBackend
+        sys.executable = {str(fake_python)!r}
+        DeepMDBackend(n_threads=1)._run_dp(["train", "input.json"], Path({str(tmp_path)!r}), "dp_train.log")
+    """)])
+    pid_file = tmp_path / "child.pid"
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        assert parent.poll() is None, "the parent ended before starting its dp child"
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    os.kill(child, 0)  # running
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{child}/stat") as stat:  # reaped by init soon; a zombie is dead already
+            if stat.read().split(") ")[1].startswith("Z"):
+                return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the dp child outlived its killed parent")

@@ -146,6 +146,8 @@ DeepMDConfig.__doc__ = "deepmd-kit trainer (DeepMDBackend); the defaults are the
 StudentConfig = section(DeepMDBackend, "StudentConfig", extra={"backend": (Literal["deepmd"], "deepmd")},
                         defaults_from=se_e2_a_student())
 StudentConfig.__doc__ = "deepmd-kit student trained from scratch (DeepMDBackend); the defaults are se_e2_a's."
+# built through the preset, so that input_overrides from a file add to the default student's nets (as in Python)
+StudentConfig.target = staticmethod(se_e2_a_student)
 CHGNetConfig = section(CHGNetBackend, "CHGNetConfig", extra={"backend": (Literal["chgnet"], "chgnet")})
 TrainerConfig = Annotated[Union[DeepMDConfig, CHGNetConfig], Field(discriminator="backend")]  # noqa: UP007
 

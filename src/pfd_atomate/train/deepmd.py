@@ -33,6 +33,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ from maggma.utils import recursive_update
 
 from pfd_atomate.data import Dataset, ModelFile
 from pfd_atomate.data.models import sha256_of_file
+from pfd_atomate.process import die_with_parent
 from pfd_atomate.train import foundation
 from pfd_atomate.train.base import TrainerBackend
 from pfd_atomate.train.deepmd_templates import (
@@ -565,7 +567,9 @@ class DeepMDBackend(TrainerBackend):
         cmd = [sys.executable, "-m", "deepmd", "--pt", *args]
         logger.info("running %s in %s", " ".join(cmd[2:]), workdir)
         with log_path.open("w") as log:
-            proc = subprocess.run(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=self._env())
+            # a killed worker or script takes its dp child along (an orphaned `dp train` trains on for hours)
+            proc = subprocess.run(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=self._env(),
+                                  preexec_fn=die_with_parent(signal.SIGKILL))
         if proc.returncode != 0:
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:])
             raise RuntimeError(f"`dp --pt {' '.join(args)}` failed (exit {proc.returncode}) in {workdir}:\n{tail}")

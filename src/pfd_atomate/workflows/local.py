@@ -46,7 +46,8 @@ from typing import Any
 import yaml
 from jobflow import Flow, Job, JobStore
 
-from pfd_atomate.workflows.mongo import MongoServer, die_with_parent, jobstore_spec, start_server, stop_process
+from pfd_atomate.process import die_with_parent
+from pfd_atomate.workflows.mongo import MongoServer, jobstore_spec, start_server, stop_process
 
 logger = logging.getLogger(__name__)
 #: FireWorks' own console handler: its INFO lines ("Performing db tune-up") repeat what the run reports

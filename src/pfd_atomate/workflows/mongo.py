@@ -32,6 +32,7 @@ from typing import Any
 
 from jobflow import JobStore
 
+from pfd_atomate.process import die_with_parent
 
 
 def _check_loopback(host: str) -> None:
@@ -135,22 +136,6 @@ class MongoServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-
-
-def die_with_parent(sig: int):
-    """A ``preexec_fn`` that makes a child process receive ``sig`` when its parent dies (Linux).
-
-    Elsewhere it does nothing: the child then outlives a killed parent.
-    """
-    import ctypes
-
-    def set_pdeathsig() -> None:
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-
-    return set_pdeathsig
 
 
 #: WiredTiger's message when another process has the database open
