@@ -112,9 +112,18 @@ VARIANTS["wider nets, 96000 steps, seed 2"] = VARIANTS["wider nets, 96000 steps"
 # gives few frames: teacher-labelled cells strained by at most 2 % and rattled by 0.03 Å
 VARIANTS["wider nets, 96000 steps, + near-equilibrium teacher frames"] = VARIANTS["wider nets, 96000 steps"] | {
     "teacher_perturb": {"n_frames": 100, "cell_pert_fraction": 0.02, "atom_pert_distance": 0.03, "seed": 7}}
-# 48000 -> 96000 steps took the wider nets from 2.2x to 1.5-1.7x their teacher on the MD frames: still learning?
-VARIANTS["wider nets, 192000 steps"] = VARIANTS["wider nets"] | {"numb_steps": 192000}
-VARIANTS["wider nets, 192000 steps, seed 2"] = VARIANTS["wider nets, 192000 steps"] | VARIANTS["seed 2"]
+# the teacher's MD keeps each phase near one volume (diamond: 20.0-21.0 Å^3/atom) and its nearest neighbours
+# beyond 2.1 Å: the wider-nets students miss the E-V curves by 35-85 meV/atom and the rattled frames by 1.2-1.8 eV/Å.
+# With the template's nets these frames fixed both and cost MD accuracy (4.7x): do wider nets have room for both?
+# (variants with extra frames before 2026-12-03 09:00 drew half of each batch from them: see train())
+VARIANTS["wider nets, 96000 steps, + teacher-labelled strained + rattled frames"] = (
+    VARIANTS["wider nets, 96000 steps"] | VARIANTS["+ teacher-labelled strained + rattled frames"])
+# the students' diamond phonons match CP2K at Γ and X and miss by 1-2 THz at L, W and K: the q-points an 8-atom
+# cubic cell can hold (its periodic images, 5.43 Å away, inside rcut 6 Å, move with each atom in every training frame).
+# Teacher MD in 64-atom cells (no atom sees its own image) adds the displacement patterns of L and W.
+VARIANTS["wider nets, 96000 steps, + teacher MD in 64-atom diamond cells"] = VARIANTS["wider nets, 96000 steps"] | {
+    "teacher_md": {"phases": ["diamond"], "supercell": [2, 2, 2], "temperatures": [300.0, 900.0], "n_steps": 600,
+                   "interval": 6, "seed": 11}}
 
 
 def seconds_per_call(backend, model, n_calls: int = 3, cell=None) -> float:
@@ -201,17 +210,22 @@ def main() -> None:
         settings = copy.deepcopy(base)  # nested settings (input_overrides) merge, as in se_e2_a_student
         recursive_update(settings, copy.deepcopy(VARIANTS.get(name, {}) | ({"numb_steps": 600} if args.quick else {})))
         perturb = settings.pop("teacher_perturb", None)
+        md = settings.pop("teacher_md", None)
         backend = se_e2_a_student(**settings, n_threads=1)
         if name == "demo":  # the run's own student (compressed already)
             return name, (backend, demo_student, demo_student, settings, 0), 0.0
         start = time.perf_counter()
         extra = [teacher_perturbed(teacher, teacher_model, args.system, perturb)] if perturb else []
+        extra += [teacher_md_frames(teacher, teacher_model, args.system, md)] if md else []
         folder = workdir / name.replace(" ", "_").replace("+", "plus")
-        model = backend.train([train_set, *extra], folder)
+        # one dataset, sampled by frame count, as DistillMaker trains on everything its teacher labelled (passed as
+        # separate datasets, each would get an equal share of the batches, whatever its size)
+        model = backend.train([Dataset.concat([train_set, *extra], name=train_set.name)] if extra else [train_set],
+                              folder)
         wall = time.perf_counter() - start
         n_extra = sum(len(d) for d in extra)
-        return name, (backend, model, backend.compress_model(model, folder), settings | ({"teacher_perturb": perturb}
-                                                                                         if perturb else {}), n_extra), wall
+        used = settings | ({"teacher_perturb": perturb} if perturb else {}) | ({"teacher_md": md} if md else {})
+        return name, (backend, model, backend.compress_model(model, folder), used, n_extra), wall
 
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.parallel) as pool:
         workdir = args.workdir or Path(tmp)
@@ -318,6 +332,40 @@ def teacher_perturbed(teacher, teacher_model, system: str, settings: dict) -> Da
 
     frames, _ = FrameFilter().apply(perturb_structures(input_structures(system), **settings))
     return teacher.predict(teacher_model, frames)
+
+
+def teacher_md_frames(teacher, teacher_model, system: str, settings: dict) -> Dataset:
+    """Frames of Langevin MD (2 fs, friction 0.01/fs) driven by the teacher in supercells of Si phases, labelled
+    by the teacher: ``settings`` = {"phases": [...], "supercell": [n1, n2, n3], "temperatures": [K, ...],
+    "n_steps": steps per temperature, "interval": steps between frames (the first 10 intervals are dropped as
+    equilibration), "seed"}. The frames are as big as the supercell (diamond 2x2x2: 64 atoms).
+
+    Raises
+    ------
+    ValueError: ``system`` is not "si-phases" (only the Si phases have supercells here).
+    """
+    if system != "si-phases":
+        raise ValueError(f"teacher_md needs --system si-phases, got {system!r}")
+    from ase import units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from _common import si_phase
+
+    frames = []
+    for phase in settings["phases"]:
+        for i, temperature in enumerate(settings["temperatures"]):
+            atoms = si_phase(phase).repeat(tuple(settings["supercell"]))
+            rng = np.random.default_rng(settings["seed"] + i)
+            MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+            atoms.calc = teacher.calculator(teacher_model)
+            dyn = Langevin(atoms, 2.0 * units.fs, temperature_K=temperature, friction=0.01 / units.fs, rng=rng)
+            for step in range(settings["interval"], settings["n_steps"] + 1, settings["interval"]):
+                dyn.run(settings["interval"])
+                if step > 10 * settings["interval"]:
+                    frames.append(Frame.from_atoms(atoms, source=f"teacher-md:{phase}:{temperature:g}K",
+                                                   with_labels=False))
+    return teacher.predict(teacher_model, Dataset(frames=frames, name="teacher-md-supercells"))
 
 
 def eos_frames() -> dict[str, tuple[Dataset, Any]]:
