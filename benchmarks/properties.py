@@ -230,7 +230,8 @@ def main() -> None:
     ref, phases = si_phase_references(args.kpoint_density)
     backend, models = run_models(args.run.resolve(), args.model)
     if args.only_given_models:
-        models = {name: model for name, model in models.items() if name in {m.split("=", 1)[0] for m in args.model}}
+        given = {m.split("=", 1)[0] for m in args.model}
+        models = {name: model for name, model in models.items() if name in given}
     (RESULTS / "properties").mkdir(parents=True, exist_ok=True)
     from _dft_labels import label_workdir
 

@@ -436,9 +436,12 @@ def test_dp_child_dies_with_a_killed_parent(tmp_path):
             os.kill(child, 0)
         except ProcessLookupError:
             return
-        with open(f"/proc/{child}/stat") as stat:  # reaped by init soon; a zombie is dead already
-            if stat.read().split(") ")[1].startswith("Z"):
-                return
+        try:
+            with open(f"/proc/{child}/stat") as stat:  # reaped by init soon; a zombie is dead already
+                if stat.read().split(") ")[1].startswith("Z"):
+                    return
+        except FileNotFoundError:  # reaped between the two looks
+            return
         time.sleep(0.1)
     os.kill(child, signal.SIGKILL)
     pytest.fail("the dp child outlived its killed parent")
