@@ -5,8 +5,13 @@ compressed se_e2_a student) on the three 8-atom cells of ``_common.si_phase``, w
 
 - the CP2K labeller takes its k-mesh from a density (``--kpoint-density``), and ``PFDMaker`` keeps each
   input structure's mesh for all its frames;
-- the student is the library's default (``presets.se_e2_a_student``: 48000 steps, learning rate to 1e-4,
-  rcut 6 Å), not the demo's shortened one (12000 steps, rcut 5 Å); ``--demo-student`` keeps the demo's.
+- the distillation is the library's default (``presets.se_e2_a_student``: wider nets, 96000 steps, learning
+  rate to 1e-4, rcut 6 Å; and ``presets.distillation_perturb``: 100 teacher-labelled strained + rattled
+  frames per structure), not the demo's shortened one (12000 steps, rcut 5 Å, MD frames only);
+  ``--demo-student`` keeps the demo's, ``--no-distill`` stops after the fine-tuning loop.
+
+The run's DFT labels are written to ``data/`` (``--export-labels``): run folders are not kept, the labels
+must not be paid for twice.
  The default, 300 k-points/Å⁻³, gives 7x7x7 for
 diamond Si8, 8x8x7 for β-Sn and 7x7x7 for BC8: at 40 (3x3x3 / 4x4x4 / 4x4x4, the first run of
 2026-12-02, ``results/multi_phase.json``) the k-point error of metallic β-Sn swung by 35 meV/atom between
@@ -34,20 +39,22 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = ("diamond", "beta-Sn", "bc8")
 
 
-def multi_phase_maker(kpoint_density: float = 300.0, demo_student: bool = False):
+def multi_phase_maker(kpoint_density: float = 300.0, demo_student: bool = False, distill: bool = True):
     """The demo's PFDMaker with a density-based CP2K k-mesh (one labeller for cells of several shapes) and,
     unless ``demo_student``, the library's default student (one thread: the engine runs workers side by side)."""
     from pfd_atomate.cli.demo import demo_maker
     from pfd_atomate.label.cp2k import cp2k_static_maker
     from pfd_atomate.label.flows import LabelMaker
-    from pfd_atomate.presets import se_e2_a_student
+    from pfd_atomate.presets import distillation_perturb, se_e2_a_student
 
     maker = demo_maker()
     labeller = LabelMaker(static_maker=cp2k_static_maker(kpoint_density=kpoint_density), min_success_ratio=0.75)
     maker = dataclasses.replace(maker, label=labeller)
-    if not demo_student:
-        maker = dataclasses.replace(maker, distill=dataclasses.replace(maker.distill,
-                                                                       student=se_e2_a_student(n_threads=1)))
+    if not distill:
+        return dataclasses.replace(maker, distill=None)
+    if not demo_student:  # the library's distillation defaults: student and strained + rattled teacher frames
+        maker = dataclasses.replace(maker, distill=dataclasses.replace(
+            maker.distill, student=se_e2_a_student(n_threads=1), perturb=distillation_perturb()))
     return maker
 
 
@@ -57,6 +64,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--kpoint-density", type=float, default=300.0, help="k-points per Å^-3 (default 300)")
     parser.add_argument("--demo-student", action="store_true", help="the demo's 12000-step student")
+    parser.add_argument("--no-distill", action="store_true", help="stop after the fine-tuning loop (no student)")
+    parser.add_argument("--export-labels", type=Path, default=None,
+                        help="write the run's DFT labels here (gzipped JSON, the form of benchmarks/data; default: "
+                             "data/si_phases_multi_phase_k<density>_w<energy weight>_labels.json.gz)")
     args = parser.parse_args()
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -64,13 +75,21 @@ def main() -> None:
     from pfd_atomate.workflows.local import open_run_store, run_flow
 
     structures = [AseAtomsAdaptor.get_structure(si_phase(p)) for p in PHASES]
-    flow = multi_phase_maker(args.kpoint_density, args.demo_student).make(structures)
+    maker = multi_phase_maker(args.kpoint_density, args.demo_student, distill=not args.no_distill)
+    flow = maker.make(structures)
     start = time.perf_counter()
     result = run_flow(flow, args.run_dir, workers=args.workers)
     if not result.completed:
         raise SystemExit(f"the flow ended {result.state}: {result.failed}")
     with open_run_store(args.run_dir) as (store, _, _):
         doc = queries.run_report(store, result.flow_uuid)
+        labels = run_dft_labels(store, result.flow_uuid)
+    weight = maker.finetune.trainer.energy_weight
+    export = args.export_labels or (Path(__file__).resolve().parent / "data" /
+                                    f"si_phases_multi_phase_k{args.kpoint_density:g}_w{weight:g}_labels.json.gz")
+    export_labels(labels, export, {"benchmark": "multi_phase", "phases": list(PHASES),
+                                   "kpoint_density": args.kpoint_density, "labeller": "cp2k_static_maker (PBE)",
+                                   "teacher_energy_weight": weight})
     summary = {
         "benchmark": "multi_phase", "environment": environment(1), "run_dir": str(args.run_dir),
         "phases": list(PHASES), "workers": args.workers, "kpoint_density": args.kpoint_density,
@@ -82,11 +101,39 @@ def main() -> None:
         "iteration_metrics": [{k: it[k] for k in ("stage", "iteration", "n_train_frames", "n_labelled", "energy_rmse",
                                                   "force_rmse", "accurate_ratio", "converged", "n_added")}
                               for it in doc["iterations"]],
+        "exported_labels": {"path": str(export.relative_to(Path(__file__).resolve().parent)), "n_frames": len(labels)},
+        "teacher_energy_weight": weight,
         "distill_train_frames": doc["n_distill_frames"],
         "student_vs_teacher_held_out": doc["student_teacher_test"],
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "iteration_metrics"}, indent=1, default=str))
     save("multi_phase", summary, RESULTS)
+
+
+def run_dft_labels(store, flow_uuid: str):
+    """Every DFT-labelled frame of run ``flow_uuid`` (initial and loop labellings, in job order): one Dataset.
+
+    The labels are what a rerun must never pay for again; the teacher model itself is not kept (weights do not go
+    into the repository), but a fine-tune on these frames rebuilds one."""
+    from pfd_atomate.data import Dataset
+    from pfd_atomate.store import fetch_dataset
+
+    docs = store.query({"metadata.pfd_run": flow_uuid, "metadata.pfd_step": "label",
+                        "output.n_requested": {"$exists": True}},
+                       properties=["uuid", "metadata", "completed_at"], sort={"completed_at": 1})
+    parts = [fetch_dataset(store, d["uuid"]) for d in docs]
+    return Dataset.concat(parts, name="multi-phase-run-dft-labels")
+
+
+def export_labels(labels, path: Path, settings: dict) -> None:
+    """Write ``labels`` to ``path`` (gzipped JSON ``{"settings", "meta", "dataset"}``, what
+    ``_dft_labels.cached_dataset`` reads)."""
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(json.dumps({"settings": settings, "meta": {"n_frames": len(labels)},
+                                                "dataset": json.loads(labels.model_dump_json())}).encode()))
+    print(f"wrote {len(labels)} DFT labels to {path}")
 
 
 if __name__ == "__main__":

@@ -245,7 +245,11 @@ def test_default_pfd_maker_builds_the_full_flow_with_vasp_labels():
     assert maker.finetune.select.method == "entropy"
     assert maker.distill.student.template == "se_e2_a" and maker.distill.student.compress is not False
     distill_names = {j.name for j in flow.jobs[3].jobs}
-    assert {"pfd distill teacher label", "pfd distill train student", "pfd distill check compression"} <= distill_names
+    assert {"pfd distill teacher label", "pfd distill train student", "pfd distill check compression",
+            "pfd distill perturb"} <= distill_names
+    # the teacher labels strained + rattled copies too: MD alone left the student's E-V curves 23-73 meV/atom off
+    perturb = maker.distill.perturb
+    assert (perturb.n_frames, perturb.cell_pert_fraction, perturb.atom_pert_distance) == (100, 0.06, 0.15)
     assert set(textwrap.dedent(" ".join(pfd_atomate.__all__)).split()) >= {
         "PFDMaker", "LabelMaker", "FinetuneMaker", "DistillMaker", "Stage", "TaskGroup", "run_flow"}
 

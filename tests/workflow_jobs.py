@@ -127,6 +127,7 @@ def tiny_pfd_maker(distill: bool = True, label_delay: float | None = None, count
         distill=DistillMaker(
             student=DeepMDBackend(template="se_e2_a", numb_steps=30, rcut=4.5, rcut_smth=0.5, seed=0, n_threads=1),
             task_groups=[TaskGroup(temperatures=[700.0], ensemble="nvt", n_steps=20, time_step=2.0, traj_interval=2)],
+            perturb=None,  # MD frames only (the default's rattled frames run in test_pfd_flow and the CLI run)
             test_fraction=0.3,
         )
         if distill

@@ -53,7 +53,7 @@ from pfd_atomate.flows import PFDMaker
 from pfd_atomate.label.cp2k import cp2k_static_maker
 from pfd_atomate.label.flows import LabelMaker
 from pfd_atomate.perturb.jobs import PerturbMaker
-from pfd_atomate.presets import dpa4_teacher, se_e2_a_student
+from pfd_atomate.presets import distillation_perturb, dpa4_teacher, se_e2_a_student
 from pfd_atomate.select.jobs import SelectMaker
 from pfd_atomate.train.chgnet import CHGNetBackend
 from pfd_atomate.train.deepmd import DeepMDBackend
@@ -152,6 +152,9 @@ CHGNetConfig = section(CHGNetBackend, "CHGNetConfig", extra={"backend": (Literal
 TrainerConfig = Annotated[Union[DeepMDConfig, CHGNetConfig], Field(discriminator="backend")]  # noqa: UP007
 
 PerturbConfig = section(PerturbMaker, "PerturbConfig", exclude=("name",))
+DistillPerturbConfig = section(PerturbMaker, "DistillPerturbConfig", exclude=("name",),
+                               defaults_from=distillation_perturb())
+DistillPerturbConfig.__doc__ = "Strained + rattled frames for the distillation teacher; the defaults are presets.distillation_perturb's."
 SelectConfig = section(SelectMaker, "SelectConfig", exclude=("name",))
 
 
@@ -233,8 +236,9 @@ FinetuneConfig = section(FinetuneMaker, "FinetuneConfig", exclude=("name", "labe
                                     "select": (SelectConfig, Field(default_factory=SelectConfig))})
 DistillConfig = section(DistillMaker, "DistillConfig", exclude=("name", "teacher", "md_maker", "static_maker"),
                         overrides={"student": (StudentConfig, Field(default_factory=StudentConfig)),
-                                   "perturb": (Union[PerturbConfig, None], Field(
-                                       None, description="rattled frames for the teacher to label (null: MD only)"))})
+                                   "perturb": (Union[DistillPerturbConfig, None], Field(
+                                       default_factory=DistillPerturbConfig,
+                                       description="strained + rattled frames for the teacher to label (null: MD only)"))})
 
 
 class PFDConfig(_Section):

@@ -20,7 +20,7 @@ from pfd_atomate.explore.jobs import ExploreMaker, explore_task_jobs
 from pfd_atomate.explore.schemas import TaskGroup
 from pfd_atomate.label.flows import LabelMaker
 from pfd_atomate.perturb.jobs import PerturbMaker
-from pfd_atomate.presets import distillation_task_groups, se_e2_a_student
+from pfd_atomate.presets import distillation_perturb, distillation_task_groups, se_e2_a_student
 from pfd_atomate.select.filters import FrameFilter
 from pfd_atomate.select.jobs import SelectMaker
 from pfd_atomate.train.base import TrainerBackend
@@ -51,10 +51,11 @@ class DistillMaker(Maker):
         for DPA-4 on a CPU, 0.3 s per 8-atom label); each job's task documents (about 8 kB per
         8-atom frame) are one object in the JobStore's ``data`` store.
     md_supercell: supercell of the input structures for the teacher MD.
-    perturb: strained and rattled copies of the input structures for the teacher to label too
-        (None: MD frames only, as in the PFD paper). MD at working temperatures rarely brings two
-        atoms as close as a strongly rattled frame does; without such frames the student
-        extrapolates there (the teacher does not: it was pre-trained on them).
+    perturb: strained and rattled copies of the input structures for the teacher to label too;
+        default :func:`pfd_atomate.presets.distillation_perturb` (100 per structure, 6 % strain,
+        0.15 Å); None: MD frames only, as in the PFD paper. MD at working temperatures rarely
+        strains a cell or brings two atoms as close as these frames do; without them the student
+        extrapolates there (its E-V curves miss; the teacher does not: it was pre-trained on them).
     frame_filter: pre-label filters for teacher frames.
     max_frames: cap on teacher-labelled frames.
     test_fraction: share of teacher frames held out.
@@ -71,7 +72,7 @@ class DistillMaker(Maker):
     static_maker: ForceFieldStaticMaker = field(default_factory=lambda: ForceFieldStaticMaker(force_field_name="DeepMD"))
     label_batch_size: int = 200
     md_supercell: tuple[int, int, int] | None = None
-    perturb: PerturbMaker | None = None
+    perturb: PerturbMaker | None = field(default_factory=distillation_perturb)
     frame_filter: FrameFilter = field(default_factory=FrameFilter)
     max_frames: int | None = None
     test_fraction: float = 0.1
