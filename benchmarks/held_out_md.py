@@ -54,19 +54,28 @@ def _md_frames(temperature: float, n_frames: int, seed: int, equilibrate: int, i
     queue.put((temperature, Dataset(frames=frames).model_dump_json()))
 
 
-def md_held_out(temperatures, per_temperature: int, seed: int, relabel: bool = False):
-    """CP2K-labelled MD frames per temperature, from the cache when made with the same settings."""
-    settings = {"system": "diamond Si, 8-atom cubic cell (a = 5.43 Å)", "temperatures_K": list(temperatures),
-                "per_temperature": per_temperature, "seed": seed,
+def md_held_out(temperatures, per_temperature: int, seed: int, relabel: bool = False,
+                supercell: tuple[int, int, int] = (1, 1, 1), kpoints: tuple[int, int, int] = (3, 3, 3),
+                n_procs: int = 2):
+    """CP2K-labelled MD frames per temperature, from the cache when made with the same settings.
+
+    ``supercell``: MD in this replica of the 8-atom cell (e.g. (2, 2, 2): 64 atoms, whose periodic images lie
+    outside a 6 Å cutoff, unlike the 8-atom cell's), labelled on ``kpoints``."""
+    big = tuple(supercell) != (1, 1, 1)
+    n_atoms = 8 * int(np.prod(supercell))
+    settings = {"system": f"diamond Si, {n_atoms}-atom cubic cell (a = 5.43 Å" + (f", {supercell} supercell)" if big else ")"),
+                "temperatures_K": list(temperatures), "per_temperature": per_temperature, "seed": seed,
                 "md": "ASE Langevin, 2 fs, friction 0.01, pretrained DPA-4 (dpa4-neo), 200 steps to equilibrate, "
-                      "a frame every 40 steps", "kpoints": [3, 3, 3],
+                      "a frame every 40 steps", "kpoints": list(kpoints),
                 "labeller": "CP2K PBE via pfd_atomate.label.cp2k.cp2k_static_maker"}
-    path = DATA / f"si8_md_cp2k_k333_{'-'.join(f'{t:g}' for t in temperatures)}K_n{per_temperature}_s{seed}.json.gz"
+    path = DATA / (f"si{n_atoms}_md_cp2k_k{''.join(map(str, kpoints))}_{'-'.join(f'{t:g}' for t in temperatures)}K"
+                   f"_n{per_temperature}_s{seed}.json.gz")
     if (cached := cached_dataset(path, settings, relabel)) is not None:
         return cached
-    frames, md_wall = kept_frames(path.name.removesuffix(".json.gz"),
-                                  lambda: _run_md(temperatures, per_temperature, seed), relabel)
-    return label_and_cache(frames, path, settings, (3, 3, 3), n_procs=2, md_wall_s=md_wall)
+    atoms = si_phase("diamond").repeat(supercell) if big else None
+    frames, md_wall = kept_frames(path.name.removesuffix(".json.gz"), lambda: _run_md(
+        temperatures, per_temperature, seed, atoms=atoms, n_procs=n_procs), relabel)
+    return label_and_cache(frames, path, settings, tuple(kpoints), n_procs=n_procs, md_wall_s=md_wall)
 
 
 def _run_md(temperatures, per_temperature: int, seed: int, phase: str = "diamond", atoms=None, n_procs: int = 2):
@@ -137,8 +146,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--run", type=Path, default=None, help="a finished demo run folder to test")
     parser.add_argument("--relabel", action="store_true")
+    parser.add_argument("--supercell", type=int, nargs=3, default=[1, 1, 1],
+                        help="MD in this supercell of the 8-atom cell (2 2 2: 64 atoms)")
+    parser.add_argument("--kpoints", type=int, nargs=3, default=[3, 3, 3], help="CP2K k-mesh of the frames")
+    parser.add_argument("--procs", type=int, default=2, help="single-threaded MD / CP2K processes at once")
+    parser.add_argument("--tag", default="", help="suffix of the result file")
     args = parser.parse_args()
-    data, meta = md_held_out(args.temperatures, args.per_temperature, args.seed, relabel=args.relabel)
+    data, meta = md_held_out(args.temperatures, args.per_temperature, args.seed, relabel=args.relabel,
+                             supercell=tuple(args.supercell), kpoints=tuple(args.kpoints), n_procs=args.procs)
     print(f"{len(data)} CP2K-labelled MD frames (MD {meta['md_wall_s']:.0f} s, CP2K {meta['cp2k_wall_s']:.0f} s)")
     result = {"benchmark": "held_out_md", "environment": environment(1),
               "meta": {k: v for k, v in meta.items() if k != "input_indices"}}
@@ -148,7 +163,7 @@ def main() -> None:
         for group, row in result["rmse"].items():
             print(group, {n: (round(1000 * v["energy_rmse_offset_removed_ev_per_atom"], 1),
                               round(v["force_rmse_ev_per_a"], 3)) for n, v in row.items()})
-    save("held_out_md", result, RESULTS)
+    save(f"held_out_md_{args.tag}" if args.tag else "held_out_md", result, RESULTS)
 
 
 if __name__ == "__main__":

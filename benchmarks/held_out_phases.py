@@ -167,14 +167,14 @@ def main() -> None:
                              "KPOINTS, 4x4x4); the frames are the same, their labels and cache file new")
     parser.add_argument("--procs", type=int, default=2, help="single-threaded CP2K processes at once")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
-                        help="with --run: another deepmd-kit model to test (repeatable)")
+                        help="another deepmd-kit model to test (repeatable; without --run: the zero-shot DPA-4 beside it)")
     args = parser.parse_args()
     sets = held_out_sets(args)
     result = {"benchmark": "held_out_phases", "environment": environment(1),
               "sets": {p: {k: len(d) for k, d in kinds.items()} for p, kinds in sets.items()}}
-    if args.run is not None:
-        result["run"] = str(args.run)
-        result["rmse"] = evaluate(args.run.resolve(), sets, args.model)
+    if args.run is not None or args.model:
+        result["run"] = None if args.run is None else str(args.run)
+        result["rmse"] = evaluate(None if args.run is None else args.run.resolve(), sets, args.model)
         for phase, groups in result["rmse"].items():
             for g, row in groups.items():
                 print(phase, g, len(sets[phase][g]) if g != "all" else "", {

@@ -214,7 +214,8 @@ def gamma_optical(band_structure: dict) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a finished PFD run folder (local engine)")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a finished PFD run folder (local engine); without it only DPA-4 and the --model models")
     parser.add_argument("--tag", default="", help="suffix of the result file (e.g. the run's name)")
     parser.add_argument("--kpoint-density", type=float, default=None,
                         help="E-V curves of all phases on the meshes of this CP2K k-point density (multi_phase.py's)")
@@ -228,7 +229,7 @@ def main() -> None:
     from pfd_atomate.validation.jobs import CalculatorSpec
 
     ref, phases = si_phase_references(args.kpoint_density)
-    backend, models = run_models(args.run.resolve(), args.model)
+    backend, models = run_models(None if args.run is None else args.run.resolve(), args.model)
     if args.only_given_models:
         given = {m.split("=", 1)[0] for m in args.model}
         models = {name: model for name, model in models.items() if name in given}
