@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--kpoint-density", type=float, default=300.0, help="k-points per Å^-3 (default 300)")
     parser.add_argument("--demo-student", action="store_true", help="the demo's 12000-step student")
     parser.add_argument("--no-distill", action="store_true", help="stop after the fine-tuning loop (no student)")
+    parser.add_argument("--tag", default="", help="suffix of the result file (results/multi_phase_TAG.json)")
     parser.add_argument("--export-labels", type=Path, default=None,
                         help="write the run's DFT labels here (gzipped JSON, the form of benchmarks/data; default: "
                              "data/si_phases_multi_phase_k<density>_w<energy weight>_labels.json.gz)")
@@ -107,7 +108,7 @@ def main() -> None:
         "student_vs_teacher_held_out": doc["student_teacher_test"],
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "iteration_metrics"}, indent=1, default=str))
-    save("multi_phase", summary, RESULTS)
+    save(f"multi_phase_{args.tag}" if args.tag else "multi_phase", summary, RESULTS)
 
 
 def run_dft_labels(store, flow_uuid: str):
