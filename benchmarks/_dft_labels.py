@@ -140,10 +140,15 @@ def label_and_cache(frames, path: Path, settings: dict, kpoints: tuple[int, int,
     labelled, order = label_with_cp2k(frames, kpoints, n_procs=n_procs, static_kwargs=static_kwargs)
     meta = {"n_frames": len(frames), "n_labelled": len(labelled), "input_indices": order, **meta,
             "cp2k_wall_s": time.perf_counter() - start}
+    write_cached_dataset(path, settings, meta, labelled)
+    return labelled, meta
+
+
+def write_cached_dataset(path: Path, settings: dict, meta: dict, dataset) -> None:
+    """Write ``dataset`` with the ``settings`` that made it (gzipped JSON), the form :func:`cached_dataset` reads."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(json.dumps({"settings": settings, "meta": meta,
-                                                "dataset": json.loads(labelled.model_dump_json())}).encode()))
-    return labelled, meta
+                                                "dataset": json.loads(dataset.model_dump_json())}).encode()))
 
 
 def cached_si_labels(n_frames: int, seed: int, kpoints: tuple[int, int, int], relabel: bool = False,

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from _common import environment, save, si_phase
+from _dft_labels import write_cached_dataset
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = ("diamond", "beta-Sn", "bc8")
@@ -88,9 +89,10 @@ def main() -> None:
     weight = maker.finetune.trainer.energy_weight
     export = args.export_labels or (Path(__file__).resolve().parent / "data" /
                                     f"si_phases_multi_phase_k{args.kpoint_density:g}_w{weight:g}_labels.json.gz")
-    export_labels(labels, export, {"benchmark": "multi_phase", "phases": list(PHASES),
-                                   "kpoint_density": args.kpoint_density, "labeller": "cp2k_static_maker (PBE)",
-                                   "teacher_energy_weight": weight})
+    write_cached_dataset(export, {"benchmark": "multi_phase", "phases": list(PHASES),
+                                  "kpoint_density": args.kpoint_density, "labeller": "cp2k_static_maker (PBE)",
+                                  "teacher_energy_weight": weight}, {"n_frames": len(labels)}, labels)
+    print(f"wrote {len(labels)} DFT labels to {export}")
     summary = {
         "benchmark": "multi_phase", "environment": environment(1), "run_dir": str(args.run_dir),
         "phases": list(PHASES), "workers": args.workers, "kpoint_density": args.kpoint_density,
@@ -121,20 +123,9 @@ def run_dft_labels(store, flow_uuid: str):
 
     docs = store.query({"metadata.pfd_run": flow_uuid, "metadata.pfd_step": "label",
                         "output.n_requested": {"$exists": True}},
-                       properties=["uuid", "metadata", "completed_at"], sort={"completed_at": 1})
+                       properties=["uuid"], sort={"completed_at": 1})
     parts = [fetch_dataset(store, d["uuid"]) for d in docs]
     return Dataset.concat(parts, name="multi-phase-run-dft-labels")
-
-
-def export_labels(labels, path: Path, settings: dict) -> None:
-    """Write ``labels`` to ``path`` (gzipped JSON ``{"settings", "meta", "dataset"}``, what
-    ``_dft_labels.cached_dataset`` reads)."""
-    import gzip
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(json.dumps({"settings": settings, "meta": {"n_frames": len(labels)},
-                                                "dataset": json.loads(labels.model_dump_json())}).encode()))
-    print(f"wrote {len(labels)} DFT labels to {path}")
 
 
 if __name__ == "__main__":
