@@ -52,10 +52,30 @@ def label_workdir() -> Path:
     return Path(os.environ.get("PFD_BENCH_LABELS", Path.home() / ".cache" / "pfd_atomate" / "bench-labels"))
 
 
+def die_with_parent_group() -> None:
+    """Call first in a benchmark's child process: when the parent dies (killed by pid, a scheduler's signal),
+    this child and everything it started (CP2K under custodian) are killed, instead of labelling on unseen.
+
+    The child leads a process group of its own; the parent's death sends it SIGTERM
+    (``pfd_atomate.process.die_with_parent``), whose handler kills the whole group."""
+    import signal
+
+    from pfd_atomate.process import die_with_parent
+
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+    arm = die_with_parent(signal.SIGTERM)
+    if arm is not None:
+        arm()
+    if os.getppid() == 1:  # the parent died before the hook was armed
+        os.killpg(0, signal.SIGKILL)
+
+
 def _label_chunk(k: int, frames_json: str, kpoints: tuple[int, int, int], workdir: str, queue,
                  static_kwargs: dict | None = None) -> None:
     """Child process: label one chunk with CP2K through LabelMaker + run_locally (one OpenMP thread);
     ``static_kwargs``: more ``cp2k_static_maker`` arguments (basis sets, cutoff)."""
+    die_with_parent_group()
     os.environ["OMP_NUM_THREADS"] = "1"
     from jobflow import run_locally
 

@@ -31,6 +31,9 @@ def _md_frames(temperature: float, n_frames: int, seed: int, equilibrate: int, i
                phase: str = "diamond", atoms=None) -> None:
     """Child process (one thread): Langevin MD of an 8-atom Si cell (or of ``atoms``, named ``phase``) with
     pretrained DPA-4; frames to ``queue``."""
+    from _dft_labels import die_with_parent_group
+
+    die_with_parent_group()
     os.environ["OMP_NUM_THREADS"] = "1"
     from ase import units
     from ase.md.langevin import Langevin

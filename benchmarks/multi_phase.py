@@ -85,7 +85,7 @@ def main() -> None:
         raise SystemExit(f"the flow ended {result.state}: {result.failed}")
     with open_run_store(args.run_dir) as (store, _, _):
         doc = queries.run_report(store, result.flow_uuid)
-        labels = run_dft_labels(store, result.flow_uuid)
+        labels = queries.dft_labels(store, result.flow_uuid)
     weight = maker.finetune.trainer.energy_weight
     export = args.export_labels or (Path(__file__).resolve().parent / "data" /
                                     f"si_phases_multi_phase_k{args.kpoint_density:g}_w{weight:g}_labels.json.gz")
@@ -111,21 +111,6 @@ def main() -> None:
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "iteration_metrics"}, indent=1, default=str))
     save(f"multi_phase_{args.tag}" if args.tag else "multi_phase", summary, RESULTS)
-
-
-def run_dft_labels(store, flow_uuid: str):
-    """Every DFT-labelled frame of run ``flow_uuid`` (initial and loop labellings, in job order): one Dataset.
-
-    The labels are what a rerun must never pay for again; the teacher model itself is not kept (weights do not go
-    into the repository), but a fine-tune on these frames rebuilds one."""
-    from pfd_atomate.data import Dataset
-    from pfd_atomate.store import fetch_dataset
-
-    docs = store.query({"metadata.pfd_run": flow_uuid, "metadata.pfd_step": "label",
-                        "output.n_requested": {"$exists": True}},
-                       properties=["uuid"], sort={"completed_at": 1})
-    parts = [fetch_dataset(store, d["uuid"]) for d in docs]
-    return Dataset.concat(parts, name="multi-phase-run-dft-labels")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,14 @@ from workflow_jobs import (
 )
 
 from pfd_atomate import queries
-from pfd_atomate.workflows.local import RunLock, RunLockedError, RunMismatchError, open_run_store, run_flow
+from pfd_atomate.workflows.local import (
+    POLL_BACKOFF_MAX_S,
+    RunLock,
+    RunLockedError,
+    RunMismatchError,
+    open_run_store,
+    run_flow,
+)
 
 N_LABELS = N_INITIAL_FRAMES + N_LOOP_ITERATIONS * N_SELECT
 
@@ -49,7 +56,8 @@ def runs(tmp_path_factory):
     for workers in (1, 2):
         run_dir = tmp_path_factory.mktemp(f"local-{workers}")
         flow = tiny_pfd_maker(distill=False, label_delay=1.0).make(cu_cell())
-        out[workers] = (run_dir, run_flow(flow, run_dir, workers=workers, env=_env()))
+        # idle workers look for work every second (default 5 s): the 1 s labels must be seen side by side
+        out[workers] = (run_dir, run_flow(flow, run_dir, workers=workers, env=_env(), worker_sleep=1))
     return out
 
 
@@ -203,3 +211,25 @@ def test_resume_after_sigkill_pays_no_label_twice(tmp_path):
     report, tests = _report(run_dir)
     assert report["n_dft_labels"] == N_LABELS
     assert [(t["stage"], t["iteration"]) for t in tests] == [(0, 0), (1, 1)]  # one row per iteration
+
+
+def test_monitor_backs_off_while_nothing_changes(tmp_path):
+    """While one job runs for 14 s the monitor looks at the workflow at growing intervals (1, 2, 4 s, at most
+    ``POLL_BACKOFF_MAX_S``: each look is a query to the server that shares the cores with the jobs), and the
+    run still ends soon after the job; wrong poll settings are refused before anything starts."""
+    from workflow_jobs import hold
+
+    looks: list[float] = []
+    start = time.perf_counter()
+    result = run_flow(hold(14.0), tmp_path / "run", workers=1, env=_env(),
+                      on_progress=lambda view: looks.append(time.perf_counter()))
+    wall = time.perf_counter() - start
+    assert result.completed
+    gaps = [b - a for a, b in zip(looks, looks[1:])]
+    assert max(gaps) > 3.5 and max(gaps) < POLL_BACKOFF_MAX_S + 1.0, gaps
+    assert len(looks) < 12, gaps  # a fixed 1 s poll looks at least 14 times
+    assert wall < 14.0 + 30.0  # start-up (server, workers) and at most one longest wait after the job
+    for kwargs in ({"poll_interval": 2.0, "max_poll_interval": 1.0}, {"worker_sleep": 0}):
+        with pytest.raises(ValueError, match="poll_interval|worker_sleep"):
+            run_flow(hold(1.0), tmp_path / "refused", **kwargs)
+    assert not (tmp_path / "refused").exists()

@@ -13,6 +13,8 @@ from atomate2.forcefields.jobs import ForceFieldStaticMaker
 from jobflow import run_locally
 from pymatgen.core import Lattice, Structure
 
+from pfd_atomate import queries
+from pfd_atomate.data import ModelFile
 from pfd_atomate.distill.flows import DistillMaker
 from pfd_atomate.evaluate.metrics import frame_errors
 from pfd_atomate.evaluate.schemas import ConvergenceCriteria
@@ -90,14 +92,21 @@ def test_loop_iterates_with_replace_and_converges(pfd_run):
 
 
 def test_label_accounting_matches_stored_jobs(pfd_run):
-    _, _, store, _, report = pfd_run
-    label_docs = list(store.query({"output.n_requested": {"$exists": True}, "metadata.pfd_step": "label"},
-                                  properties=["output.n_labelled", "uuid"]))
+    _, flow, store, _, report = pfd_run
+    label_docs = queries.label_jobs(store, flow.uuid)
     # initial labels + one labelling per iteration, every one stored as a LabelOutput (the teacher's
     # labels are LabelOutputs too, of the distill step)
     assert len({d["uuid"] for d in label_docs}) == 1 + report["n_iterations"]
+    assert [d["output"]["n_labelled"] for d in label_docs] == (
+        [report["n_initial_labels"]] + [it["n_labelled"] for it in report["iterations"]])
     assert report["n_dft_labels"] == report["n_initial_labels"] + sum(it["n_labelled"] for it in report["iterations"])
     assert report["n_initial_labels"] == 4 and report["n_label_failures"] == 0
+    # the run's labels as one dataset, each frame once: the initial (perturbed) frames first
+    labels = queries.dft_labels(store, flow.uuid)
+    assert len(labels) == report["n_dft_labels"] and all(f.is_labelled for f in labels)
+    assert len({f.fingerprint() for f in labels}) == len(labels)
+    assert [f.source.split(":")[0] for f in labels][:4] == ["perturb"] * 4
+    assert queries.dft_labels(store, "another-run").frames == []
 
 
 def report_run(store) -> str:
@@ -213,3 +222,34 @@ def test_bad_input_fails_before_any_job(tmp_path):
     maker.finetune.trainer = CHGNetBackend(base_model=str(tmp_path / "missing.pth.tar"))
     with pytest.raises(FileNotFoundError):
         maker.make(cu_cell())
+
+
+def test_task_group_supercell_sets_its_own_md_cells(tmp_path):
+    """A task group's own supercell wins over the Maker's ``md_supercell``, only for that group; the memory
+    check sees the largest cell any group asks for; a wrong supercell names the field before any job."""
+    structure = cu_cell()  # 8 atoms
+    groups = [TaskGroup(temperatures=[300.0], n_steps=10),
+              TaskGroup(temperatures=[300.0, 600.0], n_steps=10, supercell=(2, 2, 3))]
+    distill = DistillMaker(teacher=CHGNetBackend(), task_groups=groups, md_supercell=(1, 1, 2), perturb=None)
+    model = tmp_path / "teacher.pth.tar"
+    model.write_bytes(b"weights")
+    flow = distill.make(ModelFile.from_path(model, backend="chgnet"), structure)
+
+    def atoms(job) -> int:
+        (start,) = [a for a in [*job.function_args, *job.function_kwargs.values()] if isinstance(a, Structure)]
+        return len(start)
+
+    sizes = {job.name: atoms(job) for job in flow.jobs if job.name.startswith("pfd distill explore")}
+    assert sizes == {"pfd distill explore g0 T300 #0": 16, "pfd distill explore g1 T300 #0": 96,
+                     "pfd distill explore g1 T600 #0": 96}
+    # the student's memory estimate (se_e2_a) at 8 x 512 atoms is about 4 GiB, at 16 atoms 1.2 GiB
+    maker = small_pfd_maker()
+    maker.distill = DistillMaker(task_groups=[groups[0], groups[1].model_copy(update={"supercell": (8, 8, 8)})],
+                                 md_supercell=(1, 1, 2), perturb=None, student=maker.distill.student)
+    maker.max_memory_gib = 3.0
+    with pytest.raises(ValueError, match="student training of 4096-atom cells"):
+        maker.make(structure)
+    maker.distill.task_groups = groups
+    assert maker.make(structure) is not None
+    with pytest.raises(ValueError, match="supercell"):
+        TaskGroup(temperatures=[300.0], supercell=(2, 0, 1))

@@ -231,3 +231,10 @@ def check_big_model(model: dict, sha256: str) -> int:
     if mf.sha256 != sha256:
         raise ValueError("model came back with another sha256")
     return len(mf.to_bytes())
+
+
+@job
+def hold(seconds: float) -> float:
+    """Sleep ``seconds``: a job whose only cost is the engine's."""
+    time.sleep(seconds)
+    return seconds

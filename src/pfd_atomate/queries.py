@@ -27,12 +27,14 @@ from typing import Any
 
 from jobflow import JobStore
 
-from pfd_atomate.data import ModelFile
-from pfd_atomate.store import fetch_model
+from pfd_atomate.data import Dataset, ModelFile
+from pfd_atomate.store import fetch_dataset, fetch_model
 
 #: jobflow metadata of a run's report job and of an iteration's test job
 REPORT = {"metadata.pfd_step": "report"}
 TEST = {"metadata.pfd_step": "test"}
+#: a labelling's gather job (its output is a LabelOutput); the distillation's teacher labels are "distill"
+LABEL = {"metadata.pfd_step": "label", "output.n_requested": {"$exists": True}}
 
 _ITERATION_FIELDS = (
     "stage", "iteration", "energy_rmse", "force_rmse", "accurate_ratio", "n_selected_per_structure", "n_labelled",
@@ -124,6 +126,40 @@ def iteration_tests(store: JobStore, run_uuid: str) -> list[dict[str, Any]]:
             "n_frames": metrics["n_frames"], "converged": doc["output"].get("converged"), "job_uuid": doc["uuid"],
         })
     return sorted(rows, key=lambda r: r["iteration"])
+
+
+def label_jobs(store: JobStore, run_uuid: str) -> list[dict[str, Any]]:
+    """The DFT labellings of run ``run_uuid`` so far (the initial labels, then one per iteration), oldest first.
+
+    Returns
+    -------
+    list of dict: ``uuid`` of the labelling's gather job and its ``output`` counts: ``n_requested``,
+        ``n_labelled`` (labels held, reused ones included), ``n_reused`` (found in the store, not paid
+        again), ``n_failed`` (frames the labeller dropped).
+    """
+    store.connect()
+    fields = ("n_requested", "n_labelled", "n_reused")
+    docs = store.query({**LABEL, "metadata.pfd_run": run_uuid}, sort={"completed_at": 1},
+                       properties=["uuid", "output.failed", *(f"output.{f}" for f in fields)])
+    return [{"uuid": d["uuid"], "output": {**{f: d["output"].get(f, 0) for f in fields},
+                                           "n_failed": len(d["output"].get("failed") or [])}} for d in docs]
+
+
+def dft_labels(store: JobStore, run_uuid: str) -> Dataset:
+    """Every DFT-labelled frame of run ``run_uuid``, each once, in the order they were labelled.
+
+    What a rerun must never pay for again: model weights are large and kept apart, but these frames
+    rebuild the run's teacher (a fine-tune on them) and can be written anywhere
+    (``Dataset.model_dump_json``). A frame reused by a later labelling is kept once.
+    """
+    seen: set[str] = set()
+    frames = []
+    for doc in label_jobs(store, run_uuid):
+        for frame in fetch_dataset(store, doc["uuid"]).frames:
+            if frame.fingerprint() not in seen:
+                seen.add(frame.fingerprint())
+                frames.append(frame)
+    return Dataset(frames=frames, name=f"dft-labels:{run_uuid}")
 
 
 def model_location(store: JobStore, formula: str, role: str = "student") -> dict[str, Any]:

@@ -180,9 +180,7 @@ def _print_status(folder: Path) -> None:
     with attach_run(folder) as (store, lp, record):
         states = job_states(lp, record)
         rows = queries.iteration_tests(store, record["flow_uuid"])
-        labels = list(store.query({"metadata.pfd_run": record["flow_uuid"], "metadata.pfd_step": "label",
-                                   "output.n_requested": {"$exists": True}},
-                                  properties=["output.n_labelled", "output.n_reused", "output.n_requested"]))
+        labels = queries.label_jobs(store, record["flow_uuid"])
         try:
             report = queries.run_report(store, record["flow_uuid"])
         except LookupError:

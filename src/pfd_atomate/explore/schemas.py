@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 
 class TaskGroup(BaseModel):
     """A group of MD exploration tasks: every structure × temperature × pressure.
 
     Units: temperatures in K, pressures in GPa (converted to atomate2's kbar internally),
-    ``time_step`` in fs. ``pressures`` is ignored for ``ensemble="nvt"``.
+    ``time_step`` in fs. ``pressures`` is ignored for ``ensemble="nvt"``. ``supercell`` repeats each
+    starting structure for this group only (e.g. one group in cells larger than the model's cutoff beside
+    groups in the input cell); ``None`` takes the Maker's own supercell setting (``md_supercell``).
     """
 
     model_config = ConfigDict(extra="forbid")  # a misspelt setting must fail, not be ignored
@@ -25,6 +27,8 @@ class TaskGroup(BaseModel):
     thermostat_time: float = Field(100.0, gt=0, description="thermostat time constant, fs")
     barostat_time: float = Field(1000.0, gt=0, description="barostat time constant, fs (npt)")
     bulk_modulus: float = Field(100.0, gt=0, description="guess of the bulk modulus for the Berendsen barostat, GPa")
+    supercell: tuple[PositiveInt, PositiveInt, PositiveInt] | None = Field(
+        None, description="repeats of each starting structure along a, b, c for this group; None: the Maker's")
 
     @field_validator("temperatures")
     @classmethod

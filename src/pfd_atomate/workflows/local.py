@@ -57,6 +57,10 @@ LAUNCHPAD_DB = "fireworks"
 STORE_DB = "pfd"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _LIVE_STATES = ("READY", "RESERVED", "RUNNING")
+#: longest wait of run_flow's monitor between two looks at the workflow while no job changes state, s
+POLL_BACKOFF_MAX_S = 5.0
+#: seconds an idle worker sleeps before it asks for a ready job again (FireWorks' ``rlaunch --sleep``)
+WORKER_SLEEP_S = 5
 
 
 class RunLockedError(RuntimeError):
@@ -257,14 +261,29 @@ def _answers(store_spec: dict[str, Any]) -> bool:
         client.close()
 
 
-def job_states(lp: Any, record: dict[str, Any]) -> dict[int, tuple[str, str, dict[str, Any]]]:
-    """``{fw_id: (state, job name, metadata)}`` of every job of the run ``record`` (see :func:`attach_run`)."""
-    out = {}
-    for fw in lp.fireworks.find({"fw_id": {"$in": _workflow_fw_ids(lp, record["first_fw_id"])}},
-                                {"fw_id": 1, "state": 1, "name": 1, "spec._tasks.job.metadata": 1}):
-        tasks = (fw.get("spec") or {}).get("_tasks") or [{}]
-        out[fw["fw_id"]] = (fw["state"], fw["name"], ((tasks[0].get("job") or {}).get("metadata")) or {})
-    return out
+def job_states(lp: Any, record: dict[str, Any],
+               known: dict[int, tuple[str, dict[str, Any]]] | None = None) -> dict[int, tuple[str, str, dict[str, Any]]]:
+    """``{fw_id: (state, job name, metadata)}`` of every job of the run ``record`` (see :func:`attach_run`).
+
+    The states come from the workflow document (FireWorks keeps ``fw_states`` there), names and metadata
+    from the fireworks, which hold the jobs' inputs (150 MB for a multi-phase distillation): a query
+    over all of them took the embedded server 1.8 s, every second. ``known`` (``{fw_id: (name,
+    metadata)}``, filled here) spares a caller that looks again the fireworks it has seen; a job's name
+    and metadata do not change.
+    """
+    known = {} if known is None else known
+    doc = lp.workflows.find_one({"nodes": record["first_fw_id"]}, {"nodes": 1, "fw_states": 1})
+    if doc is None:
+        raise KeyError(f"no workflow holds firework {record['first_fw_id']}")
+    states = {int(fw_id): state for fw_id, state in (doc.get("fw_states") or {}).items()}
+    missing = [fw_id for fw_id in doc["nodes"] if fw_id not in known or fw_id not in states]
+    if missing:
+        for fw in lp.fireworks.find({"fw_id": {"$in": missing}},
+                                    {"fw_id": 1, "state": 1, "name": 1, "spec._tasks.job.metadata": 1}):
+            tasks = (fw.get("spec") or {}).get("_tasks") or [{}]
+            known[fw["fw_id"]] = (fw["name"], ((tasks[0].get("job") or {}).get("metadata")) or {})
+            states.setdefault(fw["fw_id"], fw["state"])  # a workflow document without this firework's state
+    return {fw_id: (states[fw_id], *known[fw_id]) for fw_id in doc["nodes"] if fw_id in known}
 
 
 def _read_run_file(run_dir: Path) -> dict[str, Any] | None:
@@ -323,6 +342,8 @@ def run_flow(
     timeout: float | None = None,
     env: dict[str, str] | None = None,
     on_progress: Callable[[RunView], None] | None = None,
+    max_poll_interval: float = POLL_BACKOFF_MAX_S,
+    worker_sleep: int = WORKER_SLEEP_S,
 ) -> LocalRun:
     """Run (or resume) ``flow`` in ``run_dir`` with ``workers`` parallel FireWorks workers.
 
@@ -332,10 +353,15 @@ def run_flow(
     run_dir: the run folder (created); see the module docstring for its layout.
     workers: number of ``rlaunch`` processes (>= 1); e.g. 2 on a 2-core machine.
     threads_per_worker: ``OMP_NUM_THREADS`` of each worker (torch and CP2K follow it).
-    poll_interval: seconds between looks at the workflow.
+    poll_interval: seconds between looks at the workflow after a job changed state; while nothing
+        changes the wait doubles up to ``max_poll_interval`` (each look is a query to the server,
+        which shares the cores with the jobs).
     timeout: give up (stopping the workers; the run stays resumable) after this many seconds.
     env: extra environment variables for the workers.
     on_progress: called with a :class:`RunView` at every look at the workflow.
+    max_poll_interval: longest wait between two looks, seconds (>= ``poll_interval``).
+    worker_sleep: seconds an idle worker waits before it asks the server for a ready job again
+        (integer, FireWorks' ``rlaunch --sleep``); a worker that finishes a job asks at once.
 
     Returns
     -------
@@ -343,16 +369,21 @@ def run_flow(
 
     Raises
     ------
-    ValueError: ``workers < 1`` or ``threads_per_worker < 1``.
+    ValueError: ``workers < 1``, ``threads_per_worker < 1``, ``worker_sleep < 1`` or
+        ``max_poll_interval < poll_interval``.
     RunLockedError: another process works on ``run_dir``.
     RunMismatchError: ``run_dir`` holds a run of other settings.
     TimeoutError: ``timeout`` passed (the run is resumable).
     """
     from pfd_atomate.workflows.fireworks import submit_flow, write_fworker_file
 
-    for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker)):
+    for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker),
+                        ("worker_sleep", worker_sleep)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not 0 < poll_interval <= max_poll_interval:
+        raise ValueError(f"poll_interval must be > 0 and <= max_poll_interval, got {poll_interval!r} and "
+                         f"{max_poll_interval!r}")
     run_dir = Path(run_dir).resolve()
     start = time.perf_counter()
     digest = flow_digest(flow)
@@ -387,11 +418,11 @@ def run_flow(
             lp_file, jobflow_file = run_dir / "my_launchpad.yaml", run_dir / "jobflow.yaml"  # open_run_store's
             env = {**(env or {}), "JOBFLOW_CONFIG_FILE": str(jobflow_file)}
             fworker = write_fworker_file(run_dir / "my_fworker.yaml", "local")
-            launchers = _start_workers(run_dir, lp_file, fworker, workers, threads_per_worker, env)
+            launchers = _start_workers(run_dir, lp_file, fworker, workers, threads_per_worker, env, int(worker_sleep))
             try:
                 report = None if on_progress is None else (
                     lambda states: on_progress(RunView.of(lp, states, store, record["flow_uuid"])))
-                state = _wait(lp, record, launchers, poll_interval, timeout, report, start)
+                state = _wait(lp, record, launchers, (poll_interval, max_poll_interval), timeout, report, start)
             finally:
                 for process in launchers:
                     stop_process(process)
@@ -402,7 +433,7 @@ def run_flow(
 
 
 def _start_workers(run_dir: Path, lp_file: Path, fworker: Path, workers: int, threads: int,
-                   env: dict[str, str] | None) -> list[subprocess.Popen]:
+                   env: dict[str, str] | None, sleep: int) -> list[subprocess.Popen]:
     bin_dir = Path(sys.executable).parent
     worker_env = dict(os.environ, OMP_NUM_THREADS=str(threads), **(env or {}))
     worker_env["PATH"] = os.pathsep.join((str(bin_dir), worker_env.get("PATH", "")))
@@ -412,21 +443,26 @@ def _start_workers(run_dir: Path, lp_file: Path, fworker: Path, workers: int, th
         folder.mkdir(parents=True, exist_ok=True)
         # --nlaunches infinite: a worker that finds nothing ready while the loop job runs must wait
         cmd = [str(bin_dir / "rlaunch"), "-l", str(lp_file), "-w", str(fworker), "rapidfire",
-               "--nlaunches", "infinite", "--sleep", "1"]
+               "--nlaunches", "infinite", "--sleep", str(sleep)]
         log = open(folder / "rlaunch.log", "ab")  # noqa: SIM115 (the child keeps it)
         processes.append(subprocess.Popen(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT, env=worker_env,
                                           preexec_fn=die_with_parent(signal.SIGKILL)))
     return processes
 
 
-def _wait(lp: Any, record: dict[str, Any], launchers: list[subprocess.Popen], poll: float, timeout: float | None,
-          on_progress: Callable | None, start: float) -> str:
-    """Poll until no job is ready or running; the workflow state then."""
+def _wait(lp: Any, record: dict[str, Any], launchers: list[subprocess.Popen], polls: tuple[float, float],
+          timeout: float | None, on_progress: Callable | None, start: float) -> str:
+    """Poll until no job is ready or running; the workflow state then. ``polls``: the shortest and the
+    longest wait (s); the wait doubles while no job changes state."""
     from pfd_atomate.workflows.fireworks import workflow_state
 
     idle_polls = 0
+    poll, last = polls[0], None
+    known: dict[int, tuple[str, dict[str, Any]]] = {}  # names and metadata, read once per firework
     while True:
-        states = job_states(lp, record)
+        states = job_states(lp, record, known)
+        seen = {fw_id: state for fw_id, (state, _, _) in states.items()}
+        poll, last = (polls[0] if seen != last else min(2 * poll, polls[1])), seen
         if on_progress is not None:  # every poll: a running job's own progress (training steps) moves too
             on_progress(states)
         live = any(s in _LIVE_STATES for s, _, _ in states.values())

@@ -1,0 +1,130 @@
+"""Does teacher MD in cells larger than the cutoff give the student its teacher's phonons? (issue 12, item 5)
+
+Every frame the multi-phase run's student learned from is an 8-atom cell, whose periodic images lie inside the
+6 Å cutoff and move with the atom: such frames only teach the force constants that Γ and X see, and the student's
+diamond phonon bands miss L, W and K by 1-2 THz (band RMSE 0.67 THz against CP2K, its teacher 0.10). Teacher MD
+in 64-atom diamond cells alone took the bands to 0.22 THz but cost accuracy on 8-atom MD frames
+(``benchmarks/README.md``, "Why the phonons miss").
+
+This runs the real ``DistillMaker`` flow of ``multi_phase.py`` (its teacher, task groups, strained + rattled
+frames, the initial perturbed frames relabelled, the default student, seed) on the three Si phases, with one
+task group added: NVT teacher MD of every phase in its 2x2x2 supercell (``TaskGroup.supercell``), so the student
+sees both cell sizes. The teacher is a deepmd-kit model file (``teacher_from_labels.py`` rebuilds the
+multi-phase run's from its exported DFT labels). The student is written to ``<workdir>/student.pth`` (or
+``.pt``, as trained); test it (and the teacher) with ``held_out_phases.py --model`` and ``properties.py
+--model``. This script adds the copy error on the flow's
+held-out teacher frames, per cell size (8-atom / 64-atom): the student's error in large-cell MD, where no CP2K
+frame exists.
+
+Usage: ``.venv/bin/python benchmarks/supercell_student.py --teacher T.pt --workdir DIR [--workers 2]
+[--n-steps 600] [--temperatures 300 900] [--no-supercell]``; ``--no-supercell`` is the control (the run's own
+distillation). Writes ``results/supercell_student_TAG.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import environment, save, si_phase
+from multi_phase import PHASES, multi_phase_maker
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def distill_maker(supercell: tuple[int, int, int] | None, temperatures: list[float], n_steps: int,
+                  traj_interval: int):
+    """``multi_phase.py``'s DistillMaker (teacher on one thread), with NVT teacher MD in ``supercell`` cells at
+    ``temperatures`` (``n_steps`` of 2 fs, a frame every ``traj_interval``) added unless ``supercell`` is None."""
+    from pfd_atomate.explore.schemas import TaskGroup
+    from pfd_atomate.presets import dpa4_teacher
+
+    maker = multi_phase_maker()
+    distill = dataclasses.replace(maker.distill, teacher=dpa4_teacher(n_threads=1))
+    if supercell is None:
+        return distill
+    group = TaskGroup(temperatures=temperatures, ensemble="nvt", n_steps=n_steps, time_step=2.0,
+                      traj_interval=traj_interval, supercell=supercell)
+    return dataclasses.replace(distill, task_groups=[*distill.task_groups, group])
+
+
+def copy_error_by_size(reference, predicted) -> dict[str, dict[str, float]]:
+    """Student against teacher per frame size: ``{"<n> atoms": {"n_frames", "energy_rmse" (eV/atom),
+    "force_rmse" (eV/Å)}}``."""
+    out = {}
+    for n in sorted({f.n_atoms for f in reference.frames}):
+        idx = [i for i, f in enumerate(reference.frames) if f.n_atoms == n]
+        ref = [reference.frames[i] for i in idx]
+        pred = [predicted.frames[i] for i in idx]
+        de = np.array([(p.energy - r.energy) / n for r, p in zip(ref, pred)])
+        df = np.concatenate([(np.asarray(p.forces) - np.asarray(r.forces)).ravel() for r, p in zip(ref, pred)])
+        out[f"{n} atoms"] = {"n_frames": len(idx), "energy_rmse": float(np.sqrt(np.mean(de**2))),
+                             "force_rmse": float(np.sqrt(np.mean(df**2)))}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", type=Path, required=True, help="the teacher's deepmd-kit model file (.pth / .pt)")
+    parser.add_argument("--workdir", type=Path, required=True, help="the distillation's run folder (resumable)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--supercell", type=int, nargs=3, default=[2, 2, 2])
+    parser.add_argument("--no-supercell", action="store_true", help="the control: the run's own distillation")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 900.0])
+    parser.add_argument("--n-steps", type=int, default=600, help="2 fs steps per supercell MD task")
+    parser.add_argument("--traj-interval", type=int, default=10)
+    parser.add_argument("--tag", default="", help="suffix of the result file")
+    args = parser.parse_args()
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from pfd_atomate.data import Dataset, ModelFile
+    from pfd_atomate.workflows.local import open_run_store, run_flow
+    from teacher_from_labels import training_frames
+
+    supercell = None if args.no_supercell else tuple(args.supercell)
+    maker = distill_maker(supercell, args.temperatures, args.n_steps, args.traj_interval)
+    teacher = ModelFile.from_path(args.teacher, backend="deepmd")
+    structures = [AseAtomsAdaptor.get_structure(si_phase(p)) for p in PHASES]
+    # the run's initial perturbed frames, relabelled by the teacher as PFDMaker hands them over (labels dropped)
+    initial = training_frames(HERE / "data" / "si_phases_multi_phase_k300_w100_labels.json.gz", ["perturb"])
+    initial = Dataset(frames=[f.model_copy(update={"energy": None, "forces": None, "virial": None,
+                                                      "source": f.source.split(";")[0]})
+                              for f in initial.frames], name="initial-perturbed")
+    flow = maker.make(teacher, structures, extra_frames=[initial])
+    start = time.perf_counter()
+    result = run_flow(flow, args.workdir, workers=args.workers)
+    if not result.completed:
+        raise SystemExit(f"the flow ended {result.state}: {result.failed}")
+    from _common import distillation_sets
+    from pfd_atomate.store import fetch_model
+
+    with open_run_store(args.workdir) as (store, _, _):
+        uuids = []
+        for name in ("pfd distill teacher label", "pfd distill split", "pfd distill train student"):
+            (doc,) = store.query({"name": name}, properties=["uuid"])
+            uuids.append(doc["uuid"])
+        train_set, test_set = distillation_sets(store, uuids[0], uuids[1])
+        student = fetch_model(store, uuids[2])
+    student_path = args.workdir / f"student{Path(student.filename).suffix}"
+    student_path.write_bytes(Path(student.materialize(args.workdir / "model")).read_bytes())
+    predicted = maker.student.predict(student, test_set)
+    summary = {
+        "benchmark": "supercell_student", "environment": environment(1), "teacher": str(args.teacher),
+        "teacher_sha256": teacher.sha256, "workdir": str(args.workdir), "student_path": str(student_path),
+        "supercell_md": None if supercell is None else {"supercell": supercell, "temperatures": args.temperatures,
+                                                       "n_steps": args.n_steps, "traj_interval": args.traj_interval},
+        "wall_time_s": result.wall_time_s, "session_wall_s": time.perf_counter() - start,
+        "train_frames": {f"{n} atoms": sum(f.n_atoms == n for f in train_set.frames)
+                         for n in sorted({f.n_atoms for f in train_set.frames})},
+        "student_vs_teacher_held_out": copy_error_by_size(test_set, predicted),
+    }
+    print(summary)
+    save(f"supercell_student_{args.tag}" if args.tag else "supercell_student", summary, RESULTS)
+
+
+if __name__ == "__main__":
+    main()

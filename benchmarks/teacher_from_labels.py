@@ -1,0 +1,74 @@
+"""Rebuild a run's teacher (PF model) from its exported DFT labels, without paying for a label again.
+
+Run folders do not survive between sessions, and model weights never go into the repository; a run's DFT
+labels do (``multi_phase.py`` writes them to ``benchmarks/data/``). Fine-tuning the default foundation model
+with the default settings (``presets.dpa4_teacher``, its fixed seed) on the frames the run's teacher was
+trained on gives that teacher again: ``--sources perturb`` takes the initial labels (sources ``perturb:<i>``),
+which is the whole training set when every stage converged at its first iteration.
+
+Usage: ``.venv/bin/python benchmarks/teacher_from_labels.py --labels data/<file>.json.gz --out DIR
+[--sources perturb md]`` prints the model's path (``DIR/teacher.pt``, reused when it exists) and writes
+``DIR/teacher.json`` (frames, settings, seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import json
+import time
+from pathlib import Path
+
+from _common import set_threads
+
+HERE = Path(__file__).resolve().parent
+
+
+def training_frames(labels: Path, sources: list[str]):
+    """The labelled frames of ``labels`` (a cached-label file) whose source starts with one of ``sources``
+    (``"perturb"``: initial labels; ``"md"``: labels of the loop's exploration), in file order.
+
+    Raises
+    ------
+    ValueError: no frame matches.
+    """
+    from pfd_atomate.data import Dataset
+
+    stored = Dataset.model_validate(json.loads(gzip.decompress(labels.read_bytes()))["dataset"])
+    keep = [i for i, f in enumerate(stored.frames) if f.source.split(":", 1)[0] in sources]
+    if not keep:
+        raise ValueError(f"--sources {sources}: no frame of {labels} has such a source")
+    return stored.subset(keep, name=f"{labels.name}:{'+'.join(sources)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labels", type=Path, required=True, help="a cached-label file (relative to benchmarks/)")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the rebuilt teacher")
+    parser.add_argument("--sources", nargs="+", default=["perturb"], choices=["perturb", "md"])
+    args = parser.parse_args()
+    set_threads(1)
+    from pfd_atomate.presets import dpa4_teacher
+
+    labels = args.labels if args.labels.is_absolute() else HERE / args.labels
+    done = sorted(args.out.glob("teacher.p*"))
+    if done:
+        print(done[0])
+        return
+    frames = training_frames(labels, args.sources)
+    backend = dpa4_teacher(n_threads=1)
+    start = time.perf_counter()
+    model = backend.train([frames], args.out / "work")
+    seconds = time.perf_counter() - start
+    # deepmd-kit reads a frozen model by its suffix (.pth / .pt): keep the trained file's
+    model_path = args.out / f"teacher{Path(model.filename).suffix}"
+    model_path.write_bytes(Path(model.materialize(args.out / "work" / "model")).read_bytes())
+    (args.out / "teacher.json").write_text(json.dumps({
+        "labels": str(args.labels), "sources": args.sources, "n_frames": len(frames),
+        "backend": dataclasses.asdict(backend), "train_seconds": seconds, "sha256": model.sha256}, indent=1))
+    print(model_path)
+
+
+if __name__ == "__main__":
+    main()
