@@ -115,7 +115,7 @@ def main() -> None:
     from _common import environment, save
 
     settings = [
-        {"name": "1 s polls (before 2026-12-03)", "poll_interval": 1.0, "max_poll_interval": 1.0, "worker_sleep": 1},
+        {"name": "monitor and idle worker every 1 s", "poll_interval": 1.0, "max_poll_interval": 1.0, "worker_sleep": 1},
         {"name": "default"},
     ]
     rows = []
