@@ -21,14 +21,20 @@ from _common import si_frames
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def cached_dataset(path: Path, settings: dict, relabel: bool = False):
-    """``(Dataset, meta)`` stored at ``path`` (gzipped JSON) when it was made with ``settings``, else None."""
+def read_cached_dataset(path: Path):
+    """``(settings, Dataset, meta)`` of a file written by :func:`write_cached_dataset`."""
     from pfd_atomate.data import Dataset
 
+    stored = json.loads(gzip.decompress(path.read_bytes()))
+    return stored["settings"], Dataset.model_validate(stored["dataset"]), stored["meta"]
+
+
+def cached_dataset(path: Path, settings: dict, relabel: bool = False):
+    """``(Dataset, meta)`` stored at ``path`` (gzipped JSON) when it was made with ``settings``, else None."""
     if path.exists() and not relabel:
-        stored = json.loads(gzip.decompress(path.read_bytes()))
-        if stored["settings"] == settings:
-            return Dataset.model_validate(stored["dataset"]), stored["meta"]
+        stored_settings, dataset, meta = read_cached_dataset(path)
+        if stored_settings == settings:
+            return dataset, meta
     return None
 
 

@@ -28,7 +28,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
 from _common import environment, save, si_phase
 from multi_phase import PHASES, multi_phase_maker
 
@@ -53,18 +52,13 @@ def distill_maker(supercell: tuple[int, int, int] | None, temperatures: list[flo
 
 
 def copy_error_by_size(reference, predicted) -> dict[str, dict[str, float]]:
-    """Student against teacher per frame size: ``{"<n> atoms": {"n_frames", "energy_rmse" (eV/atom),
-    "force_rmse" (eV/Å)}}``."""
-    out = {}
-    for n in sorted({f.n_atoms for f in reference.frames}):
-        idx = [i for i, f in enumerate(reference.frames) if f.n_atoms == n]
-        ref = [reference.frames[i] for i in idx]
-        pred = [predicted.frames[i] for i in idx]
-        de = np.array([(p.energy - r.energy) / n for r, p in zip(ref, pred)])
-        df = np.concatenate([(np.asarray(p.forces) - np.asarray(r.forces)).ravel() for r, p in zip(ref, pred)])
-        out[f"{n} atoms"] = {"n_frames": len(idx), "energy_rmse": float(np.sqrt(np.mean(de**2))),
-                             "force_rmse": float(np.sqrt(np.mean(df**2)))}
-    return out
+    """Student against teacher per frame size: ``{"<n> atoms": student_coverage.metrics(...)}`` (energy
+    RMSE eV/atom, force RMSE eV/Å)."""
+    from student_coverage import metrics
+
+    sizes = sorted({f.n_atoms for f in reference.frames})
+    subsets = {n: [i for i, f in enumerate(reference.frames) if f.n_atoms == n] for n in sizes}
+    return {f"{n} atoms": metrics(reference.subset(idx), predicted.subset(idx)) for n, idx in subsets.items()}
 
 
 def main() -> None:
@@ -91,8 +85,7 @@ def main() -> None:
     structures = [AseAtomsAdaptor.get_structure(si_phase(p)) for p in PHASES]
     # the run's initial perturbed frames, relabelled by the teacher as PFDMaker hands them over (labels dropped)
     initial = training_frames(HERE / "data" / "si_phases_multi_phase_k300_w100_labels.json.gz", ["perturb"])
-    initial = Dataset(frames=[f.model_copy(update={"energy": None, "forces": None, "virial": None,
-                                                      "source": f.source.split(";")[0]})
+    initial = Dataset(frames=[f.without_labels().model_copy(update={"source": f.source.split(";")[0]})
                               for f in initial.frames], name="initial-perturbed")
     flow = maker.make(teacher, structures, extra_frames=[initial])
     start = time.perf_counter()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import json
 import time
 from pathlib import Path
@@ -33,9 +32,9 @@ def training_frames(labels: Path, sources: list[str]):
     ------
     ValueError: no frame matches.
     """
-    from pfd_atomate.data import Dataset
+    from _dft_labels import read_cached_dataset
 
-    stored = Dataset.model_validate(json.loads(gzip.decompress(labels.read_bytes()))["dataset"])
+    _, stored, _ = read_cached_dataset(labels)
     keep = [i for i, f in enumerate(stored.frames) if f.source.split(":", 1)[0] in sources]
     if not keep:
         raise ValueError(f"--sources {sources}: no frame of {labels} has such a source")

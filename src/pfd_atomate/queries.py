@@ -156,8 +156,9 @@ def dft_labels(store: JobStore, run_uuid: str) -> Dataset:
     frames = []
     for doc in label_jobs(store, run_uuid):
         for frame in fetch_dataset(store, doc["uuid"]).frames:
-            if frame.fingerprint() not in seen:
-                seen.add(frame.fingerprint())
+            key = frame.fingerprint()
+            if key not in seen:
+                seen.add(key)
                 frames.append(frame)
     return Dataset(frames=frames, name=f"dft-labels:{run_uuid}")
 
