@@ -14,6 +14,7 @@ from pymatgen.core import Structure
 
 from pfd_atomate.checks import check_int, check_number, check_supercell
 from pfd_atomate.data import DatasetSelection
+from pfd_atomate.data.staging import staged
 from pfd_atomate.distill.jobs import gather_distill, split_teacher_frames
 from pfd_atomate.evaluate.jobs import EvaluateMaker, compare_models
 from pfd_atomate.explore.jobs import ExploreMaker, explore_task_jobs
@@ -101,7 +102,8 @@ class DistillMaker(Maker):
 
         Parameters
         ----------
-        teacher_model: the teacher ModelFile (usually ``finetune.output.model``).
+        teacher_model: the teacher ModelFile (usually ``finetune.output.model``); one given by value
+            is stored once by a first job (``"pfd distill teacher model"``) that the others reference.
         structures: starting structures of the teacher MD.
         dft_test_set: held-out DFT frames to test the student on (optional).
         extra_frames: more frame sets for the teacher to label, e.g. the perturbed frames of the
@@ -115,7 +117,9 @@ class DistillMaker(Maker):
         if self.teacher is None or self.student is None:
             raise ValueError("DistillMaker needs a teacher and a student backend")
         structures = [structures] if isinstance(structures, Structure) else list(structures)
-        jobs = explore_task_jobs(
+        # a teacher given by value is stored once; every MD and label job references it
+        jobs, teacher_model = staged(teacher_model, "pfd distill teacher model")
+        jobs += explore_task_jobs(
             ExploreMaker(backend=self.teacher, md_maker=self.md_maker),
             teacher_model,
             structures,

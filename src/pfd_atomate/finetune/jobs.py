@@ -19,7 +19,8 @@ from jobflow.core.reference import find_and_resolve_references
 from pymatgen.core import Structure
 
 from pfd_atomate.checks import check_choice, check_int, check_number, check_supercell
-from pfd_atomate.data import Dataset, DatasetSelection, as_dataset
+from pfd_atomate.data import DatasetSelection
+from pfd_atomate.data.staging import staged
 from pfd_atomate.evaluate.jobs import EvaluateMaker
 from pfd_atomate.evaluate.schemas import ConvergenceCriteria, TrustWindow
 from pfd_atomate.explore.jobs import ExploreMaker, explore_task_jobs
@@ -32,12 +33,6 @@ from pfd_atomate.train.base import TrainerBackend
 from pfd_atomate.train.jobs import TrainMaker
 
 logger = logging.getLogger(__name__)
-
-
-@job
-def stage_dataset(dataset: Dataset) -> Dataset:
-    """Put a dataset given by value into the JobStore so later jobs can reference it."""
-    return as_dataset(dataset)
 
 
 @dataclass
@@ -115,11 +110,8 @@ class FinetuneMaker(Maker):
         jobs: list[Job] = []
         train_sets: list[OutputReference] = []
         for d in init_datasets:
-            if not isinstance(d, OutputReference):
-                staged = stage_dataset(d)
-                staged.name = "pfd initial dataset"
-                jobs.append(staged)
-                d = staged.output
+            stage, d = staged(d, "pfd initial dataset")  # every iteration's training references it
+            jobs += stage
             train_sets.append(d)
         # the references in the state make the first loop job wait for the initial datasets
         loop = finetune_step(self, structures, LoopState(train_sets=train_sets))

@@ -15,6 +15,7 @@ store) is the figure, also written to the job's folder.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from monty.json import MSONable
 from pydantic import BaseModel, Field
 
 from pfd_atomate.data import Dataset, Frame, ModelFile, as_dataset, as_model_file
+from pfd_atomate.data.staging import staged
 from pfd_atomate.evaluate.metrics import frame_errors
 from pfd_atomate.evaluate.schemas import TestMetrics
 from pfd_atomate.train.base import TrainerBackend
@@ -125,6 +127,14 @@ class CalculatorSpec(MSONable):
         if isinstance(calculator, type):
             calculator = f"{calculator.__module__}.{calculator.__qualname__}"
         return atomate2_force_field_name(calculator) if isinstance(calculator, str) else dict(calculator)
+
+    def staged(self, name: str) -> tuple[list[Job], CalculatorSpec]:
+        """This spec with a model given by value stored once (a first job named ``name``), for a Maker
+        that runs it in several jobs; see :func:`~pfd_atomate.data.staging.staged`."""
+        if self.backend is None:
+            return [], self
+        jobs, model = staged(self.model, name)
+        return jobs, (dataclasses.replace(self, model=model) if jobs else self)
 
     def run(self, maker: Maker, structure: Any, make_kwargs: dict | None = None) -> Job | Flow:
         """atomate2's force-field ``maker`` (or a Flow Maker holding one) with this calculator, on ``structure``.
@@ -295,7 +305,12 @@ class EOSValidationMaker(Maker):
             raise ValueError("EOSValidationMaker: no phases given")
         structures = {n: _as_structure(s, f"phase {n!r}") for n, s in phases.items()}
         ff = force_field_eos_maker(self.linear_strain, self.number_of_frames, self.relax_positions)
-        jobs, curves = [], {"model": {}, "reference": {}}
+        # one EOS flow per phase: a model given by value is stored once, not copied into each
+        jobs, model = model.staged(f"{self.name} model")
+        if isinstance(reference, CalculatorSpec | Mapping):
+            stage, reference = as_spec(reference).staged(f"{self.name} reference model")
+            jobs += stage
+        curves = {"model": {}, "reference": {}}
         for n, st in structures.items():
             for side, run in (("model", model.run(ff, st)), ("reference", _run_reference(reference, ff, st))):
                 run.name = f"{self.name} {side} {n}"
