@@ -188,23 +188,17 @@ def cached_si_labels(n_frames: int, seed: int, kpoints: tuple[int, int, int], re
     """
     import time
 
-    from pfd_atomate.data import Dataset
-
     settings = {"system": "diamond Si, 8-atom cubic cell", "n_frames": n_frames, "seed": seed,
                 "kpoints": list(kpoints), "labeller": "CP2K PBE via pfd_atomate.label.cp2k.cp2k_static_maker",
                 "frames": "si_frames(strain 0.04, displacements 0.05-0.2 Å)"}
     path = DATA / f"si8_cp2k_k{''.join(map(str, kpoints))}_n{n_frames}_s{seed}.json.gz"
-    if path.exists() and not relabel:
-        stored = json.loads(gzip.decompress(path.read_bytes()))
-        if stored["settings"] == settings:
-            return Dataset.model_validate(stored["dataset"]), {**stored["meta"], "from_cache": str(path.name)}
+    if (cached := cached_dataset(path, settings, relabel)) is not None:
+        return cached[0], {**cached[1], "from_cache": str(path.name)}
     start = time.perf_counter()
     dataset, order = label_with_cp2k(si_frames(n_frames, seed), kpoints, n_procs=n_procs)
     meta = {"settings": settings, "n_labelled": len(dataset), "input_indices": order,
             "cp2k_wall_s": time.perf_counter() - start, "n_procs": n_procs}
-    DATA.mkdir(parents=True, exist_ok=True)
-    payload = {"settings": settings, "meta": meta, "dataset": json.loads(dataset.model_dump_json())}
-    path.write_bytes(gzip.compress(json.dumps(payload).encode()))
+    write_cached_dataset(path, settings, meta, dataset)
     return dataset, {**meta, "from_cache": None}
 
 

@@ -27,14 +27,12 @@ Usage: ``.venv/bin/python benchmarks/held_out_phases.py [--run RUN_DIR] [--kpoin
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 from pathlib import Path
 
 import numpy as np
 
 from _common import density_kpoints, environment, save, si_frames
-from _dft_labels import DATA, cached_dataset, kept_frames, label_and_cache
+from _dft_labels import DATA, cached_dataset, kept_frames, label_and_cache, read_cached_dataset
 from held_out_md import _rmse, _run_md, md_held_out
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -68,8 +66,7 @@ def phase_held_out(phase: str, rattled: int, temperatures, per_temperature: int,
 
     def make():
         if kpoints != KPOINTS[phase] and first.exists():  # another mesh: the very frames of the first set
-            stored = json.loads(gzip.decompress(first.read_bytes()))
-            frames = Dataset.model_validate(stored["dataset"])
+            frames = read_cached_dataset(first)[1]
             return Dataset(frames=[f.without_labels() for f in frames.frames], name=f"si-{phase}-held-out"), 0.0
         md, md_wall = _run_md(temperatures, per_temperature, seed + 100, phase=phase)
         return Dataset.concat([si_frames(rattled, seed, phase=phase), md], name=f"si-{phase}-held-out"), md_wall
@@ -168,8 +165,14 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=2, help="single-threaded CP2K processes at once")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help="another deepmd-kit model to test (repeatable; without --run: the zero-shot DPA-4 beside it)")
+    parser.add_argument("--extra-set", action="append", default=[], metavar="NAME=FILE",
+                        help="a cached-label file (relative to benchmarks/data/) tested as one more group of frames, "
+                             "e.g. diamond-64=si64_md_cp2k_k222_300-900K_n2_s2027.json.gz (held_out_md.py --supercell)")
     args = parser.parse_args()
     sets = held_out_sets(args)
+    for item in args.extra_set:
+        name, _, file = item.partition("=")
+        sets[name] = {"md": read_cached_dataset(DATA / file)[1]}
     result = {"benchmark": "held_out_phases", "environment": environment(1),
               "sets": {p: {k: len(d) for k, d in kinds.items()} for p, kinds in sets.items()}}
     if args.run is not None or args.model:

@@ -1,13 +1,15 @@
 """Rebuild a run's teacher (PF model) from its exported DFT labels, without paying for a label again.
 
 Run folders do not survive between sessions, and model weights never go into the repository; a run's DFT
-labels do (``multi_phase.py`` writes them to ``benchmarks/data/``). Fine-tuning the default foundation model
-with the default settings (``presets.dpa4_teacher``, its fixed seed) on the frames the run's teacher was
-trained on gives that teacher again: ``--sources perturb`` takes the initial labels (sources ``perturb:<i>``),
-which is the whole training set when every stage converged at its first iteration.
+labels do (``multi_phase.py`` writes them to ``benchmarks/data/``). Fine-tuning the foundation model with the
+run's settings (``multi_phase.py``'s teacher: ``presets.dpa4_teacher`` with the demo's 400 steps, its fixed seed)
+on the frames the run's teacher was trained on gives that teacher again: ``--sources perturb`` takes the initial labels (sources ``perturb:<i>``),
+which is the whole training set when every stage converged at its first iteration. ``--set`` changes a
+``DeepMDBackend`` field of those settings (e.g. ``--set seed=2 numb_steps=800``): the same labels, another
+fine-tune (``numb_steps=800``: the library's default since 2026-12-03, ``presets.DPA4_MIN_STEPS``).
 
 Usage: ``.venv/bin/python benchmarks/teacher_from_labels.py --labels data/<file>.json.gz --out DIR
-[--sources perturb md]`` prints the model's path (``DIR/teacher.pt``, reused when it exists) and writes
+[--sources perturb md] [--set FIELD=VALUE ...]`` prints the model's path (``DIR/teacher.pt``, reused when it exists) and writes
 ``DIR/teacher.json`` (frames, settings, seconds).
 """
 
@@ -46,9 +48,17 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, required=True, help="a cached-label file (relative to benchmarks/)")
     parser.add_argument("--out", type=Path, required=True, help="folder of the rebuilt teacher")
     parser.add_argument("--sources", nargs="+", default=["perturb"], choices=["perturb", "md"])
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="DeepMDBackend fields changed from presets.dpa4_teacher (VALUE read as JSON)")
     args = parser.parse_args()
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected FIELD=VALUE")
+        overrides[key] = json.loads(value)
     set_threads(1)
-    from pfd_atomate.presets import dpa4_teacher
+    from multi_phase import multi_phase_maker
 
     labels = args.labels if args.labels.is_absolute() else HERE / args.labels
     done = sorted(args.out.glob("teacher.p*"))
@@ -56,7 +66,7 @@ def main() -> None:
         print(done[0])
         return
     frames = training_frames(labels, args.sources)
-    backend = dpa4_teacher(n_threads=1)
+    backend = dataclasses.replace(multi_phase_maker(distill=False).finetune.trainer, **({"n_threads": 1} | overrides))
     start = time.perf_counter()
     model = backend.train([frames], args.out / "work")
     seconds = time.perf_counter() - start
@@ -64,7 +74,7 @@ def main() -> None:
     model_path = args.out / f"teacher{Path(model.filename).suffix}"
     model_path.write_bytes(Path(model.materialize(args.out / "work" / "model")).read_bytes())
     (args.out / "teacher.json").write_text(json.dumps({
-        "labels": str(args.labels), "sources": args.sources, "n_frames": len(frames),
+        "labels": str(args.labels), "sources": args.sources, "overrides": overrides, "n_frames": len(frames),
         "backend": dataclasses.asdict(backend), "train_seconds": seconds, "sha256": model.sha256}, indent=1))
     print(model_path)
 

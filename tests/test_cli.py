@@ -247,6 +247,11 @@ def test_default_pfd_maker_builds_the_full_flow_with_vasp_labels():
     distill_names = {j.name for j in flow.jobs[3].jobs}
     assert {"pfd distill teacher label", "pfd distill train student", "pfd distill check compression",
             "pfd distill perturb"} <= distill_names
+    # the teacher's MD runs in cells wider than the student's cutoff too (64 atoms here): a student taught only
+    # 8-atom cells, whose atoms see their own images, had 8x its teacher's force RMSE in 64-atom cells
+    md_cells = {len(a) for j in flow.jobs[3].jobs if j.name.startswith("pfd distill explore")
+                for a in j.function_args if isinstance(a, Structure)}
+    assert md_cells == {8, 64}
     # the teacher labels strained + rattled copies too: MD alone left the student's E-V curves 23-73 meV/atom off
     perturb = maker.distill.perturb
     assert (perturb.n_frames, perturb.cell_pert_fraction, perturb.atom_pert_distance) == (100, 0.06, 0.15)

@@ -253,3 +253,36 @@ def test_task_group_supercell_sets_its_own_md_cells(tmp_path):
     assert maker.make(structure) is not None
     with pytest.raises(ValueError, match="supercell"):
         TaskGroup(temperatures=[300.0], supercell=(2, 0, 1))
+
+
+def test_task_group_min_length_repeats_each_structure_to_a_width(tmp_path):
+    """``min_length`` gives each starting structure its own repeats, by its perpendicular widths (a sheared cell is
+    narrower than its lattice vectors are long); the memory check follows the same rule; both rules at once are refused."""
+    from pfd_atomate.explore.schemas import repeats_for_width
+
+    cubic = Structure(Lattice.cubic(3.6), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    # a = b = 4 Å at 60°: the width across a is 4 sin 60° = 3.46 Å; c = 9 Å
+    sheared = Structure(Lattice.from_parameters(4.0, 4.0, 9.0, 90, 90, 60), ["Cu", "Cu"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert repeats_for_width(cubic.lattice, 7.0) == (2, 2, 2)
+    assert repeats_for_width(cubic.lattice, 7.2) == (2, 2, 2)  # exactly two widths: no third repeat
+    assert repeats_for_width(sheared.lattice, 7.0) == (3, 3, 1)  # 2 x 3.46 Å < 7 Å although 2 x 4 Å > 7 Å
+    group = TaskGroup(temperatures=[300.0], n_steps=10, min_length=7.0)
+    distill = DistillMaker(teacher=CHGNetBackend(), task_groups=[group], md_supercell=(1, 1, 1), perturb=None)
+    model = tmp_path / "teacher.pth.tar"
+    model.write_bytes(b"weights")
+    flow = distill.make(ModelFile.from_path(model, backend="chgnet"), [cubic, sheared])
+
+    def atoms(job) -> int:
+        (start,) = [a for a in [*job.function_args, *job.function_kwargs.values()] if isinstance(a, Structure)]
+        return len(start)
+
+    sizes = sorted(atoms(j) for j in flow.jobs if j.name.startswith("pfd distill explore"))
+    assert sizes == [18, 32]  # 2 x 3 x 3 x 1 and 4 x 2 x 2 x 2
+    maker = small_pfd_maker()
+    maker.distill = DistillMaker(task_groups=[group.model_copy(update={"min_length": 60.0})], perturb=None,
+                                 student=maker.distill.student)  # 17^3 x 4 = 19652 atoms
+    maker.max_memory_gib = 8.0
+    with pytest.raises(ValueError, match="student training of 19652-atom cells"):
+        maker.make(cubic)
+    with pytest.raises(ValueError, match="supercell or min_length, not both"):
+        TaskGroup(temperatures=[300.0], supercell=(2, 2, 2), min_length=7.0)

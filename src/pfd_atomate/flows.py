@@ -131,21 +131,21 @@ class PFDMaker(Maker):
         # by default this machine's physical memory, GiB
         limit = self.max_memory_gib or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
-        def cells(*supercells) -> int:
-            # atoms of the largest cell any of the supercells (None: the structure itself) makes
-            return max(len(s) for s in structures) * max(int(np.prod(c or (1, 1, 1))) for c in supercells)
+        def atoms(repeats) -> int:
+            # atoms of the largest of the structures repeated so (None: as they are)
+            return max(len(s) * int(np.prod(repeats or (1, 1, 1))) for s in structures)
 
-        def md_cells(maker_supercell, groups) -> list:
-            # a task group's own supercell replaces the Maker's
-            return [g.supercell or maker_supercell for g in groups] or [maker_supercell]
+        def md_atoms(maker_supercell, groups) -> int:
+            # atoms of the largest MD cell the task groups make (TaskGroup.repeats: the rule the MD jobs follow)
+            return max((len(s) * int(np.prod(g.repeats(s, maker_supercell) or (1, 1, 1)))
+                        for g in groups for s in structures), default=atoms(maker_supercell))
 
         explore_groups = [g for stage in self.finetune.stages for g in stage.task_groups]
-        checks = [("fine-tuning", self.finetune.trainer, cells(self.perturb.supercell), True),
-                  ("exploration MD", self.finetune.trainer,
-                   cells(*md_cells(self.finetune.md_supercell, explore_groups)), False)]
+        checks = [("fine-tuning", self.finetune.trainer, atoms(self.perturb.supercell), True),
+                  ("exploration MD", self.finetune.trainer, md_atoms(self.finetune.md_supercell, explore_groups), False)]
         if self.distill is not None:
             checks.append(("student training", self.distill.student,
-                           cells(*md_cells(self.distill.md_supercell, self.distill.task_groups)), True))
+                           md_atoms(self.distill.md_supercell, self.distill.task_groups), True))
         for what, backend, n_atoms, training in checks:
             estimate = backend.memory_estimate_gib(n_atoms, training=training)
             if estimate is None:

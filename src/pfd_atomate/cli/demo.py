@@ -58,6 +58,7 @@ def demo_maker(quick: bool = False, teacher: str = "dpa4") -> PFDMaker:
     labeller = LabelMaker(static_maker=cp2k_static_maker(kpoints=KPOINTS), min_success_ratio=0.75)
     # one thread per model: the local engine runs two single-threaded workers side by side
     if teacher == "dpa4":
+        # half the library's least fine-tune (presets.DPA4_MIN_STEPS) keeps the demo near 12 minutes
         backend = dpa4_teacher(n_threads=1, numb_steps=100 if quick else 400)
     elif teacher == "chgnet":
         backend = chgnet_teacher(epochs=8 if quick else 20, n_threads=1)

@@ -122,8 +122,8 @@ def explore_task_jobs(
     ----------
     maker: the exploration Maker (backend and MD template).
     model: the model driving the MD (usually an OutputReference to a ModelFile).
-    structures: starting structures (expanded to the group's ``TaskGroup.supercell``, else to
-        ``supercell``, if given).
+    structures: starting structures (each expanded by :meth:`TaskGroup.repeats`: the group's
+        ``min_length`` or ``supercell``, else ``supercell``, if given).
     task_groups: MD conditions.
     name_prefix: job names are ``"{name_prefix} g<group> T<K>[ P<GPa>] #<structure>"``.
     seed: seed of the first job's initial velocities; each further job adds one.
@@ -133,8 +133,7 @@ def explore_task_jobs(
     """
     jobs = []
     for g, group in enumerate(task_groups):
-        cell = group.supercell or supercell  # the group's own supercell wins
-        starts = [s * cell if cell else s for s in structures]
+        starts = [s * cell if (cell := group.repeats(s, supercell)) else s for s in structures]
         for temperature, pressure in group.conditions():
             for k, start in enumerate(starts):
                 md = maker.make(model, start, temperature, pressure, group, seed=seed + len(jobs))

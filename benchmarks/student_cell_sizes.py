@@ -1,0 +1,150 @@
+"""Which teacher frames make a student that holds in large cells? (issue 12, item 5)
+
+The default student (teacher MD in the 8-atom input cells only) has 1.3x its teacher's force RMSE on CP2K MD
+frames in 8-atom cells, but 8x in 64-atom diamond cells (``held_out_phases.py --extra-set diamond-64=...``):
+in a cell shorter than twice the cutoff every atom sees its own periodic images move with it, and MD frames of
+uncorrelated neighbours are something it never saw. ``supercell_student.py``'s student (12 % of its teacher
+frames from MD in 64-atom cells) was 3.8x there and 2.4x in 8-atom cells. This trains students from scratch on
+that run's teacher frames (2770, the same held-out 308), the library's default student settings, and asks:
+
+- ``by frames``: every frame drawn alike (what ``DistillMaker`` does; the 64-atom frames are 11 % of the draws
+  but hold half the force labels); the run's own student (``student.pth`` in the run folder) when it is there;
+- ``by atoms``: the 8-atom and the 64-atom frames as two datasets, weighted so that every atom's label is drawn
+  alike (deepmd-kit's batch holds 4 frames of 8 atoms or 1 of 64: weights = frames ÷ frames per batch);
+- ``64-atom MD + strained 8-atom``: no 8-atom MD frames, weighted by atoms as above.
+
+Each is tested on the CP2K held-out sets (per phase: 8-atom MD and strained + rattled frames; 64-atom diamond MD)
+and on the held-out teacher frames per cell size. Usage: ``.venv/bin/python benchmarks/student_cell_sizes.py
+--run runs/supercell-student --workdir runs/cell-size-students [--variants ...] [--parallel 2]``; writes
+``results/student_cell_sizes.json``; the students stay in ``--workdir`` (``properties.py --model`` for their
+phonons and E–V curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from _common import distillation_sets, environment, save, set_threads
+from student_coverage import metrics
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+VARIANTS = ("by frames", "by atoms", "64-atom MD + strained 8-atom")
+BATCH_ATOMS = 32  # deepmd-kit's batch_size "auto": frames per batch = ceil(32 / atoms per frame)
+
+
+def teacher_frames(run_dir: Path):
+    """``(train, test)`` teacher-labelled Datasets of a finished ``DistillMaker`` run folder."""
+    from pfd_atomate.workflows.local import attach_run
+
+    with attach_run(run_dir) as (store, _, _):
+        uuids = [store.query_one({"name": n}, properties=["uuid"])["uuid"]
+                 for n in ("pfd distill teacher label", "pfd distill split")]
+        return distillation_sets(store, *uuids)
+
+
+def training_sets(train, variant: str) -> tuple[list, list[float] | None]:
+    """The datasets and per-dataset sampling weights of ``variant`` (None: one dataset, frames drawn alike).
+
+    Raises
+    ------
+    ValueError: an unknown variant.
+    """
+    if variant == "by frames":
+        return [train], None
+    keep = (lambda f: True) if variant == "by atoms" else (
+        lambda f: f.n_atoms > 8 or f.source.startswith("perturb"))
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    sizes = sorted({f.n_atoms for f in train.frames})
+    sets = [train.subset([i for i, f in enumerate(train.frames) if f.n_atoms == n and keep(f)], name=f"{n} atoms")
+            for n in sizes]
+    sets = [s for s in sets if len(s)]
+    # each atom label drawn alike: a dataset's weight is the number of batches its frames fill
+    weights = [len(s) / math.ceil(BATCH_ATOMS / s.frames[0].n_atoms) for s in sets]
+    return sets, weights
+
+
+def held_out_cp2k() -> dict:
+    """``{"<phase> <kind>": Dataset}``: the CP2K held-out sets of ``held_out_phases.py`` on the multi-phase run's
+    meshes, and the 64-atom diamond MD frames of ``held_out_md.py --supercell 2 2 2``."""
+    from held_out_phases import held_out_sets
+
+    from _dft_labels import DATA, read_cached_dataset
+
+    sets = held_out_sets(argparse.Namespace(kpoint_density=300.0, procs=1, rattled=8, temperatures=[300.0, 900.0],
+                                            per_temperature=4, seed=4242))
+    flat = {f"{phase} {kind}": data for phase, kinds in sets.items() for kind, data in kinds.items()}
+    flat["diamond 64-atom md"] = read_cached_dataset(DATA / "si64_md_cp2k_k222_300-900K_n2_s2027.json.gz")[1]
+    return flat
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a finished supercell_student.py run folder")
+    parser.add_argument("--workdir", type=Path, required=True, help="the students are kept here")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--parallel", type=int, default=2, help="trainings at once, one thread each")
+    parser.add_argument("--teacher", type=Path, default=None, help="the run's teacher model file (for its RMSEs)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the library's)")
+    args = parser.parse_args()
+    set_threads(1)
+    from pfd_atomate import ModelFile
+    from pfd_atomate.data import Dataset
+    from pfd_atomate.presets import dpa4_teacher, se_e2_a_student
+
+    train, test = teacher_frames(args.run)
+    student = se_e2_a_student(n_threads=1, **({"numb_steps": args.steps} if args.steps else {}))
+
+    def fit(variant: str):
+        folder = args.workdir / variant.replace(" ", "_").replace("+", "plus")
+        done = folder / "student.json"
+        if done.exists():  # trained by an earlier invocation: keep it
+            return variant, ModelFile.model_validate_json(done.read_text()), 0.0, None
+        own = sorted(args.run.glob("student.p*"))
+        if variant == "by frames" and own:  # the run's own student: DistillMaker trained it on these very frames
+            return variant, ModelFile.from_path(own[0], backend="deepmd"), 0.0, {"the run's student": own[0].name}
+        sets, weights = training_sets(train, variant)
+        start = time.perf_counter()
+        model = student.train(sets, folder / "work", weights=weights)
+        folder.mkdir(parents=True, exist_ok=True)
+        done.write_text(model.model_dump_json())
+        return variant, model, time.perf_counter() - start, {s.name: len(s) for s in sets} | {"weights": weights}
+
+    with ThreadPoolExecutor(args.parallel) as pool:
+        trained = list(pool.map(fit, args.variants))
+    cp2k = held_out_cp2k()
+    by_size = {f"teacher frames, {n} atoms": test.subset([i for i, f in enumerate(test.frames) if f.n_atoms == n])
+               for n in sorted({f.n_atoms for f in test.frames})}
+    result = {"benchmark": "student_cell_sizes", "environment": environment(1), "run": str(args.run),
+              "student": {"numb_steps": student.training_steps(len(train)), "template": student.template},
+              "train_frames": {f"{n} atoms": sum(f.n_atoms == n for f in train.frames)
+                               for n in sorted({f.n_atoms for f in train.frames})},
+              "sets": {k: len(v) for k, v in (cp2k | by_size).items()}, "teacher": {}, "variants": {}}
+    md8 = Dataset.concat([d for k, d in cp2k.items() if k.endswith(" md") and "64" not in k], name="8-atom md")
+    if args.teacher is not None:
+        teacher = dpa4_teacher(n_threads=1)
+        teacher_model = ModelFile.from_path(args.teacher, backend="deepmd")
+        result["teacher"] = {k: metrics(d, teacher.predict(teacher_model, d)) for k, d in (cp2k | {"8-atom md, all phases": md8}).items()}
+    for variant, model, seconds, data in trained:
+        row = {"train_wall_s": round(seconds, 1), "datasets": data, "path": model.filename}
+        for name, ref in (cp2k | by_size).items():
+            row[name] = metrics(ref, student.predict(model, ref))
+            if name in result["teacher"]:
+                row[name]["ratio_to_teacher"] = row[name]["force_rmse"] / result["teacher"][name]["force_rmse"]
+        row["8-atom md, all phases"] = metrics(md8, student.predict(model, md8))
+        if "8-atom md, all phases" in result["teacher"]:
+            row["8-atom md, all phases"]["ratio_to_teacher"] = (
+                row["8-atom md, all phases"]["force_rmse"] / result["teacher"]["8-atom md, all phases"]["force_rmse"])
+        result["variants"][variant] = row
+        print(variant, {k: round(v["force_rmse"], 4) for k, v in row.items() if isinstance(v, dict) and "force_rmse" in v},
+              flush=True)
+    save("student_cell_sizes", result, RESULTS)
+
+
+if __name__ == "__main__":
+    main()
