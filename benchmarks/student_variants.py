@@ -125,11 +125,6 @@ VARIANTS["wider nets, 96000 steps, + teacher MD in 64-atom diamond cells"] = VAR
     "teacher_md": {"phases": ["diamond"], "supercell": [2, 2, 2], "temperatures": [300.0, 900.0], "n_steps": 600,
                    "interval": 6, "seed": 11}}
 
-# the multi-phase run with the default teacher (energy weight 100, runs/multi-phase-k300-w100): the default
-# student at 1.33x its teacher, its copy error still falling at 96000 steps; twice the training, two seeds
-VARIANTS["wider nets, 192000 steps"] = VARIANTS["wider nets"] | {"numb_steps": 192000}
-VARIANTS["wider nets, 192000 steps, seed 2"] = VARIANTS["wider nets, 192000 steps"] | VARIANTS["seed 2"]
-
 
 def seconds_per_call(backend, model, n_calls: int = 3, cell=None) -> float:
     """Best wall time (s) of one energy + forces + virial call of ``model`` on the 4x4x4 supercell of ``cell``
