@@ -91,14 +91,15 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="trainings at once, one thread each")
     parser.add_argument("--teacher", type=Path, default=None, help="the run's teacher model file (for its RMSEs)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the library's)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per training (one training at a time: 2)")
     args = parser.parse_args()
-    set_threads(1)
+    set_threads(args.threads)
     from pfd_atomate import ModelFile
     from pfd_atomate.data import Dataset
     from pfd_atomate.presets import dpa4_teacher, se_e2_a_student
 
     train, test = teacher_frames(args.run)
-    student = se_e2_a_student(n_threads=1, **({"numb_steps": args.steps} if args.steps else {}))
+    student = se_e2_a_student(n_threads=args.threads, **({"numb_steps": args.steps} if args.steps else {}))
 
     def fit(variant: str):
         folder = args.workdir / variant.replace(" ", "_").replace("+", "plus")
