@@ -59,25 +59,29 @@ def _md_frames(temperature: float, n_frames: int, seed: int, equilibrate: int, i
 
 def md_held_out(temperatures, per_temperature: int, seed: int, relabel: bool = False,
                 supercell: tuple[int, int, int] = (1, 1, 1), kpoints: tuple[int, int, int] = (3, 3, 3),
-                n_procs: int = 2):
+                n_procs: int = 2, phase: str = "diamond"):
     """CP2K-labelled MD frames per temperature, from the cache when made with the same settings.
 
     ``supercell``: MD in this replica of the 8-atom cell (e.g. (2, 2, 2): 64 atoms, whose periodic images lie
-    outside a 6 Å cutoff, unlike the 8-atom cell's), labelled on ``kpoints``."""
+    outside a 6 Å cutoff, unlike the 8-atom cell's), labelled on ``kpoints``; ``phase``: the 8-atom cell of
+    ``_common.si_phase`` (the diamond set's settings and file names are those of before the option)."""
     big = tuple(supercell) != (1, 1, 1)
     n_atoms = 8 * int(np.prod(supercell))
-    settings = {"system": f"diamond Si, {n_atoms}-atom cubic cell (a = 5.43 Å" + (f", {supercell} supercell)" if big else ")"),
+    system = ("diamond Si, {n}-atom cubic cell (a = 5.43 Å" if phase == "diamond" else f"{phase} Si, {{n}}-atom cell (_common.si_phase")
+    settings = {"system": system.format(n=n_atoms) + (f", {supercell} supercell)" if big else ")"),
                 "temperatures_K": list(temperatures), "per_temperature": per_temperature, "seed": seed,
                 "md": "ASE Langevin, 2 fs, friction 0.01, pretrained DPA-4 (dpa4-neo), 200 steps to equilibrate, "
                       "a frame every 40 steps", "kpoints": list(kpoints),
                 "labeller": "CP2K PBE via pfd_atomate.label.cp2k.cp2k_static_maker"}
-    path = DATA / (f"si{n_atoms}_md_cp2k_k{''.join(map(str, kpoints))}_{'-'.join(f'{t:g}' for t in temperatures)}K"
+    path = DATA / (f"si{n_atoms}{'' if phase == 'diamond' else '_' + phase}_md_cp2k_k{''.join(map(str, kpoints))}_{'-'.join(f'{t:g}' for t in temperatures)}K"
                    f"_n{per_temperature}_s{seed}.json.gz")
     if (cached := cached_dataset(path, settings, relabel)) is not None:
         return cached
-    atoms = si_phase("diamond").repeat(supercell) if big else None
+    atoms = si_phase(phase).repeat(supercell) if big else None
     frames, md_wall = kept_frames(path.name.removesuffix(".json.gz"), lambda: _run_md(
-        temperatures, per_temperature, seed, atoms=atoms, n_procs=n_procs), relabel)
+        temperatures, per_temperature, seed, phase=phase, atoms=atoms, n_procs=n_procs), relabel)
+    if big or phase != "diamond":  # the name picks the kept labelling folder: one per set (two sets once shared one)
+        frames = frames.model_copy(update={"name": path.name.removesuffix(".json.gz")})
     return label_and_cache(frames, path, settings, tuple(kpoints), n_procs=n_procs, md_wall_s=md_wall)
 
 
@@ -154,9 +158,12 @@ def main() -> None:
     parser.add_argument("--kpoints", type=int, nargs=3, default=[3, 3, 3], help="CP2K k-mesh of the frames")
     parser.add_argument("--procs", type=int, default=2, help="single-threaded MD / CP2K processes at once")
     parser.add_argument("--tag", default="", help="suffix of the result file")
+    parser.add_argument("--phase", default="diamond", choices=["diamond", "beta-Sn", "bc8"],
+                        help="the 8-atom cell of the MD (_common.si_phase)")
     args = parser.parse_args()
     data, meta = md_held_out(args.temperatures, args.per_temperature, args.seed, relabel=args.relabel,
-                             supercell=tuple(args.supercell), kpoints=tuple(args.kpoints), n_procs=args.procs)
+                             supercell=tuple(args.supercell), kpoints=tuple(args.kpoints), n_procs=args.procs,
+                             phase=args.phase)
     print(f"{len(data)} CP2K-labelled MD frames (MD {meta['md_wall_s']:.0f} s, CP2K {meta['cp2k_wall_s']:.0f} s)")
     result = {"benchmark": "held_out_md", "environment": environment(1),
               "meta": {k: v for k, v in meta.items() if k != "input_indices"}}
