@@ -131,14 +131,17 @@ class PFDMaker(Maker):
         # by default this machine's physical memory, GiB
         limit = self.max_memory_gib or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
+        def size(structure, repeats) -> int:
+            # atoms of the structure repeated so (None: as it is)
+            return len(structure) * int(np.prod(repeats or (1, 1, 1)))
+
         def atoms(repeats) -> int:
-            # atoms of the largest of the structures repeated so (None: as they are)
-            return max(len(s) * int(np.prod(repeats or (1, 1, 1))) for s in structures)
+            return max(size(s, repeats) for s in structures)
 
         def md_atoms(maker_supercell, groups) -> int:
-            # atoms of the largest MD cell the task groups make (TaskGroup.repeats: the rule the MD jobs follow)
-            return max((len(s) * int(np.prod(g.repeats(s, maker_supercell) or (1, 1, 1)))
-                        for g in groups for s in structures), default=atoms(maker_supercell))
+            # the largest MD cell the task groups make (TaskGroup.repeats: the rule the MD jobs follow)
+            return max((size(s, g.repeats(s, maker_supercell)) for g in groups for s in structures),
+                       default=atoms(maker_supercell))
 
         explore_groups = [g for stage in self.finetune.stages for g in stage.task_groups]
         checks = [("fine-tuning", self.finetune.trainer, atoms(self.perturb.supercell), True),

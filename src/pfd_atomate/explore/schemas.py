@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 from pymatgen.core import Lattice, Structure
 
@@ -13,12 +12,12 @@ from pymatgen.core import Lattice, Structure
 def repeats_for_width(lattice: Lattice, min_length: float) -> tuple[int, int, int]:
     """Repeats along a, b, c that make every perpendicular width of the cell at least ``min_length`` (Å).
 
-    The perpendicular width across the planes spanned by b and c is V / |b x c|: an atom's nearest periodic
-    image is at least the smallest width away, so a cell wider than a model's cutoff shows no atom its own image.
+    The perpendicular width across the planes spanned by b and c is V / |b x c|, the inverse length of the
+    reciprocal vector a* (pymatgen's crystallographic reciprocal lattice): an atom's nearest periodic image is at
+    least the smallest width away, so a cell wider than a model's cutoff shows no atom its own image.
     """
-    m = lattice.matrix
-    widths = [lattice.volume / np.linalg.norm(np.cross(m[(i + 1) % 3], m[(i + 2) % 3])) for i in range(3)]
-    return tuple(max(1, math.ceil(min_length / w - 1e-9)) for w in widths)  # type: ignore[return-value]
+    inverse_widths = lattice.reciprocal_lattice_crystallographic.abc
+    return tuple(max(1, math.ceil(min_length * k - 1e-9)) for k in inverse_widths)  # type: ignore[return-value]
 
 
 class TaskGroup(BaseModel):
