@@ -104,8 +104,10 @@ def test_emt_cu_equation_of_state_is_physical(memory_store, tmp_path):
 
 
 def test_eos_comparison_sees_a_different_model(memory_store, tmp_path):
-    out = _run(EOSValidationMaker().make({"fcc": bulk("Cu", "fcc", a=3.6)}, MORSE_SPEC, EMT_SPEC),
+    # the reference as it comes back from a JobStore (a dict) keeps its name
+    out = _run(EOSValidationMaker().make({"fcc": bulk("Cu", "fcc", a=3.6)}, MORSE_SPEC, EMT_SPEC.as_dict()),
                memory_store, tmp_path)
+    assert out["calculators"] == ["Morse", "EMT"]
     result = out["result"]
     # the Morse model puts the fcc minimum at a different volume and stiffness than EMT
     assert abs(result["v0_error_percent"]["fcc"]) > 0.5

@@ -261,13 +261,16 @@ class ParityMaker(Maker):
         return _output("parity", list(predictions), ParityResult(n_frames=len(dataset), metrics=metrics), plot)
 
 
-def _model_and_reference_name(model: CalculatorSpec | Mapping, reference: CalculatorSpec | Maker):
-    """The model's spec and the reference's name; ``ValueError`` when the two names are equal."""
+def _model_and_reference(model: CalculatorSpec | Mapping, reference: CalculatorSpec | Mapping | Maker):
+    """``(model spec, reference, reference name)``: serialized specs (dicts from the JobStore) become
+    :class:`CalculatorSpec`, a Maker stays; ``ValueError`` when the two names are equal."""
     model = as_spec(model)
+    if isinstance(reference, Mapping):
+        reference = as_spec(reference)
     name = reference.name if isinstance(reference, CalculatorSpec) else type(reference).__name__.removesuffix("Maker")
     if model.name == name:
         raise ValueError(f"model and reference need different names, both are {model.name!r}")
-    return model, name
+    return model, reference, name
 
 
 @dataclass
@@ -300,15 +303,15 @@ class EOSValidationMaker(Maker):
         ValueError: no phases, a non-periodic phase, bad strains or equal names (before any job
             exists); a fit minimum outside the sampled volumes (in the comparison job).
         """
-        model, ref_name = _model_and_reference_name(model, reference)
+        model, reference, ref_name = _model_and_reference(model, reference)
         if not phases:
             raise ValueError("EOSValidationMaker: no phases given")
         structures = {n: _as_structure(s, f"phase {n!r}") for n, s in phases.items()}
         ff = force_field_eos_maker(self.linear_strain, self.number_of_frames, self.relax_positions)
         # one EOS flow per phase: a model given by value is stored once, not copied into each
         jobs, model = model.staged(f"{self.name} model")
-        if isinstance(reference, CalculatorSpec | Mapping):
-            stage, reference = as_spec(reference).staged(f"{self.name} reference model")
+        if isinstance(reference, CalculatorSpec):
+            stage, reference = reference.staged(f"{self.name} reference model")
             jobs += stage
         curves = {"model": {}, "reference": {}}
         for n, st in structures.items():
@@ -324,8 +327,8 @@ class EOSValidationMaker(Maker):
 
 
 def _run_reference(reference: CalculatorSpec | Maker, ff_maker: Maker, structure, make_kwargs: dict | None = None):
-    if isinstance(reference, CalculatorSpec | Mapping):
-        return as_spec(reference).run(ff_maker, structure, make_kwargs)
+    if isinstance(reference, CalculatorSpec):
+        return reference.run(ff_maker, structure, make_kwargs)
     return reference.make(structure, **(make_kwargs or {}))
 
 
@@ -378,7 +381,7 @@ class PhononValidationMaker(Maker):
         """
         from atomate2.common.jobs.phonons import get_supercell_size
 
-        model, ref_name = _model_and_reference_name(model, reference)
+        model, reference, ref_name = _model_and_reference(model, reference)
         structure = _as_structure(structure)
         ff = force_field_phonon_maker(self.min_length, self.displacement, self.npoints)
         jobs = []
