@@ -5,7 +5,7 @@ compressed se_e2_a student) on the three 8-atom cells of ``_common.si_phase``, w
 
 - the CP2K labeller takes its k-mesh from a density (``--kpoint-density``), and ``PFDMaker`` keeps each
   input structure's mesh for all its frames;
-- the distillation is the library's default (``presets.se_e2_a_student``: wider nets, 96000 steps, learning
+- the distillation is the library's default (``presets.se_e2_a_student``: wider nets, 192000 steps, learning
   rate to 1e-4, rcut 6 Å; and ``presets.distillation_perturb``: 100 teacher-labelled strained + rattled
   frames per structure), not the demo's shortened one (12000 steps, rcut 5 Å, MD frames only);
   ``--demo-student`` keeps the demo's, ``--no-distill`` stops after the fine-tuning loop.

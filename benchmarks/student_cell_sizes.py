@@ -16,6 +16,10 @@ that run's teacher frames (2770, the same held-out 308), the library's default s
   capacity, at the same steps (1.3x the time per step on one CPU thread: 71 against 53 ms);
 - ``batch 128 atoms``: frames drawn alike, batch ``auto:128`` (4x the atoms per step) for half the steps: twice the
   labels seen, less gradient noise, 1.2x the time (124 against 53 ms per step, one thread, two trainings at once).
+- ``96000 more steps to 1e-4`` / ``to 1e-5``: training length; the run's own student trained on from its
+  checkpoint (``--finetune``) for 96000 steps, its learning rate decaying 3.16e-4 → 1e-4 or 1e-4 → 1e-5, the
+  second half of a 192000-step schedule ending at 1e-4 or 1e-5 (the 1e-4 one made the library's default
+  ``STUDENT_STEPS = 192000``; the other variants keep the 96000 steps they were measured at, ``BASE_STEPS``).
 
 Each is tested on the CP2K held-out sets (per phase: 8-atom MD and strained + rattled frames; 64-atom diamond MD)
 and on the held-out teacher frames per cell size. Usage: ``.venv/bin/python benchmarks/student_cell_sizes.py
@@ -27,6 +31,7 @@ phonons and E–V curves).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,11 +42,20 @@ from student_coverage import metrics
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-VARIANTS = ("by frames", "by atoms", "64-atom MD + strained 8-atom", "paper nets", "batch 128 atoms")
+VARIANTS = ("by frames", "by atoms", "64-atom MD + strained 8-atom", "paper nets", "batch 128 atoms",
+            "96000 more steps to 1e-4", "96000 more steps to 1e-5")
 #: student settings of a variant beyond the library's default (DeepMDBackend fields; numb_steps as a factor)
 SETTINGS = {"paper nets": {"input_overrides": {"model": {"descriptor": {"neuron": [25, 50, 100], "axis_neuron": 16},
                                                         "fitting_net": {"neuron": [240, 240, 240]}}}},
-            "batch 128 atoms": {"batch_size": "auto:128", "steps_factor": 0.5}}
+            "batch 128 atoms": {"batch_size": "auto:128", "steps_factor": 0.5},
+            # the run's own student trained on (``--finetune`` of its checkpoint: weights kept, Adam's moments and
+            # the step count start anew): the second half of a 192000-step schedule ending at 1e-4 (1e-3 decays to
+            # 3.16e-4 by its step 96000) or at 1e-5 (1e-4 by step 96000)
+            "96000 more steps to 1e-4": {"continue": True, "start_lr": 3.16e-4, "stop_lr": 1e-4},
+            "96000 more steps to 1e-5": {"continue": True, "start_lr": 1e-4, "stop_lr": 1e-5}}
+#: training steps of the student every variant is measured against (the library's default of 2026-12-03; since
+#: 2026-12-04 the default trains 192000, after the two "more steps" variants)
+BASE_STEPS = 96000
 BATCH_ATOMS = 32  # deepmd-kit's batch_size "auto": frames per batch = ceil(32 / atoms per frame)
 
 
@@ -53,6 +67,19 @@ def teacher_frames(run_dir: Path):
         uuids = [store.query_one({"name": n}, properties=["uuid"])["uuid"]
                  for n in ("pfd distill teacher label", "pfd distill split")]
         return distillation_sets(store, *uuids)
+
+
+def own_checkpoint(run_dir: Path) -> Path:
+    """The training checkpoint of the run's own student (``DistillMaker``'s ``train`` folder in the run).
+
+    Raises
+    ------
+    FileNotFoundError: not exactly one student checkpoint in the run folder.
+    """
+    found = sorted(run_dir.glob("workers/*/*/train/model.ckpt-*.pt"))
+    if len(found) != 1:
+        raise FileNotFoundError(f"expected one student checkpoint under {run_dir}/workers, found {found}")
+    return found[0]
 
 
 def training_sets(train, variant: str) -> tuple[list, list[float] | None]:
@@ -98,8 +125,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--parallel", type=int, default=2, help="trainings at once, one thread each")
     parser.add_argument("--teacher", type=Path, default=None, help="the run's teacher model file (for its RMSEs)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the library's)")
+    parser.add_argument("--steps", type=int, default=None, help=f"training steps (default: {BASE_STEPS})")
     parser.add_argument("--threads", type=int, default=1, help="threads per training (one training at a time: 2)")
+    parser.add_argument("--tag", default="", help="suffix of the result file name")
     args = parser.parse_args()
     set_threads(args.threads)
     from pfd_atomate import ModelFile
@@ -107,25 +135,30 @@ def main() -> None:
     from pfd_atomate.presets import dpa4_teacher, se_e2_a_student
 
     train, test = teacher_frames(args.run)
-    student = se_e2_a_student(n_threads=args.threads, **({"numb_steps": args.steps} if args.steps else {}))
+    student = se_e2_a_student(n_threads=args.threads, numb_steps=args.steps or BASE_STEPS)
 
     def fit(variant: str):
         folder = args.workdir / variant.replace(" ", "_").replace("+", "plus")
-        done = folder / "student.json"
-        if done.exists():  # trained by an earlier invocation: keep it
-            return variant, ModelFile.model_validate_json(done.read_text()), 0.0, None
+        done, log = folder / "student.json", folder / "training.json"
+        if done.exists():  # trained by an earlier invocation: keep it (and its wall time where it was kept)
+            kept = json.loads(log.read_text()) if log.exists() else {"wall_s": 0.0, "datasets": None}
+            return variant, ModelFile.model_validate_json(done.read_text()), kept["wall_s"], kept["datasets"]
         own = sorted(args.run.glob("student.p*"))
         if variant == "by frames" and own:  # the run's own student: DistillMaker trained it on these very frames
             return variant, ModelFile.from_path(own[0], backend="deepmd"), 0.0, {"the run's student": own[0].name}
         sets, weights = training_sets(train, variant)
         settings = dict(SETTINGS.get(variant, {}))
         factor = settings.pop("steps_factor", 1.0)
+        if settings.pop("continue", False):
+            settings["base_model"] = str(own_checkpoint(args.run).resolve())
         trainer = se_e2_a_student(n_threads=args.threads, numb_steps=round(student.numb_steps * factor), **settings)
         start = time.perf_counter()
         model = trainer.train(sets, folder / "work", weights=weights)
+        seconds, data = time.perf_counter() - start, {s.name: len(s) for s in sets} | {"weights": weights}
         folder.mkdir(parents=True, exist_ok=True)
         done.write_text(model.model_dump_json())
-        return variant, model, time.perf_counter() - start, {s.name: len(s) for s in sets} | {"weights": weights}
+        log.write_text(json.dumps({"wall_s": seconds, "datasets": data}))
+        return variant, model, seconds, data
 
     with ThreadPoolExecutor(args.parallel) as pool:
         trained = list(pool.map(fit, args.variants))
@@ -156,7 +189,7 @@ def main() -> None:
         result["variants"][variant] = row
         print(variant, {k: round(v["force_rmse"], 4) for k, v in row.items() if isinstance(v, dict) and "force_rmse" in v},
               flush=True)
-    save("student_cell_sizes", result, RESULTS)
+    save(f"student_cell_sizes{args.tag}", result, RESULTS)
 
 
 if __name__ == "__main__":

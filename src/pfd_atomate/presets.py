@@ -65,8 +65,12 @@ def chgnet_teacher(**overrides: Any) -> CHGNetBackend:
 #: (teacher 0.0077 eV/Å) was 0.031-0.037 after 12000 steps decaying to 1e-5, 0.018-0.024 after 12000 steps
 #: to 1e-4 (two seeds each), 0.017 after 48000 steps to 1e-5, 0.012 after 96000 to 1e-5 and 0.012 after
 #: 48000 to 1e-4 (1.55x the teacher); decaying to 1e-7 made it worse (0.054). On three Si phases with the
-#: wider nets of STUDENT_NETS, 48000 → 96000 steps took it from 2.2x to 1.7x / 1.5x its teacher (two seeds).
-STUDENT_STEPS = 96000
+#: wider nets of STUDENT_NETS, 48000 → 96000 steps took it from 2.2x to 1.7x / 1.5x its teacher (two seeds). On
+#: the 2770 teacher frames of three Si phases in 8- and 64-atom cells (``benchmarks/student_cell_sizes.py``;
+#: teacher 0.0167 / 0.015 eV/Å on 46 8-atom / 4 64-atom CP2K MD frames) 96000 further steps of the 96000-step
+#: student (3.16e-4 → 1e-4, the second half of a 192000-step schedule) took it from 0.0405 / 0.057 to 0.0311 /
+#: 0.049 (2.4x → 1.9x, 3.7x → 3.2x); the same steps decaying to 1e-5 reached 0.0352 / 0.053.
+STUDENT_STEPS = 192000
 STUDENT_STOP_LR = 1e-4
 
 #: network sizes of the default student, wider than the se_e2_a template's ([8, 16, 32] / [32, 32, 32]). On the
@@ -74,19 +78,21 @@ STUDENT_STOP_LR = 1e-4
 #: independent CP2K MD frames) 48000 steps gave 0.036 eV/Å (3.3x), these nets 0.024 (2.2x), these nets and 96000
 #: steps 0.019 / 0.017 with two seeds (1.7x / 1.5x); the paper's [25, 50, 100] / [240, 240, 240] were no better than
 #: these at 48000 steps (0.026) and 1.7x slower per MD step. The price: 33 % more time per MD step (46 against
-#: 35 ms per 512-atom call, compressed, one thread, two invocations) and twice the training time of the 48000-step default before
-#: cutoff of the default student (Å); the default teacher MD for distillation includes cells at least this wide
-STUDENT_RCUT = 6.0
+#: 35 ms per 512-atom call, compressed, one thread, two invocations) and twice the training time per step.
 STUDENT_NETS: dict[str, Any] = {"model": {"descriptor": {"neuron": [16, 32, 64], "axis_neuron": 12},
                                           "fitting_net": {"neuron": [96, 96, 96]}}}
+
+#: cutoff of the default student (Å); the default teacher MD for distillation includes cells at least this wide
+STUDENT_RCUT = 6.0
 
 
 def se_e2_a_student(**overrides: Any) -> DeepMDBackend:
     """The default student: deepmd-kit ``se_e2_a`` (rcut 6 Å, the nets of :data:`STUDENT_NETS`) trained once
     from scratch, with the virial, compressed after freezing: :data:`STUDENT_STEPS` steps, learning rate
-    1e-3 → :data:`STUDENT_STOP_LR` (about 42 min on one CPU thread: 2544 s for 2176 Si frames of 8-16 atoms
-    beside another training). ``overrides`` are :class:`DeepMDBackend` fields; their ``input_overrides``
-    are merged into the default nets (the demo trains 12000 steps, to stay short)."""
+    1e-3 → :data:`STUDENT_STOP_LR` (about 2.5 h on one CPU thread for 2770 Si frames of 8 and 64 atoms: 76 +
+    78 min for the two halves beside another training; on 8-atom frames alone half that). ``overrides`` are
+    :class:`DeepMDBackend` fields; their ``input_overrides`` are merged into the default nets (the demo trains
+    12000 steps, to stay short)."""
     settings: dict[str, Any] = {"template": "se_e2_a", "numb_steps": STUDENT_STEPS, "stop_lr": STUDENT_STOP_LR,
                                 "rcut": STUDENT_RCUT, "rcut_smth": 0.5, "seed": 1}
     # the user's input_overrides go on top of the default nets, not instead of them
