@@ -106,7 +106,7 @@ def training_sets(train, variant: str) -> tuple[list, list[float] | None]:
 
 def held_out_cp2k() -> dict:
     """``{"<phase> <kind>": Dataset}``: the CP2K held-out sets of ``held_out_phases.py`` on the multi-phase run's
-    meshes, and the 64-atom diamond MD frames of ``held_out_md.py --supercell 2 2 2``."""
+    meshes, and the 64-atom MD frames of ``held_out_md.py --supercell 2 2 2`` (diamond; β-Sn and BC8 where labelled)."""
     from held_out_phases import held_out_sets
 
     from _dft_labels import DATA, read_cached_dataset
@@ -115,6 +115,9 @@ def held_out_cp2k() -> dict:
                                             per_temperature=4, seed=4242))
     flat = {f"{phase} {kind}": data for phase, kinds in sets.items() for kind, data in kinds.items()}
     flat["diamond 64-atom md"] = read_cached_dataset(DATA / "si64_md_cp2k_k222_300-900K_n2_s2027.json.gz")[1]
+    for phase in ("beta-Sn", "bc8"):  # labelled on 3x3x3 (about 20 min per frame): there once labelled
+        if (path := DATA / f"si64_{phase}_md_cp2k_k333_300-900K_n2_s2027.json.gz").exists():
+            flat[f"{phase} 64-atom md"] = read_cached_dataset(path)[1]
     return flat
 
 
