@@ -115,7 +115,7 @@ def held_out_cp2k() -> dict:
                                             per_temperature=4, seed=4242))
     flat = {f"{phase} {kind}": data for phase, kinds in sets.items() for kind, data in kinds.items()}
     flat["diamond 64-atom md"] = read_cached_dataset(DATA / "si64_md_cp2k_k222_300-900K_n2_s2027.json.gz")[1]
-    for phase in ("beta-Sn", "bc8"):  # labelled on 3x3x3 (about 20 min per frame): there once labelled
+    for phase in ("beta-Sn", "bc8"):  # labelled on 3x3x3 (about 32 min per frame, one thread): there once labelled
         if (path := DATA / f"si64_{phase}_md_cp2k_k333_300-900K_n2_s2027.json.gz").exists():
             flat[f"{phase} 64-atom md"] = read_cached_dataset(path)[1]
     return flat
