@@ -7,8 +7,8 @@ PFD run), at several temperatures, labelled with the same CP2K settings (PBE, 3x
 ``cp2k_static_maker``) and cached in ``data/`` with the settings that made them.
 
 Usage: ``python benchmarks/held_out_md.py [--temperatures 300 900 1500] [--per-temperature 10]
-[--run runs/demo-si]``; with ``--run``, the run's teacher (PF) and student (PFD) and the zero-shot
-foundation model are tested on the frames, per temperature.
+[--run runs/demo-si]``; the zero-shot foundation model, and with ``--run`` the run's teacher (PF) and
+student (PFD), are tested on the frames, per temperature.
 """
 
 from __future__ import annotations
@@ -122,18 +122,20 @@ def _rmse(reference, predicted) -> dict:
             "energy_rmse_ev_per_atom": err.energy_rmse, "force_rmse_ev_per_a": err.force_rmse}
 
 
-def evaluate_run(run_dir: Path, data) -> dict:
-    """PF (teacher), PFD (student) and zero-shot DPA-4 on ``data``, per temperature and all together."""
+def evaluate_run(run_dir: Path | None, data) -> dict:
+    """PF (teacher), PFD (student) and zero-shot DPA-4 on ``data``, per temperature and all together
+    (zero-shot DPA-4 alone when ``run_dir`` is None)."""
     from pfd_atomate import queries
     from pfd_atomate.data import ModelFile
     from pfd_atomate.train.deepmd import DeepMDBackend
     from pfd_atomate.workflows.local import open_run_store
 
-    with open_run_store(run_dir) as (store, _, _):
-        teacher, student = (queries.final_model(store, "Si", role) for role in ("teacher", "student"))
     backend = DeepMDBackend(base_model="dpa4-neo", n_threads=1)
-    foundation = ModelFile.from_path(backend.base_model_path(), backend="deepmd")
-    models = {"DPA-4 zero-shot": foundation, "PF (teacher)": teacher, "PFD (student)": student}
+    models = {"DPA-4 zero-shot": ModelFile.from_path(backend.base_model_path(), backend="deepmd")}
+    if run_dir is not None:
+        with open_run_store(run_dir) as (store, _, _):
+            models |= {name: queries.final_model(store, "Si", role)
+                       for name, role in (("PF (teacher)", "teacher"), ("PFD (student)", "student"))}
     predictions = {name: backend.predict(model, data) for name, model in models.items()}
     def condition(frame) -> str:  # "md:nvt:T900" (labelling appends ";label:<job>" to the source)
         return frame.source.split(";")[0].removesuffix(":dpa4-zero-shot")
@@ -167,12 +169,11 @@ def main() -> None:
     print(f"{len(data)} CP2K-labelled MD frames (MD {meta['md_wall_s']:.0f} s, CP2K {meta['cp2k_wall_s']:.0f} s)")
     result = {"benchmark": "held_out_md", "environment": environment(1),
               "meta": {k: v for k, v in meta.items() if k != "input_indices"}}
-    if args.run is not None:
-        result["run"] = str(args.run)
-        result["rmse"] = evaluate_run(args.run.resolve(), data)
-        for group, row in result["rmse"].items():
-            print(group, {n: (round(1000 * v["energy_rmse_offset_removed_ev_per_atom"], 1),
-                              round(v["force_rmse_ev_per_a"], 3)) for n, v in row.items()})
+    result["run"] = None if args.run is None else str(args.run)
+    result["rmse"] = evaluate_run(None if args.run is None else args.run.resolve(), data)
+    for group, row in result["rmse"].items():
+        print(group, {n: (round(1000 * v["energy_rmse_offset_removed_ev_per_atom"], 1),
+                          round(v["force_rmse_ev_per_a"], 3)) for n, v in row.items()})
     save(f"held_out_md_{args.tag}" if args.tag else "held_out_md", result, RESULTS)
 
 
