@@ -7,8 +7,9 @@ PFD run), at several temperatures, labelled with the same CP2K settings (PBE, 3x
 ``cp2k_static_maker``) and cached in ``data/`` with the settings that made them.
 
 Usage: ``python benchmarks/held_out_md.py [--temperatures 300 900 1500] [--per-temperature 10]
-[--run runs/demo-si]``; the zero-shot foundation model, and with ``--run`` the run's teacher (PF) and
-student (PFD), are tested on the frames, per temperature.
+[--run runs/demo-si] [--model NAME=FILE ...]``; the zero-shot foundation model, with ``--run`` the run's
+teacher (PF) and student (PFD), and any deepmd model file given by ``--model`` (e.g. a teacher rebuilt by
+``teacher_from_labels.py``) are tested on the frames, per temperature.
 """
 
 from __future__ import annotations
@@ -122,9 +123,9 @@ def _rmse(reference, predicted) -> dict:
             "energy_rmse_ev_per_atom": err.energy_rmse, "force_rmse_ev_per_a": err.force_rmse}
 
 
-def evaluate_run(run_dir: Path | None, data) -> dict:
-    """PF (teacher), PFD (student) and zero-shot DPA-4 on ``data``, per temperature and all together
-    (zero-shot DPA-4 alone when ``run_dir`` is None)."""
+def evaluate_run(run_dir: Path | None, data, model_files: dict[str, Path] | None = None) -> dict:
+    """Zero-shot DPA-4, a run's PF (teacher) and PFD (student) when ``run_dir`` is given, and the deepmd
+    ``model_files`` ({name: file}) on ``data``, per temperature and all together."""
     from pfd_atomate import queries
     from pfd_atomate.data import ModelFile
     from pfd_atomate.train.deepmd import DeepMDBackend
@@ -136,6 +137,7 @@ def evaluate_run(run_dir: Path | None, data) -> dict:
         with open_run_store(run_dir) as (store, _, _):
             models |= {name: queries.final_model(store, "Si", role)
                        for name, role in (("PF (teacher)", "teacher"), ("PFD (student)", "student"))}
+    models |= {name: ModelFile.from_path(path, backend="deepmd") for name, path in (model_files or {}).items()}
     predictions = {name: backend.predict(model, data) for name, model in models.items()}
     def condition(frame) -> str:  # "md:nvt:T900" (labelling appends ";label:<job>" to the source)
         return frame.source.split(";")[0].removesuffix(":dpa4-zero-shot")
@@ -154,6 +156,8 @@ def main() -> None:
     parser.add_argument("--per-temperature", type=int, default=10)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--run", type=Path, default=None, help="a finished demo run folder to test")
+    parser.add_argument("--model", nargs="+", default=[], metavar="NAME=FILE",
+                        help="deepmd model files to test too (e.g. a rebuilt teacher)")
     parser.add_argument("--relabel", action="store_true")
     parser.add_argument("--supercell", type=int, nargs=3, default=[1, 1, 1],
                         help="MD in this supercell of the 8-atom cell (2 2 2: 64 atoms)")
@@ -170,7 +174,10 @@ def main() -> None:
     result = {"benchmark": "held_out_md", "environment": environment(1),
               "meta": {k: v for k, v in meta.items() if k != "input_indices"}}
     result["run"] = None if args.run is None else str(args.run)
-    result["rmse"] = evaluate_run(None if args.run is None else args.run.resolve(), data)
+    models = dict(item.split("=", 1) for item in args.model)
+    result["models"] = models
+    result["rmse"] = evaluate_run(None if args.run is None else args.run.resolve(), data,
+                                  {name: Path(path).resolve() for name, path in models.items()})
     for group, row in result["rmse"].items():
         print(group, {n: (round(1000 * v["energy_rmse_offset_removed_ev_per_atom"], 1),
                           round(v["force_rmse_ev_per_a"], 3)) for n, v in row.items()})

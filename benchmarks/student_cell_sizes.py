@@ -19,11 +19,15 @@ that run's teacher frames (2770, the same held-out 308), the library's default s
 - ``96000 more steps to 1e-4`` / ``to 1e-5``: training length; the run's own student trained on from its
   checkpoint (``--finetune``) for 96000 steps, its learning rate decaying 3.16e-4 → 1e-4 or 1e-4 → 1e-5, the
   second half of a 192000-step schedule ending at 1e-4 or 1e-5 (the 1e-4 one made the library's default
-  ``STUDENT_STEPS = 192000``; the other variants keep the 96000 steps they were measured at, ``BASE_STEPS``).
+  ``STUDENT_STEPS = 192000``; the other variants keep the 96000 steps they were measured at, ``BASE_STEPS``);
+- ``192000 steps``: that default as it is meant, one 192000-step schedule from scratch (about 2 h on one thread,
+  two trainings at once; ``--threads 2`` alone).
 
 Each is tested on the CP2K held-out sets (per phase: 8-atom MD and strained + rattled frames; 64-atom diamond MD)
 and on the held-out teacher frames per cell size. Usage: ``.venv/bin/python benchmarks/student_cell_sizes.py
---run runs/supercell-student --workdir runs/cell-size-students [--variants ...] [--parallel 2]``; writes
+--run runs/supercell-student --workdir runs/cell-size-students [--variants ...] [--parallel 2]``; ``--run`` may
+instead name the teacher frames a ``supercell_student.py`` flow exported to ``data/`` (every variant but the two
+continuations, which need the run's own student); writes
 ``results/student_cell_sizes.json``; the students stay in ``--workdir`` (``properties.py --model`` for their
 phonons and E–V curves).
 """
@@ -43,7 +47,7 @@ from student_coverage import metrics
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 VARIANTS = ("by frames", "by atoms", "64-atom MD + strained 8-atom", "paper nets", "batch 128 atoms",
-            "96000 more steps to 1e-4", "96000 more steps to 1e-5")
+            "96000 more steps to 1e-4", "96000 more steps to 1e-5", "192000 steps")
 #: student settings of a variant beyond the library's default (DeepMDBackend fields; numb_steps as a factor)
 SETTINGS = {"paper nets": {"input_overrides": {"model": {"descriptor": {"neuron": [25, 50, 100], "axis_neuron": 16},
                                                         "fitting_net": {"neuron": [240, 240, 240]}}}},
@@ -52,7 +56,9 @@ SETTINGS = {"paper nets": {"input_overrides": {"model": {"descriptor": {"neuron"
             # the step count start anew): the second half of a 192000-step schedule ending at 1e-4 (1e-3 decays to
             # 3.16e-4 by its step 96000) or at 1e-5 (1e-4 by step 96000)
             "96000 more steps to 1e-4": {"continue": True, "start_lr": 3.16e-4, "stop_lr": 1e-4},
-            "96000 more steps to 1e-5": {"continue": True, "start_lr": 1e-4, "stop_lr": 1e-5}}
+            "96000 more steps to 1e-5": {"continue": True, "start_lr": 1e-4, "stop_lr": 1e-5},
+            # the library's default since 2026-12-04 (presets.STUDENT_STEPS), from scratch in one schedule
+            "192000 steps": {"steps_factor": 2.0}}
 #: training steps of the student every variant is measured against (the library's default of 2026-12-03; since
 #: 2026-12-04 the default trains 192000, after the two "more steps" variants)
 BASE_STEPS = 96000
@@ -60,8 +66,15 @@ BATCH_ATOMS = 32  # deepmd-kit's batch_size "auto": frames per batch = ceil(32 /
 
 
 def teacher_frames(run_dir: Path):
-    """``(train, test)`` teacher-labelled Datasets of a finished ``DistillMaker`` run folder."""
+    """``(train, test)`` teacher-labelled Datasets of a finished ``DistillMaker`` run folder, or of the file
+    ``supercell_student.py`` exported them to (``data/si_phases_teacher_frames*.json.gz``)."""
     from pfd_atomate.workflows.local import attach_run
+
+    if run_dir.is_file():
+        from _dft_labels import read_cached_dataset
+
+        _, frames, meta = read_cached_dataset(run_dir)
+        return tuple(frames.subset(meta[f"{part}_indices"], name=f"teacher-{part}") for part in ("train", "test"))
 
     with attach_run(run_dir) as (store, _, _):
         uuids = [store.query_one({"name": n}, properties=["uuid"])["uuid"]
@@ -123,7 +136,8 @@ def held_out_cp2k() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a finished supercell_student.py run folder")
+    parser.add_argument("--run", type=Path, required=True,
+                        help="a finished supercell_student.py run folder, or the teacher frames it exported to data/")
     parser.add_argument("--workdir", type=Path, required=True, help="the students are kept here")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--parallel", type=int, default=2, help="trainings at once, one thread each")
@@ -146,13 +160,13 @@ def main() -> None:
         if done.exists():  # trained by an earlier invocation: keep it (and its wall time where it was kept)
             kept = json.loads(log.read_text()) if log.exists() else {"wall_s": 0.0, "datasets": None}
             return variant, ModelFile.model_validate_json(done.read_text()), kept["wall_s"], kept["datasets"]
-        own = sorted(args.run.glob("student.p*"))
+        own = sorted(args.run.glob("student.p*")) if args.run.is_dir() else []
         if variant == "by frames" and own:  # the run's own student: DistillMaker trained it on these very frames
             return variant, ModelFile.from_path(own[0], backend="deepmd"), 0.0, {"the run's student": own[0].name}
         sets, weights = training_sets(train, variant)
         settings = dict(SETTINGS.get(variant, {}))
         factor = settings.pop("steps_factor", 1.0)
-        if settings.pop("continue", False):
+        if settings.pop("continue", False):  # needs the run folder: the run's own student's checkpoint
             settings["base_model"] = str(own_checkpoint(args.run).resolve())
         trainer = se_e2_a_student(n_threads=args.threads, numb_steps=round(student.numb_steps * factor), **settings)
         start = time.perf_counter()

@@ -17,8 +17,15 @@ held-out teacher frames, per cell size (8-atom / 64-atom): the student's error i
 frame exists.
 
 Usage: ``.venv/bin/python benchmarks/supercell_student.py --teacher T.pt --workdir DIR [--workers 2]
-[--n-steps 600] [--temperatures 300 900] [--no-supercell]``; ``--no-supercell`` is the control (the run's own
-distillation). Writes ``results/supercell_student_TAG.json``.
+[--n-steps 600] [--temperatures 300 900] [--no-supercell] [--frames-only]``; ``--no-supercell`` is the
+library's default distillation (whose task groups have had teacher MD in cells at least the student's cutoff
+wide since 2026-12-03). Writes ``results/supercell_student_TAG.json``.
+
+The flow's teacher frames (every teacher-labelled frame and the split into the student's training and held-out
+frames) are written to ``data/si_phases_teacher_frames_TAG.json.gz`` as soon as the split is done: run folders
+do not outlive a session's machine, and the teacher MD takes about an hour on two cores, so students are
+trained on them later from that file (``student_cell_sizes.py --frames``). ``--frames-only`` stops the flow
+there (the student is not trained; the run folder stays resumable).
 """
 
 from __future__ import annotations
@@ -61,6 +68,36 @@ def copy_error_by_size(reference, predicted) -> dict[str, dict[str, float]]:
     return {f"{n} atoms": metrics(reference.subset(idx), predicted.subset(idx)) for n, idx in subsets.items()}
 
 
+class _FramesExported(Exception):
+    """Raised from ``run_flow``'s progress callback to stop the flow once the teacher frames are written."""
+
+
+def export_teacher_frames(store, path: Path, settings: dict) -> tuple[int, int]:
+    """Write the teacher-labelled frames of a distillation in ``store`` and their split to ``path`` (the
+    cached-dataset form of ``_dft_labels``, ``meta`` holding ``train_indices`` / ``test_indices``); the
+    numbers of training and held-out frames.
+
+    Raises
+    ------
+    ValueError: the store has not exactly one teacher label job and one split job.
+    """
+    from _dft_labels import write_cached_dataset
+
+    from pfd_atomate.store import fetch_dataset, fetch_field
+
+    uuids = []
+    for name in ("pfd distill teacher label", "pfd distill split"):
+        found = [d["uuid"] for d in store.query({"name": name}, properties=["uuid"])]
+        if len(found) != 1:
+            raise ValueError(f"expected one job named {name!r}, found {len(found)}")
+        uuids.append(found[0])
+    frames = fetch_dataset(store, uuids[0])
+    meta = {part: fetch_field(store, uuids[1], part) for part in ("train_indices", "test_indices")}
+    write_cached_dataset(path, settings, meta, frames)
+    print(f"wrote {path} ({len(frames)} teacher frames)", flush=True)
+    return len(meta["train_indices"]), len(meta["test_indices"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", type=Path, required=True, help="the teacher's deepmd-kit model file (.pth / .pt)")
@@ -72,6 +109,8 @@ def main() -> None:
     parser.add_argument("--n-steps", type=int, default=600, help="2 fs steps per supercell MD task")
     parser.add_argument("--traj-interval", type=int, default=10)
     parser.add_argument("--tag", default="", help="suffix of the result file")
+    parser.add_argument("--frames-only", action="store_true",
+                        help="stop once the teacher frames are written to data/ (no student)")
     args = parser.parse_args()
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -88,8 +127,29 @@ def main() -> None:
     initial = Dataset(frames=[f.without_labels().model_copy(update={"source": f.source.split(";")[0]})
                               for f in initial.frames], name="initial-perturbed")
     flow = maker.make(teacher, structures, extra_frames=[initial])
+    frames_file = HERE / "data" / f"si_phases_teacher_frames{'_' + args.tag if args.tag else ''}.json.gz"
+    frames_settings = {
+        "teacher_sha256": teacher.sha256, "phases": list(PHASES),
+        "task_groups": [g.model_dump(mode="json") for g in maker.task_groups],
+        "perturb": None if maker.perturb is None else repr(maker.perturb),
+        "extra_frames": "the multi-phase run's initial perturbed frames (si_phases_multi_phase_k300_w100_labels)",
+        "seed": maker.seed, "test_fraction": maker.test_fraction, "max_frames": maker.max_frames}
+
+    def export_when_split(view) -> None:  # the teacher frames go to data/ the moment they exist
+        if frames_file.exists() or not any(state == "COMPLETED" and name == "pfd distill split"
+                                           for state, name, _ in view.states.values()):
+            return
+        export_teacher_frames(view.store, frames_file, frames_settings)
+        if args.frames_only:
+            raise _FramesExported
+
     start = time.perf_counter()
-    result = run_flow(flow, args.workdir, workers=args.workers)
+    try:
+        result = run_flow(flow, args.workdir, workers=args.workers, on_progress=export_when_split)
+    except _FramesExported:
+        print(f"stopped after the teacher frames ({time.perf_counter() - start:.0f} s); the run folder "
+              f"{args.workdir} is resumable without --frames-only", flush=True)
+        return
     if not result.completed:
         raise SystemExit(f"the flow ended {result.state}: {result.failed}")
     from _common import distillation_sets
