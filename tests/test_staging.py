@@ -52,6 +52,10 @@ def test_teacher_given_by_value_is_stored_once(tmp_path, memory_store):
     (stage,) = [j for j in flow.jobs if j.name == "pfd distill teacher model"]
     users = [j for j in flow.jobs if j.name.startswith(("pfd distill explore", "pfd distill teacher label"))]
     assert len(users) == 9 and all(stage.uuid in j.input_uuids for j in users)
+    # the frames to select are the eight MD jobs' outputs, not the stored teacher (a ModelFile is no frame set)
+    (select,) = [j for j in flow.jobs if j.name == "pfd distill select"]
+    md_jobs = {j.uuid for j in flow.jobs if j.name.startswith("pfd distill explore")}
+    assert set(select.input_uuids) == md_jobs and len(md_jobs) == 8
 
     # the stored model through a JobStore: same bytes out, one copy in the data store
     stage_job, ref = staged(teacher, "stage")

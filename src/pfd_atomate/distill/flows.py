@@ -119,7 +119,7 @@ class DistillMaker(Maker):
         structures = [structures] if isinstance(structures, Structure) else list(structures)
         # a teacher given by value is stored once; every MD and label job references it
         jobs, teacher_model = staged(teacher_model, "pfd distill teacher model")
-        jobs += explore_task_jobs(
+        md_jobs = explore_task_jobs(
             ExploreMaker(backend=self.teacher, md_maker=self.md_maker),
             teacher_model,
             structures,
@@ -128,7 +128,9 @@ class DistillMaker(Maker):
             seed=self.seed,
             supercell=self.md_supercell,
         )
-        candidates = [md.output for md in jobs] + list(extra_frames)
+        jobs += md_jobs
+        # the frames of the MD jobs only: the staging job's output is the teacher model
+        candidates = [md.output for md in md_jobs] + list(extra_frames)
         if self.perturb is not None:
             rattled = self.perturb.make(structures)
             rattled.name = "pfd distill perturb"
