@@ -1,8 +1,9 @@
 """Resume a PFD flow after its FireWorks launcher is SIGKILLed in the middle of the fine-tune loop.
 
 The launcher process is killed for real while a job of the second loop iteration runs. The
-firework it ran stays RUNNING (a lost run); ``lpad detect_lostruns --rerun`` marks it for a
-rerun, a new ``rlaunch rapidfire`` finishes the flow. Everything that had finished (the
+firework it ran stays RUNNING (a lost run); ``lpad detect_lostruns --rerun --refresh`` marks it for a
+rerun (or, when the kill landed after its launch completed and before the firework's state was updated,
+refreshes it from that launch), a new ``rlaunch rapidfire`` finishes the flow. Everything that had finished (the
 labels of the first iteration and the initial labels) is not computed again, and every job
 has exactly one output in the JobStore. (The jobflow-remote runner kill is in
 tests/test_jobflow_remote.py, on that run.)
@@ -68,6 +69,9 @@ def killed_and_resumed(tmp_path_factory):
         kill_time = datetime.now(timezone.utc)
         launcher.wait(30)
         state_after_kill = lp.get_fw_dict_by_id(running["fw_id"])["state"]
+        # a kill inside FireWorks' complete_launch leaves the launch COMPLETED and the firework RUNNING
+        # (seen here once, 2026-12-04: the flow then hung): that job finished and must not run again, only be refreshed
+        finished_before_kill = lp.launches.count_documents({"fw_id": running["fw_id"], "state": "COMPLETED"}) > 0
         time.sleep(1)  # nothing may change once the launcher is gone
         assert lp.get_fw_dict_by_id(running["fw_id"])["state"] == state_after_kill
 
@@ -77,7 +81,7 @@ def killed_and_resumed(tmp_path_factory):
             subprocess.run([str(BIN / "lpad"), "-l", str(lp_file), "admin", "unlock", "-i", str(running["fw_id"])],
                            capture_output=True, text=True, env=worker_env(), timeout=120, check=True)
         detect = subprocess.run(
-            [str(BIN / "lpad"), "-l", str(lp_file), "detect_lostruns", "--time", "0", "--rerun"],
+            [str(BIN / "lpad"), "-l", str(lp_file), "detect_lostruns", "--time", "0", "--rerun", "--refresh"],
             capture_output=True, text=True, env=worker_env(), timeout=300, check=True)
         second = start_launcher(root / "second", lp_file, fworker, until_done=True)
         launchers.append(second)
@@ -87,7 +91,7 @@ def killed_and_resumed(tmp_path_factory):
         store.connect()
         yield {"lp": lp, "store": store, "flow": flow, "first": first, "running": running,
                "kill_time": kill_time, "killed_rc": launcher.returncode, "state_after_kill": state_after_kill,
-               "detect": detect.stdout + detect.stderr, "state": state}
+               "detect": detect.stdout + detect.stderr, "state": state, "finished_before_kill": finished_before_kill}
     finally:
         for process in launchers:
             stop_process(process)
@@ -114,8 +118,11 @@ def test_only_the_interrupted_job_ran_again(killed_and_resumed):
     run = killed_and_resumed
     counts = launch_counts(run["lp"], run["first"])
     rerun = {fw_id for fw_id, n in counts.items() if n != 1}
-    assert rerun == {run["running"]["fw_id"]}
-    assert counts[run["running"]["fw_id"]] == 2
+    if run["finished_before_kill"]:  # refreshed from its completed launch, not run again
+        assert rerun == set() and counts[run["running"]["fw_id"]] == 1
+    else:
+        assert rerun == {run["running"]["fw_id"]}
+        assert counts[run["running"]["fw_id"]] == 2
     # ... and the JobStore holds one output per job
     keys = [(d["uuid"], d["index"]) for d in run["store"].query({}, properties=["uuid", "index"])]
     assert len(keys) == len(set(keys)) == len(counts)
