@@ -18,11 +18,10 @@ import os
 import re
 import statistics
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _common import environment, parse_args, save
+from _common import environment, parse_args, pyplot, save, save_figure
 from _dft_labels import DATA, read_cached_dataset
 
 SETTINGS = ("unset", "1", "0")  # NUM_WORKERS; "unset": deepmd-kit's default, min(4, cpu count)
@@ -93,12 +92,7 @@ def main() -> None:
 
 def plot(ms: dict, path: Path, steps: int, rounds: int) -> None:
     """Bar chart of ms per step per ``NUM_WORKERS`` setting, alone and two at once."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.5))
     width = 0.38
     for i, mode in enumerate(("alone", "two at once")):
         xs = [j + (i - 0.5) * width for j in range(len(SETTINGS))]
@@ -108,9 +102,7 @@ def plot(ms: dict, path: Path, steps: int, rounds: int) -> None:
     ax.set_title(f"se_e2_a student, Si8, 1 thread per training\n{steps} steps x {rounds} rounds, 2-core CPU",
                  fontsize=9)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
