@@ -117,13 +117,26 @@ def distillation_sets(store, label_uuid: str, split_uuid: str):
                  for part in ("train", "test"))
 
 
+def distill_uuids(store, *steps: str) -> list[str]:
+    """The uuids of the distillation jobs doing ``steps`` in ``store`` (one distillation there), e.g.
+    ``distill_uuids(store, "teacher label", "split")``; see :func:`pfd_atomate.queries.distill_job`.
+
+    Raises
+    ------
+    LookupError: not exactly one job for a step.
+    """
+    from pfd_atomate.queries import distill_job
+
+    return [distill_job(store, step) for step in steps]
+
+
 def run_distillation(run_dir: Path):
     """A finished run's teacher and student models and the student's training and held-out teacher frames:
     ``(teacher ModelFile, student ModelFile, train Dataset, test Dataset)``.
 
     Raises
     ------
-    LookupError: the run has not one teacher label job and one split job.
+    LookupError: the run has not one report, teacher label job and split job.
     """
     from pfd_atomate.store import fetch_model
     from pfd_atomate.workflows.local import attach_run
@@ -132,13 +145,7 @@ def run_distillation(run_dir: Path):
         (report,) = store.query({"metadata.pfd_step": "report"}, properties=["output"])
         lineage = {m["role"]: m for m in report["output"]["lineage"]}
         teacher, student = (fetch_model(store, lineage[r]["location"]["job_uuid"]) for r in ("teacher", "student"))
-        uuids = []
-        for name in ("pfd distill teacher label", "pfd distill split"):
-            found = {d["uuid"] for d in store.query({"name": name}, properties=["uuid"])}
-            if len(found) != 1:
-                raise LookupError(f"expected one job named {name!r} in {run_dir}, found {len(found)}")
-            uuids.append(found.pop())
-        return (teacher, student, *distillation_sets(store, *uuids))
+        return (teacher, student, *distillation_sets(store, *distill_uuids(store, "teacher label", "split")))
 
 
 def run_models(run_dir: Path | None, extra: Sequence[str] = (), formula: str = "Si"):

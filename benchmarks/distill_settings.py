@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _common import distillation_sets, environment, parse_args, pyplot, run_distillation, save, save_figure
+from _common import distill_uuids, distillation_sets, environment, parse_args, pyplot, run_distillation, save, save_figure
 from held_out_md import md_held_out
 from properties import model_properties, plot_eos, si_phase_references
 from student_coverage import metrics
@@ -99,8 +99,7 @@ def main() -> None:
         raise SystemExit(f"the distillation ended {done.state}: {done.failed}")
     flow_wall = done.wall_time_s
     with open_run_store(args.workdir) as (store, _, _):
-        uuids = [next(iter(store.query({"name": n}, properties=["uuid"])))["uuid"]
-                 for n in ("pfd distill teacher label", "pfd distill split", "pfd distill train student")]
+        uuids = distill_uuids(store, "teacher label", "split", "train student")
         train_set, teacher_test = distillation_sets(store, uuids[0], uuids[1])
         candidate = fetch_model(store, uuids[2])
 

@@ -72,9 +72,9 @@ def distill(teacher_backend, teacher, student_backend, training_frames, held_out
     with Timer() as t:
         run_locally(flow, store=store, root_dir=workdir / "jobs", create_folders=True, ensure_success=True, log=False)
     store.connect()
-    uuid = {job.name: job.uuid for job in flow.jobs}
-    train_set, test_set = distillation_sets(store, uuid["pfd distill teacher label"], uuid["pfd distill split"])
-    return fetch_model(store, uuid["pfd distill train student"]), train_set, test_set, t.seconds
+    uuid = {job.metadata["distill_step"]: job.uuid for job in flow.jobs}  # this flow's, whatever else the store holds
+    label, split, train = uuid["teacher label"], uuid["split"], uuid["train student"]
+    return fetch_model(store, train), *distillation_sets(store, label, split), t.seconds
 
 
 def plot(result: dict, path: Path) -> None:

@@ -41,7 +41,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _common import distillation_sets, environment, save, set_threads
+from _common import distill_uuids, distillation_sets, environment, save, set_threads
 from student_coverage import metrics
 
 HERE = Path(__file__).resolve().parent
@@ -77,9 +77,7 @@ def teacher_frames(run_dir: Path):
         return tuple(frames.subset(meta[f"{part}_indices"], name=f"teacher-{part}") for part in ("train", "test"))
 
     with attach_run(run_dir) as (store, _, _):
-        uuids = [store.query_one({"name": n}, properties=["uuid"])["uuid"]
-                 for n in ("pfd distill teacher label", "pfd distill split")]
-        return distillation_sets(store, *uuids)
+        return distillation_sets(store, *distill_uuids(store, "teacher label", "split"))
 
 
 def own_checkpoint(run_dir: Path) -> Path:

@@ -36,7 +36,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from _common import environment, save, si_phase
+from _common import distill_uuids, environment, save, si_phase
 from multi_phase import PHASES, multi_phase_maker
 
 HERE = Path(__file__).resolve().parent
@@ -80,18 +80,13 @@ def export_teacher_frames(store, path: Path, settings: dict) -> tuple[int, int]:
 
     Raises
     ------
-    ValueError: the store has not exactly one teacher label job and one split job.
+    LookupError: the store has not exactly one teacher label job and one split job.
     """
     from _dft_labels import write_cached_dataset
 
     from pfd_atomate.store import fetch_dataset, fetch_field
 
-    uuids = []
-    for name in ("pfd distill teacher label", "pfd distill split"):
-        found = [d["uuid"] for d in store.query({"name": name}, properties=["uuid"])]
-        if len(found) != 1:
-            raise ValueError(f"expected one job named {name!r}, found {len(found)}")
-        uuids.append(found[0])
+    uuids = distill_uuids(store, "teacher label", "split")
     frames = fetch_dataset(store, uuids[0])
     meta = {part: fetch_field(store, uuids[1], part) for part in ("train_indices", "test_indices")}
     write_cached_dataset(path, settings, meta, frames)
@@ -137,8 +132,8 @@ def main() -> None:
         "seed": maker.seed, "test_fraction": maker.test_fraction, "max_frames": maker.max_frames}
 
     def export_when_split(view) -> None:  # the teacher frames go to data/ the moment they exist
-        if frames_file.exists() or not any(state == "COMPLETED" and name == "pfd distill split"
-                                           for state, name, _ in view.states.values()):
+        if frames_file.exists() or not any(state == "COMPLETED" and meta.get("distill_step") == "split"
+                                           for state, _, meta in view.states.values()):
             return
         export_teacher_frames(view.store, frames_file, frames_settings)
         if args.frames_only:
@@ -157,10 +152,7 @@ def main() -> None:
     from pfd_atomate.store import fetch_model
 
     with open_run_store(args.workdir) as (store, _, _):
-        uuids = []
-        for name in ("pfd distill teacher label", "pfd distill split", "pfd distill train student"):
-            (doc,) = store.query({"name": name}, properties=["uuid"])
-            uuids.append(doc["uuid"])
+        uuids = distill_uuids(store, "teacher label", "split", "train student")
         train_set, test_set = distillation_sets(store, uuids[0], uuids[1])
         student = fetch_model(store, uuids[2])
     student_path = args.workdir / f"student{Path(student.filename).suffix}"

@@ -269,16 +269,17 @@ def test_progress_line_counts_the_jobs_of_the_running_step(tmp_path):
     (train_dir / "input.json").write_text(json.dumps({"training": {"numb_steps": 12000}}))
     (train_dir / "lcurve.out").write_text("# step rmse\n 0 1.0\n 1200 0.5\n")
     label = {"pfd_step": "label", "stage": 1, "iteration": 2, "pfd_label_keys": ["k"]}
+    md, train = ({"pfd_step": "distill", "distill_step": step} for step in ("explore", "train student"))
     states = {
         1: ("COMPLETED", "pfd label", label),
         2: ("RUNNING", "pfd label", label),
         3: ("WAITING", "pfd label", label),
         # an MD task: its launcher (4, 5) is replaced by atomate2's MD job of the same name (7, 8)
-        4: ("COMPLETED", "pfd distill explore 0", {"pfd_step": "distill"}),
-        5: ("COMPLETED", "pfd distill explore 1", {"pfd_step": "distill"}),
-        6: ("RUNNING", "pfd distill train student", {"pfd_step": "distill"}),
-        7: ("COMPLETED", "pfd distill explore 0", {"pfd_step": "distill"}),
-        8: ("RUNNING", "pfd distill explore 1", {"pfd_step": "distill"}),
+        4: ("COMPLETED", "pfd distill explore 0", md),
+        5: ("COMPLETED", "pfd distill explore 1", md),
+        6: ("RUNNING", "pfd distill train student", train),
+        7: ("COMPLETED", "pfd distill explore 0", md),
+        8: ("RUNNING", "pfd distill explore 1", md),
     }
     line = describe(states, {6: str(tmp_path / "launch")})  # the launchers are not counted
     assert line.startswith("jobs 2/6 done")

@@ -173,17 +173,19 @@ def test_student_learnt_from_teacher(pfd_run):
 
 def test_teacher_labels_md_rattled_and_initial_frames(pfd_run):
     """The teacher labels its MD frames, the distillation's rattled frames and the perturbed initial
-    frames: every candidate is counted."""
-    _, _, store, _, report = pfd_run
+    frames: every candidate is counted. The distillation's jobs are found by their metadata."""
+    _, flow, store, _, report = pfd_run
     store.connect()
 
-    def output(name, field):
-        (doc,) = store.query({"name": name}, properties=["uuid"])
-        out = store.get_output(doc["uuid"], load=True)  # a LabelOutput is decoded, others stay dicts
+    def output(step, field):  # found by the job's metadata (distill_step), as users query
+        out = store.get_output(queries.distill_job(store, step, report_run), load=True)  # a LabelOutput is decoded
         return out[field] if isinstance(out, dict) else getattr(out, field)
 
-    # each MD task: a launcher job replaced by atomate2's ForceFieldMDMaker job under the same uuid
-    md_uuids = {d["uuid"] for d in store.query({"name": {"$regex": "^pfd distill explore"}}, properties=["uuid"])}
+    report_run = flow.uuid  # metadata.pfd_run of every job of the run
+    # each MD task: a launcher job replaced by atomate2's ForceFieldMDMaker job under the same uuid, its metadata kept
+    md_uuids = {d["uuid"] for d in store.query({"metadata.distill_step": "explore", "metadata.pfd_run": report_run},
+                                               properties=["uuid"])}
+    assert md_uuids == {d["uuid"] for d in store.query({"name": {"$regex": "^pfd distill explore"}}, properties=["uuid"])}
     md_docs = [store.get_output(uuid, load=True) for uuid in md_uuids]
     assert all(d["@class"] == "ForceFieldTaskDocument" for d in md_docs)
     n_md = sum(len(md_frames(d)) for d in md_docs)
@@ -192,9 +194,9 @@ def test_teacher_labels_md_rattled_and_initial_frames(pfd_run):
     for uuid in md_uuids:  # the MD job says which model drove it, and where
         (last,) = store.query({"uuid": uuid}, properties=["metadata", "index"], sort={"index": -1}, limit=1)
         assert last["metadata"]["pfd_model_sha256"] == teacher_sha and last["metadata"]["pfd_device"] == "cpu"
-    rattled = output("pfd distill perturb", "dataset")["frames"]
+    rattled = output("perturb", "dataset")["frames"]
     assert len(rattled) == 6
-    n_candidates = output("pfd distill select", "n_candidates")
+    n_candidates = output("select", "n_candidates")
     assert n_candidates == n_md + len(rattled) + report["n_initial_labels"]
     # the teacher labels through atomate2's ForceFieldStaticMaker, batches of frames per job, each
     # job run with the teacher model; every frame that passed the filters is labelled
@@ -205,10 +207,14 @@ def test_teacher_labels_md_rattled_and_initial_frames(pfd_run):
     assert all(d["metadata"]["pfd_model_sha256"] == teacher_sha for d in statics)
     docs = [doc for d in statics for doc in d["output"]["task_document"]]
     assert {doc["@class"] for doc in docs} == {"ForceFieldTaskDocument"}
-    n_labelled = output("pfd distill teacher label", "n_labelled")
-    assert len(docs) == n_labelled == output("pfd distill select", "n_after_filter")
-    split = output("pfd distill split", "test_indices"), output("pfd distill split", "train_indices")
+    n_labelled = output("teacher label", "n_labelled")
+    assert len(docs) == n_labelled == output("select", "n_after_filter")
+    split = output("split", "test_indices"), output("split", "train_indices")
     assert len(split[1]) == report["n_distill_frames"] and sorted(split[0] + split[1]) == list(range(n_labelled))
+    with pytest.raises(ValueError, match="'teacher label'"):  # one job per MD task: no single uuid
+        queries.distill_job(store, "explore", report_run)
+    with pytest.raises(LookupError, match="found 0"):
+        queries.distill_job(store, "split", "another-run")
 
 
 def test_bad_input_fails_before_any_job(tmp_path):

@@ -56,6 +56,12 @@ def test_teacher_given_by_value_is_stored_once(tmp_path, memory_store):
     (select,) = [j for j in flow.jobs if j.name == "pfd distill select"]
     md_jobs = {j.uuid for j in flow.jobs if j.name.startswith("pfd distill explore")}
     assert set(select.input_uuids) == md_jobs and len(md_jobs) == 8
+    # every job says which part of the distillation it is (what queries.distill_job selects on)
+    steps = {j.uuid: j.metadata["distill_step"] for j in flow.jobs}
+    assert {u for u, s in steps.items() if s == "explore"} == md_jobs and steps[stage.uuid] == "teacher model"
+    assert sorted(steps.values()).count("teacher label") == 1 and set(steps.values()) == {
+        "teacher model", "explore", "select", "teacher label", "split", "train student", "test vs teacher",
+        "check compression", "gather"}  # no perturb, no DFT test set here
 
     # the stored model through a JobStore: same bytes out, one copy in the data store
     stage_job, ref = staged(teacher, "stage")

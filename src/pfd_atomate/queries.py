@@ -9,7 +9,9 @@ that ``JobStore.get_output(..., load=True)`` follows. Every PFD job carries jobf
 
 - ``metadata.pfd_run``: the uuid of the PFD flow the job belongs to (dynamic jobs included);
 - ``metadata.pfd_step``: perturb, label, train, explore, select, test, decide, distill, report;
-- ``metadata.stage`` and ``metadata.iteration`` for the jobs of a fine-tune iteration.
+- ``metadata.stage`` and ``metadata.iteration`` for the jobs of a fine-tune iteration;
+- ``metadata.distill_step`` for the distillation's own jobs: teacher model, explore, perturb, select,
+  teacher label, split, train student, test vs teacher, check compression, test vs DFT, gather.
 
 So ``{"metadata.pfd_step": "report"}`` finds the run reports (``output`` is a
 :class:`~pfd_atomate.schemas.PFDOutput`), and ``{"metadata.pfd_step": "test",
@@ -35,6 +37,9 @@ REPORT = {"metadata.pfd_step": "report"}
 TEST = {"metadata.pfd_step": "test"}
 #: a labelling's gather job (its output is a LabelOutput); the distillation's teacher labels are "distill"
 LABEL = {"metadata.pfd_step": "label", "output.n_requested": {"$exists": True}}
+#: the parts of a distillation (``metadata.distill_step``), each job tagged by ``DistillMaker``
+DISTILL_STEPS = ("teacher model", "explore", "perturb", "select", "teacher label", "split", "train student",
+                 "test vs teacher", "check compression", "test vs DFT", "gather")
 
 _ITERATION_FIELDS = (
     "stage", "iteration", "energy_rmse", "force_rmse", "accurate_ratio", "n_selected_per_structure", "n_labelled",
@@ -161,6 +166,35 @@ def dft_labels(store: JobStore, run_uuid: str) -> Dataset:
                 seen.add(key)
                 frames.append(frame)
     return Dataset(frames=frames, name=f"dft-labels:{run_uuid}")
+
+
+def distill_job(store: JobStore, step: str, run_uuid: str | None = None) -> str:
+    """The uuid of the distillation job that does ``step`` (e.g. "teacher label": its output is the
+    teacher-labelled frames; "split": their ``train_indices`` / ``test_indices``; "train student").
+
+    Parameters
+    ----------
+    step: one of :data:`DISTILL_STEPS` but "explore" (one job per MD task).
+    run_uuid: the PFD run (``metadata.pfd_run``); None: the store must hold one distillation
+        (e.g. a ``DistillMaker`` flow run on its own).
+
+    Raises
+    ------
+    ValueError: ``step`` is not a single-job step of :data:`DISTILL_STEPS`.
+    LookupError: not exactly one such job in the store (or in the run).
+    """
+    if step not in DISTILL_STEPS or step == "explore":
+        allowed = [s for s in DISTILL_STEPS if s != "explore"]
+        raise ValueError(f"step must be one of {allowed}, got {step!r}")
+    store.connect()
+    criteria = {"metadata.pfd_step": "distill", "metadata.distill_step": step}
+    if run_uuid is not None:
+        criteria["metadata.pfd_run"] = run_uuid
+    found = {d["uuid"] for d in store.query(criteria, properties=["uuid"])}  # a replaced job keeps its uuid
+    if len(found) != 1:
+        where = "the store" if run_uuid is None else f"run {run_uuid}"
+        raise LookupError(f"expected one distillation job doing {step!r} in {where}, found {len(found)}")
+    return found.pop()
 
 
 def model_location(store: JobStore, formula: str, role: str = "student") -> dict[str, Any]:

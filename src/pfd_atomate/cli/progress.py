@@ -36,7 +36,7 @@ def training_progress(launch_dir: str) -> str | None:
 
 
 def _is_md_task(name: str, meta: dict[str, Any]) -> bool:
-    return meta.get("pfd_step") == "explore" or name.startswith("pfd distill explore")
+    return meta.get("pfd_step") == "explore" or meta.get("distill_step") == "explore"
 
 
 def _newest_md_tasks(states: dict[int, tuple[str, str, dict[str, Any]]]) -> dict[int, tuple[str, str, dict[str, Any]]]:
@@ -61,8 +61,8 @@ def describe(states: dict[int, tuple[str, str, dict[str, Any]]], launch_dirs: di
         step = meta.get("pfd_step")
         if step in ("label", "explore") and ("pfd_label_keys" in meta or step == "explore"):
             by_step.setdefault((meta.get("stage"), meta.get("iteration"), step), []).append(state)
-    distill_md = [state for state, name, meta in states.values()
-                  if meta.get("pfd_step") == "distill" and name.startswith("pfd distill explore")]
+    distill_md = [state for state, _, meta in states.values()
+                  if meta.get("pfd_step") == "distill" and meta.get("distill_step") == "explore"]
     live = [key for key, members in by_step.items() if any(s != "COMPLETED" for s in members)]
     for stage, iteration, step in sorted(live, key=lambda k: (k[1] is None, k[1] or 0)):
         members = by_step[(stage, iteration, step)]
@@ -76,7 +76,8 @@ def describe(states: dict[int, tuple[str, str, dict[str, Any]]], launch_dirs: di
         if state not in ("RUNNING", "RESERVED") or meta.get("pfd_step") == "label" or _is_md_task(name, meta):
             continue
         # a distillation job says which part it is ("distill train student"), the others their step
-        text = name.removeprefix("pfd ") if meta.get("pfd_step") == "distill" else _ACTIONS.get(meta.get("pfd_step"), name)
+        text = (f"distill {meta.get('distill_step', name)}" if meta.get("pfd_step") == "distill"
+                else _ACTIONS.get(meta.get("pfd_step"), name))
         step = training_progress((launch_dirs or {}).get(fw_id, "")) if "train" in name else None
         others.add(f"{text} {step}" if step else text)
     others = sorted(others)
