@@ -20,8 +20,8 @@ that run's teacher frames (2770, the same held-out 308), the library's default s
   checkpoint (``--finetune``) for 96000 steps, its learning rate decaying 3.16e-4 → 1e-4 or 1e-4 → 1e-5, the
   second half of a 192000-step schedule ending at 1e-4 or 1e-5 (the 1e-4 one made the library's default
   ``STUDENT_STEPS = 192000``; the other variants keep the 96000 steps they were measured at, ``BASE_STEPS``);
-- ``192000 steps``: that default as it is meant, one 192000-step schedule from scratch (about 2 h on one thread,
-  two trainings at once; ``--threads 2`` alone).
+- ``192000 steps``: that default as it is meant, one 192000-step schedule from scratch (137 min on one thread,
+  40-45 ms per step on these frames, alone or beside one other process).
 
 Each is tested on the CP2K held-out sets (per phase: 8-atom MD and strained + rattled frames; 64-atom diamond MD)
 and on the held-out teacher frames per cell size. Usage: ``.venv/bin/python benchmarks/student_cell_sizes.py
