@@ -183,8 +183,8 @@ def distill_job(store: JobStore, step: str, run_uuid: str | None = None) -> str:
     ValueError: ``step`` is not a single-job step of :data:`DISTILL_STEPS`.
     LookupError: not exactly one such job in the store (or in the run).
     """
-    if step not in DISTILL_STEPS or step == "explore":
-        allowed = [s for s in DISTILL_STEPS if s != "explore"]
+    allowed = [s for s in DISTILL_STEPS if s != "explore"]
+    if step not in allowed:
         raise ValueError(f"step must be one of {allowed}, got {step!r}")
     store.connect()
     criteria = {"metadata.pfd_step": "distill", "metadata.distill_step": step}

@@ -9,7 +9,7 @@ from typing import Any
 
 from atomate2.forcefields.jobs import ForceFieldStaticMaker
 from atomate2.forcefields.md import ForceFieldMDMaker
-from jobflow import Flow, Maker
+from jobflow import Flow, Job, Maker
 from pymatgen.core import Structure
 
 from pfd_atomate.checks import check_int, check_number, check_supercell
@@ -119,7 +119,7 @@ class DistillMaker(Maker):
         structures = [structures] if isinstance(structures, Structure) else list(structures)
         # a teacher given by value is stored once; every MD and label job references it
         jobs, teacher_model = staged(teacher_model, "pfd distill teacher model")
-        _tag(jobs, "teacher model")
+        _tag("teacher model", *jobs)
         md_jobs = explore_task_jobs(
             ExploreMaker(backend=self.teacher, md_maker=self.md_maker),
             teacher_model,
@@ -129,13 +129,13 @@ class DistillMaker(Maker):
             seed=self.seed,
             supercell=self.md_supercell,
         )
-        jobs += _tag(md_jobs, "explore")
+        jobs += _tag("explore", *md_jobs)
         # the frames of the MD jobs only: the staging job's output is the teacher model
         candidates = [md.output for md in md_jobs] + list(extra_frames)
         if self.perturb is not None:
             rattled = self.perturb.make(structures)
             rattled.name = "pfd distill perturb"
-            jobs += _tag([rattled], "perturb")
+            jobs += _tag("perturb", rattled)
             candidates.append(rattled.output.dataset)
         # filter, then a random order (capped at max_frames): the split below takes the first frames
         pick = SelectMaker(name="pfd distill select", n_select=self.max_frames or sys.maxsize, method="random",
@@ -159,15 +159,15 @@ class DistillMaker(Maker):
         # the compressed student must predict what the uncompressed one does (tabulation error)
         check = compare_models(self.student, train.output.model, train.output.uncompressed_model, test_set)
         check.name = "pfd distill check compression"
-        flow_jobs = [*jobs, *_tag([pick], "select"), *_tag([label], "teacher label"), *_tag([split], "split"),
-                     *_tag([train], "train student"), *_tag([test_teacher], "test vs teacher"),
-                     *_tag([check], "check compression")]
+        flow_jobs = [*jobs, *_tag("select", pick), *_tag("teacher label", label), *_tag("split", split),
+                     *_tag("train student", train), *_tag("test vs teacher", test_teacher),
+                     *_tag("check compression", check)]
         test_dft = None
         if dft_test_set is not None:
             test_dft = EvaluateMaker(name="pfd distill test vs DFT", backend=self.student).make(
                 train.output.model, dft_test_set
             )
-            flow_jobs += _tag([test_dft], "test vs DFT")
+            flow_jobs += _tag("test vs DFT", test_dft)
         gather = gather_distill(
             train.uuid,
             train.output.model.sha256,
@@ -178,15 +178,15 @@ class DistillMaker(Maker):
             compression_check=check.output,
         )
         gather.name = "pfd distill gather"
-        flow_jobs += _tag([gather], "gather")
+        flow_jobs += _tag("gather", gather)
         flow = Flow(flow_jobs, output=gather.output, name=self.name)
         flow.update_metadata({"pfd_step": "distill"}, dynamic=True)
         return flow
 
 
-def _tag(jobs: list, step: str) -> list:
-    """``jobs`` with jobflow metadata ``distill_step``: which part of the distillation each is, what
-    :func:`pfd_atomate.queries.distill_job` selects on (a job's name is for people)."""
+def _tag(step: str, *jobs: Job) -> list[Job]:
+    """``jobs`` (as a list) with jobflow metadata ``distill_step``: which part of the distillation each is,
+    what :func:`pfd_atomate.queries.distill_job` selects on (a job's name is for people)."""
     for job in jobs:
         job.update_metadata({"distill_step": step}, dynamic=False)
     return jobs
