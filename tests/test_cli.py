@@ -277,7 +277,7 @@ def test_progress_line_counts_the_jobs_of_the_running_step(tmp_path):
         # an MD task: its launcher (4, 5) is replaced by atomate2's MD job of the same name (7, 8)
         4: ("COMPLETED", "pfd distill explore 0", md),
         5: ("COMPLETED", "pfd distill explore 1", md),
-        6: ("RUNNING", "pfd distill train student", train),
+        6: ("RUNNING", "a renamed job", train),  # found by its metadata, not its name
         7: ("COMPLETED", "pfd distill explore 0", md),
         8: ("RUNNING", "pfd distill explore 1", md),
     }

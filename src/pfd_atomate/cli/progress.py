@@ -78,7 +78,8 @@ def describe(states: dict[int, tuple[str, str, dict[str, Any]]], launch_dirs: di
         # a distillation job says which part it is ("distill train student"), the others their step
         text = (f"distill {meta.get('distill_step', name)}" if meta.get("pfd_step") == "distill"
                 else _ACTIONS.get(meta.get("pfd_step"), name))
-        step = training_progress((launch_dirs or {}).get(fw_id, "")) if "train" in name else None
+        trains = meta.get("pfd_step") == "train" or meta.get("distill_step") == "train student"
+        step = training_progress((launch_dirs or {}).get(fw_id, "")) if trains else None
         others.add(f"{text} {step}" if step else text)
     others = sorted(others)
     if others:
