@@ -20,6 +20,10 @@ that run's teacher frames (2770, the same held-out 308), the library's default s
   checkpoint (``--finetune``) for 96000 steps, its learning rate decaying 3.16e-4 → 1e-4 or 1e-4 → 1e-5, the
   second half of a 192000-step schedule ending at 1e-4 or 1e-5 (the 1e-4 one made the library's default
   ``STUDENT_STEPS = 192000``; the other variants keep the 96000 steps they were measured at, ``BASE_STEPS``);
+- ``rattled 0.3 A``: the 295 perturbed 8-atom frames (strain 6 %, atoms moved 0.15 Å RMS) replaced by as many made
+  with 0.3 Å and labelled by the teacher (``--teacher`` needed): the CP2K strained + rattled held-out frames with a
+  pair below 1.9 Å are where every student was off by 1-6 eV/Å, and no teacher frame had a pair below 1.94 Å;
+- ``rattled 0.15 + 0.3 A``: the run's perturbed frames kept and 102 such 0.3 Å frames (34 per phase) added;
 - ``192000 steps``: that default as it is meant, one 192000-step schedule from scratch (137 min on one thread,
   40-45 ms per step on these frames, alone or beside one other process).
 
@@ -47,7 +51,8 @@ from student_coverage import metrics
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 VARIANTS = ("by frames", "by atoms", "64-atom MD + strained 8-atom", "paper nets", "batch 128 atoms",
-            "96000 more steps to 1e-4", "96000 more steps to 1e-5", "192000 steps")
+            "96000 more steps to 1e-4", "96000 more steps to 1e-5", "192000 steps", "rattled 0.3 A",
+            "rattled 0.15 + 0.3 A")
 #: student settings of a variant beyond the library's default (DeepMDBackend fields; numb_steps as a factor)
 SETTINGS = {"paper nets": {"input_overrides": {"model": {"descriptor": {"neuron": [25, 50, 100], "axis_neuron": 16},
                                                         "fitting_net": {"neuron": [240, 240, 240]}}}},
@@ -59,6 +64,11 @@ SETTINGS = {"paper nets": {"input_overrides": {"model": {"descriptor": {"neuron"
             "96000 more steps to 1e-5": {"continue": True, "start_lr": 1e-4, "stop_lr": 1e-5},
             # the library's default since 2026-12-04 (presets.STUDENT_STEPS), from scratch in one schedule
             "192000 steps": {"steps_factor": 2.0}}
+#: ``rattled 0.3 A``: the distillation's perturbed 8-atom frames made again with atoms moved 0.3 Å (RMS length;
+#: the default 0.15) and labelled by the teacher (``--teacher``), in place of the run's perturbed frames
+WIDE_RATTLE = {"n_frames": 100, "cell_pert_fraction": 0.06, "atom_pert_distance": 0.3, "seed": 7}
+#: ``rattled 0.15 + 0.3 A``: the run's perturbed frames kept, a third as many 0.3 Å frames added (34 per phase)
+FEW_WIDE = 34
 #: training steps of the student every variant is measured against (the library's default of 2026-12-03; since
 #: 2026-12-04 the default trains 192000, after the two "more steps" variants)
 BASE_STEPS = 96000
@@ -100,7 +110,7 @@ def training_sets(train, variant: str) -> tuple[list, list[float] | None]:
     ------
     ValueError: an unknown variant.
     """
-    if variant in ("by frames", *SETTINGS):
+    if variant in ("by frames", "rattled 0.3 A", "rattled 0.15 + 0.3 A", *SETTINGS):
         return [train], None
     keep = (lambda f: True) if variant == "by atoms" else (
         lambda f: f.n_atoms > 8 or f.source.startswith("perturb"))
@@ -113,6 +123,36 @@ def training_sets(train, variant: str) -> tuple[list, list[float] | None]:
     # each atom label drawn alike: a dataset's weight is the number of batches its frames fill
     weights = [len(s) / math.ceil(BATCH_ATOMS / s.frames[0].n_atoms) for s in sets]
     return sets, weights
+
+
+def wide_rattle_frames(train, teacher_file: Path, n_frames: int = WIDE_RATTLE["n_frames"], keep: bool = False):
+    """``train`` with its perturbed frames (source ``perturb...``) replaced by :data:`WIDE_RATTLE` frames of the three
+    8-atom Si phase cells, labelled by the teacher model in ``teacher_file`` (energy eV, forces eV/Å, virial eV);
+    ``n_frames`` per phase; ``keep``: add them to the perturbed frames instead.
+
+    Raises
+    ------
+    ValueError: no teacher model file given.
+    """
+    from _common import si_phase
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from pfd_atomate import ModelFile
+    from pfd_atomate.data import Dataset
+    from pfd_atomate.perturb.core import perturb_structures
+    from pfd_atomate.presets import dpa4_teacher
+    from pfd_atomate.select.filters import FrameFilter
+
+    if teacher_file is None:
+        raise ValueError("variant 'rattled 0.3 A' needs --teacher (the model that labels the new frames)")
+    structures = [AseAtomsAdaptor.get_structure(si_phase(p)) for p in ("diamond", "beta-Sn", "bc8")]
+    frames = perturb_structures(structures, **(WIDE_RATTLE | {"n_frames": n_frames}))
+    frames, rejected = FrameFilter().apply(frames)  # as DistillMaker's select job does
+    labelled = dpa4_teacher(n_threads=1).predict(ModelFile.from_path(teacher_file, backend="deepmd"), frames)
+    kept = train.subset([i for i, f in enumerate(train.frames) if keep or not f.source.startswith("perturb")])
+    print(f"rattled 0.3 A (keep={keep}): {len(kept)} teacher frames kept, {len(labelled)} new perturbed frames "
+          f"(filter dropped {sum(rejected.values())})", flush=True)
+    return Dataset.concat([kept, labelled], name="teacher-train-rattled-0.3")
 
 
 def held_out_cp2k() -> dict:
@@ -162,6 +202,10 @@ def main() -> None:
         if variant == "by frames" and own:  # the run's own student: DistillMaker trained it on these very frames
             return variant, ModelFile.from_path(own[0], backend="deepmd"), 0.0, {"the run's student": own[0].name}
         sets, weights = training_sets(train, variant)
+        if variant == "rattled 0.3 A":
+            sets = [wide_rattle_frames(train, args.teacher)]
+        if variant == "rattled 0.15 + 0.3 A":
+            sets = [wide_rattle_frames(train, args.teacher, n_frames=FEW_WIDE, keep=True)]
         settings = dict(SETTINGS.get(variant, {}))
         factor = settings.pop("steps_factor", 1.0)
         if settings.pop("continue", False):  # needs the run folder: the run's own student's checkpoint
