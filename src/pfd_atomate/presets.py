@@ -118,12 +118,15 @@ def exploration_stages() -> list[Stage]:
 
 def distillation_perturb() -> PerturbMaker:
     """Strained and rattled copies of the input structures for the distillation teacher to label
-    (``DistillMaker.perturb``): 100 frames per structure, cell strain up to 6 %, atoms moved up to 0.15 Å.
+    (``DistillMaker.perturb``): 100 frames per structure, cell strain up to 6 %, atoms moved 0.15 Å (RMS length).
 
     MD at working temperatures rarely strains the cell by 6 % or brings two atoms this close; a student
     that never saw such frames extrapolates there. Measured on three Si phases (benchmarks/README.md,
     "The student"): E-V RMSE 42 / 36 / 73 -> 26 / 24 / 23 meV/atom, diamond a0 5.377 -> 5.465 Å and
     B0 135 -> 93 GPa (CP2K 5.464 Å, 88.8 GPa), at the cost of 300 teacher labels (about 0.3 s each).
+    Why not wider: 0.3 Å frames (pairs down to 1.44 Å) fix the student's forces where two atoms come closer
+    than 1.85 Å, but their 10-35 eV/Å forces take over the loss and cost a third or more on every MD set
+    (benchmarks/README.md, "Short pairs").
     """
     return PerturbMaker(n_frames=100, cell_pert_fraction=0.06,
                         atom_pert_distance=0.15, seed=7)
