@@ -64,11 +64,11 @@ SETTINGS = {"paper nets": {"input_overrides": {"model": {"descriptor": {"neuron"
             "96000 more steps to 1e-5": {"continue": True, "start_lr": 1e-4, "stop_lr": 1e-5},
             # the library's default since 2026-12-04 (presets.STUDENT_STEPS), from scratch in one schedule
             "192000 steps": {"steps_factor": 2.0}}
-#: ``rattled 0.3 A``: the distillation's perturbed 8-atom frames made again with atoms moved 0.3 Å (RMS length;
-#: the default 0.15) and labelled by the teacher (``--teacher``), in place of the run's perturbed frames
-WIDE_RATTLE = {"n_frames": 100, "cell_pert_fraction": 0.06, "atom_pert_distance": 0.3, "seed": 7}
-#: ``rattled 0.15 + 0.3 A``: the run's perturbed frames kept, a third as many 0.3 Å frames added (34 per phase)
-FEW_WIDE = 34
+#: the distillation's perturbed 8-atom frames made again with atoms moved 0.3 Å (RMS length; the default 0.15),
+#: labelled by the teacher (``--teacher``)
+WIDE_RATTLE = {"cell_pert_fraction": 0.06, "atom_pert_distance": 0.3, "seed": 7}
+#: variant → (WIDE_RATTLE frames per phase, keep the run's perturbed frames beside them)
+RATTLED = {"rattled 0.3 A": (100, False), "rattled 0.15 + 0.3 A": (34, True)}
 #: training steps of the student every variant is measured against (the library's default of 2026-12-03; since
 #: 2026-12-04 the default trains 192000, after the two "more steps" variants)
 BASE_STEPS = 96000
@@ -110,7 +110,7 @@ def training_sets(train, variant: str) -> tuple[list, list[float] | None]:
     ------
     ValueError: an unknown variant.
     """
-    if variant in ("by frames", "rattled 0.3 A", "rattled 0.15 + 0.3 A", *SETTINGS):
+    if variant in ("by frames", *RATTLED, *SETTINGS):
         return [train], None
     keep = (lambda f: True) if variant == "by atoms" else (
         lambda f: f.n_atoms > 8 or f.source.startswith("perturb"))
@@ -125,7 +125,7 @@ def training_sets(train, variant: str) -> tuple[list, list[float] | None]:
     return sets, weights
 
 
-def wide_rattle_frames(train, teacher_file: Path, n_frames: int = WIDE_RATTLE["n_frames"], keep: bool = False):
+def wide_rattle_frames(train, teacher_file: Path, n_frames: int, keep: bool):
     """``train`` with its perturbed frames (source ``perturb...``) replaced by :data:`WIDE_RATTLE` frames of the three
     8-atom Si phase cells, labelled by the teacher model in ``teacher_file`` (energy eV, forces eV/Å, virial eV);
     ``n_frames`` per phase; ``keep``: add them to the perturbed frames instead.
@@ -144,9 +144,9 @@ def wide_rattle_frames(train, teacher_file: Path, n_frames: int = WIDE_RATTLE["n
     from pfd_atomate.select.filters import FrameFilter
 
     if teacher_file is None:
-        raise ValueError("variant 'rattled 0.3 A' needs --teacher (the model that labels the new frames)")
+        raise ValueError(f"variants {list(RATTLED)} need --teacher (the model that labels the new frames)")
     structures = [AseAtomsAdaptor.get_structure(si_phase(p)) for p in ("diamond", "beta-Sn", "bc8")]
-    frames = perturb_structures(structures, **(WIDE_RATTLE | {"n_frames": n_frames}))
+    frames = perturb_structures(structures, n_frames=n_frames, **WIDE_RATTLE)
     frames, rejected = FrameFilter().apply(frames)  # as DistillMaker's select job does
     labelled = dpa4_teacher(n_threads=1).predict(ModelFile.from_path(teacher_file, backend="deepmd"), frames)
     kept = train.subset([i for i, f in enumerate(train.frames) if keep or not f.source.startswith("perturb")])
@@ -202,10 +202,8 @@ def main() -> None:
         if variant == "by frames" and own:  # the run's own student: DistillMaker trained it on these very frames
             return variant, ModelFile.from_path(own[0], backend="deepmd"), 0.0, {"the run's student": own[0].name}
         sets, weights = training_sets(train, variant)
-        if variant == "rattled 0.3 A":
-            sets = [wide_rattle_frames(train, args.teacher)]
-        if variant == "rattled 0.15 + 0.3 A":
-            sets = [wide_rattle_frames(train, args.teacher, n_frames=FEW_WIDE, keep=True)]
+        if variant in RATTLED:
+            sets = [wide_rattle_frames(train, args.teacher, *RATTLED[variant])]
         settings = dict(SETTINGS.get(variant, {}))
         factor = settings.pop("steps_factor", 1.0)
         if settings.pop("continue", False):  # needs the run folder: the run's own student's checkpoint
