@@ -79,6 +79,7 @@ def main() -> None:
     models = {"DPA-4 zero-shot": ModelFile.from_path(backend.base_model_path(), backend="deepmd")}
     models |= {name: ModelFile.from_path(Path(path).resolve(), backend="deepmd")
                for name, path in (item.split("=", 1) for item in args.model)}
+
     def errors(reference, predicted) -> dict:  # absolute energy error: one frame has no offset to remove
         err = frame_errors(reference, predicted)
         return {"n_frames": err.n_frames, "energy_rmse_ev_per_atom": err.energy_rmse,

@@ -69,8 +69,8 @@ SETTINGS = {"paper nets": {"input_overrides": {"model": {"descriptor": {"neuron"
             "192000 steps": {"steps_factor": 2.0},
             # deepmd-kit's loss.relative_f: each atom's force error divided by (|F_label| + 1 eV/Å), so the
             # 10-35 eV/Å forces of the 0.3 Å rattles weigh 1/11-1/36 of their error, an MD atom (median 1 eV/Å) 1/2
-            "relative force loss": {"input_overrides": {"loss": {"relative_f": 1.0}}},
-            "rattled 0.15 + 0.3 A, relative force loss": {"input_overrides": {"loss": {"relative_f": 1.0}}}}
+            "relative force loss": {"input_overrides": {"loss": {"relative_f": 1.0}}}}
+SETTINGS["rattled 0.15 + 0.3 A, relative force loss"] = SETTINGS["relative force loss"]  # with RATTLED's frames
 #: the distillation's perturbed 8-atom frames made again with atoms moved 0.3 Å (RMS length; the default 0.15),
 #: labelled by the teacher (``--teacher``)
 WIDE_RATTLE = {"cell_pert_fraction": 0.06, "atom_pert_distance": 0.3, "seed": 7}
