@@ -64,7 +64,7 @@ def energy_by_closest_pair(models: dict) -> dict:
     table = {}
     for phase, file in RATTLED_SETS.items():
         _, data, _ = read_cached_dataset(DATA / file)
-        data = data.subset([i for i, f in enumerate(data.frames) if ":md:" not in f.source and "md:" not in f.source])
+        data = data.subset([i for i, f in enumerate(data.frames) if "md:" not in f.source])
         pairs = np.array([closest_pair(f) for f in data.frames])
         bins = np.digitize(pairs, PAIR_GROUPS)
         names = ("closest pair < 2.0 A", "2.0-2.15 A", ">= 2.15 A")
