@@ -190,7 +190,7 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, default=None, help="the run's teacher model file (for its RMSEs)")
     parser.add_argument("--steps", type=int, default=None, help=f"training steps (default: {BASE_STEPS})")
     parser.add_argument("--threads", type=int, default=1, help="threads per training (one training at a time: 2)")
-    parser.add_argument("--tag", default="", help="suffix of the result file name")
+    parser.add_argument("--tag", default="", help="suffix of the result file name (student_cell_sizes_<tag>.json)")
     args = parser.parse_args()
     set_threads(args.threads)
     from pfd_atomate import ModelFile
@@ -254,7 +254,7 @@ def main() -> None:
         result["variants"][variant] = row
         print(variant, {k: round(v["force_rmse"], 4) for k, v in row.items() if isinstance(v, dict) and "force_rmse" in v},
               flush=True)
-    save(f"student_cell_sizes{args.tag}", result, RESULTS)
+    save("student_cell_sizes" + (f"_{args.tag.lstrip('_')}" if args.tag else ""), result, RESULTS)
 
 
 if __name__ == "__main__":
