@@ -12,8 +12,9 @@ own seed, on the run's k-meshes (``cp2k_static_maker(kpoint_density=300)`` of ea
 - ``same count``: 18 labels, half the run's (the first ``6 - per_phase`` of each phase) and the new ones, so
   the comparison with the run's 18-label teacher is at an equal label count.
 
-The new labels go to ``data/si_phases_perturb_d<distance>_k300_n<count>_s<seed>.json.gz`` (each kept in
-``data/partial/`` as it finishes); the teachers to ``--out``/<variant>/teacher.pt. Test them with
+The new labels go to ``data/si_<phase>_perturb_d<distance>_c<strain>_k<mesh>_n<count>_s<seed>.json.gz`` (each
+kept in ``data/partial/`` as it finishes); the teachers to ``--out``/<variant>/teacher.pt (``<variant>_seed<n>``
+with ``--finetune-seed n``, another draw of the fine-tune on the same labels). Test them with
 ``held_out_phases.py --kpoint-density 300 --model NAME=PATH`` and ``properties.py --kpoint-density 300 --model``;
 this script writes ``results/perturb_amplitude.json``: each teacher's energy RMSE on the strained + rattled frames
 of the independent sets, grouped by the frame's closest pair (where the run's teacher misses), beside
@@ -86,7 +87,8 @@ def main() -> None:
     parser.add_argument("--per-phase", type=int, default=3, help="new labels per phase (at most 6)")
     parser.add_argument("--atom-pert-distance", type=float, default=0.3, help="RMS displacement length, Å")
     parser.add_argument("--cell-pert-fraction", type=float, default=0.03)
-    parser.add_argument("--seed", type=int, default=101)
+    parser.add_argument("--seed", type=int, default=101, help="of the perturbation (phase k: seed + k)")
+    parser.add_argument("--finetune-seed", type=int, default=1, help="of the fine-tune (the run's: 1)")
     parser.add_argument("--kpoint-density", type=float, default=300.0, help="the multi-phase run's")
     parser.add_argument("--run-teacher", type=Path, default=None,
                         help="the run's own teacher (800 steps) to compare with, "
@@ -133,9 +135,12 @@ def main() -> None:
     variants = {"all": Dataset(frames=initial + [f for s in new_sets for f in s.frames], name="all"),
                 "same count": Dataset(frames=[f for frames in by_phase for f in frames[:keep_run]]
                                       + [f for s in new_sets for f in s.frames], name="same-count")}
-    backend = dataclasses.replace(multi_phase_maker(distill=False).finetune.trainer, n_threads=1, numb_steps=800)
+    backend = dataclasses.replace(multi_phase_maker(distill=False).finetune.trainer, n_threads=1, numb_steps=800,
+                                  seed=args.finetune_seed)
+    suffix = "" if args.finetune_seed == 1 else f"_seed{args.finetune_seed}"
+    run_settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}  # JSON-safe
     for variant, frames in variants.items():
-        folder = args.out / variant.replace(" ", "_")
+        folder = args.out / (variant.replace(" ", "_") + suffix)
         if (folder / "teacher.json").exists():
             print(variant, folder / json.loads((folder / "teacher.json").read_text())["model"])
             continue
@@ -146,22 +151,23 @@ def main() -> None:
         model_path.write_bytes(Path(model.materialize(folder / "work" / "model")).read_bytes())
         (folder / "teacher.json").write_text(json.dumps({
             "model": model_path.name, "n_frames": len(frames), "sources": [f.source for f in frames.frames],
-            "settings": vars(args) | {"out": str(args.out)}, "train_seconds": seconds, "sha256": model.sha256},
+            "settings": run_settings, "train_seconds": seconds, "sha256": model.sha256},
             indent=1))
         print(variant, model_path, f"{len(frames)} labels, {seconds:.0f} s", flush=True)
 
     models = {} if args.run_teacher is None else {
         "the run's 18 labels": ModelFile.from_path(args.run_teacher.resolve(), backend="deepmd")}
     for variant in variants:
-        folder = args.out / variant.replace(" ", "_")
+        folder = args.out / (variant.replace(" ", "_") + suffix)
         info = json.loads((folder / "teacher.json").read_text())
         models[f"{variant} ({info['n_frames']} labels)"] = ModelFile.from_path((folder / info["model"]).resolve(),
                                                                                backend="deepmd")
-    save("perturb_amplitude", {
+    save(f"perturb_amplitude{suffix}", {
         "benchmark": "perturb_amplitude", "environment": environment(1), "device": "cpu, 1 thread",
-        "settings": vars(args) | {"out": str(args.out), "run_teacher": str(args.run_teacher)},
+        "settings": run_settings,
         "new_labels": {s.name: len(s) for s in new_sets},
-        "train_seconds": {v: json.loads((args.out / v.replace(" ", "_") / "teacher.json").read_text())["train_seconds"]
+        "train_seconds": {v: json.loads((args.out / (v.replace(" ", "_") + suffix) / "teacher.json").read_text())[
+            "train_seconds"]
                           for v in variants},
         "energy_by_closest_pair_mev_per_atom": energy_by_closest_pair(models)}, RESULTS)
 
