@@ -27,15 +27,14 @@ Usage (in ``benchmarks/``): ``../.venv/bin/python perturb_amplitude.py --out ../
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
 from _common import environment, save, set_threads, si_phase
 from _dft_labels import DATA, cached_dataset, label_and_cache, read_cached_dataset
+from teacher_from_labels import fine_tune
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # the independent strained + rattled frames (held_out_phases.py --kpoint-density 300); MD frames are skipped
@@ -100,7 +99,6 @@ def main() -> None:
     from pymatgen.io.ase import AseAtomsAdaptor
     from pymatgen.io.vasp import Kpoints
 
-    from multi_phase import multi_phase_maker
     from pfd_atomate.data import Dataset, ModelFile
     from pfd_atomate.perturb.core import perturb_structures
 
@@ -127,50 +125,33 @@ def main() -> None:
 
     _, run, _ = read_cached_dataset(RUN_LABELS)
     initial = [f for f in run.frames if f.source.startswith("perturb:")]
-    by_phase = [[f for f in initial if f.source.startswith(f"perturb:{k}:") or f.source.startswith(f"perturb:{k};")]
-                for k in range(len(PHASES))]
+    by_phase = [[f for f in initial if f.source.split(";", 1)[0].split(":")[1] == str(k)] for k in range(len(PHASES))]
     if any(len(frames) != 6 for frames in by_phase):
         raise RuntimeError(f"{RUN_LABELS.name}: expected 6 initial labels per phase, got {[len(f) for f in by_phase]}")
     keep_run = 6 - args.per_phase
     variants = {"all": Dataset(frames=initial + [f for s in new_sets for f in s.frames], name="all"),
                 "same count": Dataset(frames=[f for frames in by_phase for f in frames[:keep_run]]
                                       + [f for s in new_sets for f in s.frames], name="same-count")}
-    backend = dataclasses.replace(multi_phase_maker(distill=False).finetune.trainer, n_threads=1, numb_steps=800,
-                                  seed=args.finetune_seed)
     suffix = "" if args.finetune_seed == 1 else f"_seed{args.finetune_seed}"
     run_settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}  # JSON-safe
-    for variant, frames in variants.items():
-        folder = args.out / (variant.replace(" ", "_") + suffix)
-        if (folder / "teacher.json").exists():
-            print(variant, folder / json.loads((folder / "teacher.json").read_text())["model"])
-            continue
-        start = time.perf_counter()
-        model = backend.train([frames], folder / "work")
-        seconds = time.perf_counter() - start
-        model_path = folder / f"teacher{Path(model.filename).suffix}"  # deepmd-kit reads a model by its suffix
-        model_path.write_bytes(Path(model.materialize(folder / "work" / "model")).read_bytes())
-        (folder / "teacher.json").write_text(json.dumps({
-            "model": model_path.name, "n_frames": len(frames), "sources": [f.source for f in frames.frames],
-            "settings": run_settings, "train_seconds": seconds, "sha256": model.sha256},
-            indent=1))
-        print(variant, model_path, f"{len(frames)} labels, {seconds:.0f} s", flush=True)
-
     models = {} if args.run_teacher is None else {
         "the run's 18 labels": ModelFile.from_path(args.run_teacher.resolve(), backend="deepmd")}
-    for variant in variants:
+    train_seconds = {}
+    for variant, frames in variants.items():
         folder = args.out / (variant.replace(" ", "_") + suffix)
-        info = json.loads((folder / "teacher.json").read_text())
+        if (folder / "teacher.json").exists():  # fine-tuned by an earlier invocation
+            info = json.loads((folder / "teacher.json").read_text())
+        else:
+            _, info = fine_tune(frames, folder, {"numb_steps": 800, "seed": args.finetune_seed},
+                                {"sources": [f.source for f in frames.frames], "settings": run_settings})
+        print(variant, folder / info["model"], f"{info['n_frames']} labels, {info['train_seconds']:.0f} s", flush=True)
         models[f"{variant} ({info['n_frames']} labels)"] = ModelFile.from_path((folder / info["model"]).resolve(),
                                                                                backend="deepmd")
+        train_seconds[variant] = info["train_seconds"]
     save(f"perturb_amplitude{suffix}", {
         "benchmark": "perturb_amplitude", "environment": environment(1), "device": "cpu, 1 thread",
-        "settings": run_settings,
-        "new_labels": {s.name: len(s) for s in new_sets},
-        "train_seconds": {v: json.loads((args.out / (v.replace(" ", "_") + suffix) / "teacher.json").read_text())[
-            "train_seconds"]
-                          for v in variants},
+        "settings": run_settings, "new_labels": {s.name: len(s) for s in new_sets}, "train_seconds": train_seconds,
         "energy_by_closest_pair_mev_per_atom": energy_by_closest_pair(models)}, RESULTS)
-
 
 if __name__ == "__main__":
     main()

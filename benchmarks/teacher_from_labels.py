@@ -43,6 +43,25 @@ def training_frames(labels: Path, sources: list[str]):
     return stored.subset(keep, name=f"{labels.name}:{'+'.join(sources)}")
 
 
+def fine_tune(frames, out: Path, overrides: dict, record: dict) -> tuple[Path, dict]:
+    """Fine-tune the multi-phase run's teacher settings (``multi_phase.py``'s ``presets.dpa4_teacher``, one thread)
+    with ``overrides`` (``DeepMDBackend`` fields) on ``frames``; write ``out/teacher.pt`` (or ``.pth``: deepmd-kit reads
+    a frozen model by its suffix) and ``out/teacher.json`` (``record`` with the model's file name, frame count,
+    backend, training seconds and sha256). Returns the model's path and that record."""
+    from multi_phase import multi_phase_maker
+
+    backend = dataclasses.replace(multi_phase_maker(distill=False).finetune.trainer, **({"n_threads": 1} | overrides))
+    start = time.perf_counter()
+    model = backend.train([frames], out / "work")
+    seconds = time.perf_counter() - start
+    model_path = out / f"teacher{Path(model.filename).suffix}"
+    model_path.write_bytes(Path(model.materialize(out / "work" / "model")).read_bytes())
+    record = record | {"model": model_path.name, "n_frames": len(frames), "backend": dataclasses.asdict(backend),
+                       "train_seconds": seconds, "sha256": model.sha256}
+    (out / "teacher.json").write_text(json.dumps(record, indent=1))
+    return model_path, record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=Path, required=True, help="a cached-label file (relative to benchmarks/)")
@@ -58,7 +77,6 @@ def main() -> None:
             parser.error(f"--set {item!r}: expected FIELD=VALUE")
         overrides[key] = json.loads(value)
     set_threads(1)
-    from multi_phase import multi_phase_maker
 
     labels = args.labels if args.labels.is_absolute() else HERE / args.labels
     done = sorted(args.out.glob("teacher.p*"))
@@ -66,18 +84,9 @@ def main() -> None:
         print(done[0])
         return
     frames = training_frames(labels, args.sources)
-    backend = dataclasses.replace(multi_phase_maker(distill=False).finetune.trainer, **({"n_threads": 1} | overrides))
-    start = time.perf_counter()
-    model = backend.train([frames], args.out / "work")
-    seconds = time.perf_counter() - start
-    # deepmd-kit reads a frozen model by its suffix (.pth / .pt): keep the trained file's
-    model_path = args.out / f"teacher{Path(model.filename).suffix}"
-    model_path.write_bytes(Path(model.materialize(args.out / "work" / "model")).read_bytes())
-    (args.out / "teacher.json").write_text(json.dumps({
-        "labels": str(args.labels), "sources": args.sources, "overrides": overrides, "n_frames": len(frames),
-        "backend": dataclasses.asdict(backend), "train_seconds": seconds, "sha256": model.sha256}, indent=1))
+    model_path, _ = fine_tune(frames, args.out, overrides,
+                              {"labels": str(args.labels), "sources": args.sources, "overrides": overrides})
     print(model_path)
-
 
 if __name__ == "__main__":
     main()
