@@ -79,14 +79,14 @@ def md_held_out(temperatures, per_temperature: int, seed: int, relabel: bool = F
     if (cached := cached_dataset(path, settings, relabel)) is not None:
         return cached
     atoms = si_phase(phase).repeat(supercell) if big else None
-    frames, md_wall = kept_frames(path.name.removesuffix(".json.gz"), lambda: _run_md(
+    frames, md_wall = kept_frames(path.name.removesuffix(".json.gz"), lambda: run_md(
         temperatures, per_temperature, seed, phase=phase, atoms=atoms, n_procs=n_procs), relabel)
     if big or phase != "diamond":  # the name picks the kept labelling folder: one per set (two sets once shared one)
         frames = frames.model_copy(update={"name": path.name.removesuffix(".json.gz")})
     return label_and_cache(frames, path, settings, tuple(kpoints), n_procs=n_procs, md_wall_s=md_wall)
 
 
-def _run_md(temperatures, per_temperature: int, seed: int, phase: str = "diamond", atoms=None, n_procs: int = 2):
+def run_md(temperatures, per_temperature: int, seed: int, phase: str = "diamond", atoms=None, n_procs: int = 2):
     """MD frames at each temperature, ``n_procs`` single-threaded processes at a time; (Dataset, wall time s).
     ``atoms``: the cell to run instead of ``si_phase(phase)`` (``phase`` then names the frames)."""
     from pfd_atomate.data import Dataset
@@ -115,7 +115,9 @@ def _run_md(temperatures, per_temperature: int, seed: int, phase: str = "diamond
     return Dataset.concat([results[t] for t in temperatures], name="si8-md"), time.perf_counter() - start
 
 
-def _rmse(reference, predicted) -> dict:
+def rmse_row(reference, predicted) -> dict:
+    """Energy RMSE per atom (eV/atom; absolute and with the mean offset removed) and force RMSE (eV/Å) of
+    ``predicted`` against ``reference`` (Datasets of the same frames), with the frame count."""
     from pfd_atomate.evaluate.metrics import frame_errors
 
     err = frame_errors(reference, predicted)
@@ -146,7 +148,7 @@ def evaluate_run(run_dir: Path | None, data, model_files: dict[str, Path] | None
     table = {}
     for group in [*groups, "all"]:
         idx = [i for i, f in enumerate(data.frames) if group in ("all", condition(f))]
-        table[group] = {name: _rmse(data.subset(idx), pred.subset(idx)) for name, pred in predictions.items()}
+        table[group] = {name: rmse_row(data.subset(idx), pred.subset(idx)) for name, pred in predictions.items()}
     return table
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from _common import density_kpoints, environment, save, si_frames
 from _dft_labels import DATA, cached_dataset, kept_frames, label_and_cache, read_cached_dataset
-from held_out_md import _rmse, _run_md, md_held_out
+from held_out_md import rmse_row, run_md, md_held_out
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KPOINTS = {"diamond": (3, 3, 3), "beta-Sn": (4, 4, 4), "bc8": (4, 4, 4)}
@@ -68,7 +68,7 @@ def phase_held_out(phase: str, rattled: int, temperatures, per_temperature: int,
         if kpoints != KPOINTS[phase] and first.exists():  # another mesh: the very frames of the first set
             frames = read_cached_dataset(first)[1]
             return Dataset(frames=[f.without_labels() for f in frames.frames], name=f"si-{phase}-held-out"), 0.0
-        md, md_wall = _run_md(temperatures, per_temperature, seed + 100, phase=phase)
+        md, md_wall = run_md(temperatures, per_temperature, seed + 100, phase=phase)
         return Dataset.concat([si_frames(rattled, seed, phase=phase), md], name=f"si-{phase}-held-out"), md_wall
 
     frames, md_wall = kept_frames(name, make, relabel)
@@ -141,7 +141,7 @@ def evaluate(run_dir: Path, sets: dict, extra=()) -> dict:
             row = {}
             for name, model in models.items():
                 pred = backend.predict(model, data)
-                row[name] = _rmse(data, pred)
+                row[name] = rmse_row(data, pred)
                 if g == "all":
                     offsets.setdefault(name, {})[phase] = float(np.mean(pred.energies_per_atom() - data.energies_per_atom()))
             table[phase][g] = row

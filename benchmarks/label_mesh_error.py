@@ -27,6 +27,7 @@ import numpy as np
 
 from _common import environment, save
 from _dft_labels import DATA, PARTIAL, cached_dataset, label_with_cp2k, read_cached_dataset, write_cached_dataset
+from held_out_md import rmse_row
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,7 +52,6 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"
     from pfd_atomate.data import Dataset, ModelFile
-    from pfd_atomate.evaluate.metrics import frame_errors
     from pfd_atomate.train.deepmd import DeepMDBackend
 
     settings, data, _ = read_cached_dataset(args.dataset)
@@ -87,11 +87,8 @@ def main() -> None:
                for name, path in (item.split("=", 1) for item in args.model)}
 
     def errors(reference, predicted) -> dict:  # the offset-removed energy only where there is more than one frame
-        err = frame_errors(reference, predicted)
-        row = {"n_frames": err.n_frames, "energy_rmse_ev_per_atom": err.energy_rmse,
-               "force_rmse_ev_per_a": err.force_rmse}
-        return row | ({"energy_rmse_offset_removed_ev_per_atom": err.energy_rmse_offset_removed}
-                      if err.n_frames > 1 else {})
+        row = rmse_row(reference, predicted)
+        return row if row["n_frames"] > 1 else {k: v for k, v in row.items() if "offset" not in k}
 
     rmse = {}
     for name, model in models.items():

@@ -11,7 +11,7 @@ cutoff and k-mesh of :data:`CUTOFF` and :data:`KPOINTS` (measured with ``--conve
 - default: the held-out sets, made apart from any PFD run (own seeds) and cached in ``benchmarks/data/`` with
   the settings that made them: ``--rattled`` strained (±4 %) + rattled (σ 0.05-0.15 Å, cycled) cells and
   ``--per-temperature`` frames of Langevin MD with the zero-shot DPA-4 at each of ``--temperatures``
-  (``held_out_md._run_md``), labelled by one single-threaded CP2K process (a rerun resumes: finished labels
+  (``held_out_md.run_md``), labelled by one single-threaded CP2K process (a rerun resumes: finished labels
   are reused). Then the zero-shot DPA-4 and, with ``--run``, a finished PFD run's teacher (PF) and student
   (PFD) are tested on them: energy RMSE (eV/atom, raw and mean offset removed) and force RMSE (eV/Å), overall
   and per element, per kind of frame and temperature; ``results/held_out_sic[_TAG].json``. Rattled frames
@@ -45,7 +45,7 @@ import numpy as np
 
 from _common import environment, save, set_threads, si_frames
 from _dft_labels import DATA, cached_dataset, kept_frames, label_and_cache
-from held_out_md import _rmse, _run_md
+from held_out_md import rmse_row, run_md
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: GTH/MOLOPT names of cp2k-data (``/usr/share/cp2k``: BASIS_MOLOPT, GTH_POTENTIALS), 4 valence electrons each
@@ -235,7 +235,7 @@ def sic_held_out(rattled: int, temperatures, per_temperature: int, seed: int, re
 
     def make():
         cell = sic_cell()
-        md, md_wall = _run_md(temperatures, per_temperature, seed + 100, phase="sic", atoms=cell, n_procs=1)
+        md, md_wall = run_md(temperatures, per_temperature, seed + 100, phase="sic", atoms=cell, n_procs=1)
         strained = si_frames(rattled, seed, displacements=(0.05, 0.1, 0.15), phase="sic", atoms=cell)
         return Dataset.concat([strained, md], name=name), md_wall
 
@@ -294,7 +294,7 @@ def evaluate(sets: dict, models: dict) -> dict:
         table[g] = {}
         for name, pred in preds.items():
             sub = pred.subset(idx)
-            table[g][name] = {**_rmse(data, sub), "force_rmse_per_element_ev_per_a": element_force_rmse(data, sub)}
+            table[g][name] = {**rmse_row(data, sub), "force_rmse_per_element_ev_per_a": element_force_rmse(data, sub)}
     return table
 
 
