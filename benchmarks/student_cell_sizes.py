@@ -174,7 +174,8 @@ def wide_rattle_frames(train, teacher_file: Path, n_frames: int, keep: bool):
 
 def held_out_cp2k() -> dict:
     """``{"<phase> <kind>": Dataset}``: the CP2K held-out sets of ``held_out_phases.py`` on the multi-phase run's
-    meshes, and the 64-atom MD frames of ``held_out_md.py --supercell 2 2 2`` (diamond; β-Sn and BC8 where labelled)."""
+    meshes, and the 64-atom MD frames of ``held_out_md.py --supercell 2 2 2`` (diamond; β-Sn and BC8 where
+    labelled)."""
     from held_out_phases import held_out_sets
 
     from _dft_labels import DATA, read_cached_dataset
@@ -248,7 +249,8 @@ def main() -> None:
     if args.teacher is not None:
         teacher = dpa4_teacher(n_threads=1)
         teacher_model = ModelFile.from_path(args.teacher, backend="deepmd")
-        result["teacher"] = {k: metrics(d, teacher.predict(teacher_model, d)) for k, d in (cp2k | {"8-atom md, all phases": md8}).items()}
+        result["teacher"] = {k: metrics(d, teacher.predict(teacher_model, d))
+                             for k, d in (cp2k | {"8-atom md, all phases": md8}).items()}
     for variant, model, seconds, data in trained:
         row = {"train_wall_s": round(seconds, 1), "datasets": data, "path": model.filename,
                "settings": SETTINGS.get(variant, {})}
@@ -261,8 +263,8 @@ def main() -> None:
             row["8-atom md, all phases"]["ratio_to_teacher"] = (
                 row["8-atom md, all phases"]["force_rmse"] / result["teacher"]["8-atom md, all phases"]["force_rmse"])
         result["variants"][variant] = row
-        print(variant, {k: round(v["force_rmse"], 4) for k, v in row.items() if isinstance(v, dict) and "force_rmse" in v},
-              flush=True)
+        print(variant, {k: round(v["force_rmse"], 4) for k, v in row.items()
+                        if isinstance(v, dict) and "force_rmse" in v}, flush=True)
     save("student_cell_sizes" + (f"_{args.tag.lstrip('_')}" if args.tag else ""), result, RESULTS)
 
 
