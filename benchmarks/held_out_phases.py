@@ -33,7 +33,7 @@ import numpy as np
 
 from _common import density_kpoints, environment, save, si_frames
 from _dft_labels import DATA, cached_dataset, kept_frames, label_and_cache, read_cached_dataset
-from held_out_md import rmse_row, run_md, md_held_out
+from held_out_md import md_held_out, rmse_row, run_md
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KPOINTS = {"diamond": (3, 3, 3), "beta-Sn": (4, 4, 4), "bc8": (4, 4, 4)}

@@ -153,5 +153,6 @@ def main() -> None:
         "settings": run_settings, "new_labels": {s.name: len(s) for s in new_sets}, "train_seconds": train_seconds,
         "energy_by_closest_pair_mev_per_atom": energy_by_closest_pair(models)}, RESULTS)
 
+
 if __name__ == "__main__":
     main()

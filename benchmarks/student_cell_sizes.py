@@ -27,7 +27,7 @@ that run's teacher frames (2770, the same held-out 308), the library's default s
 - ``relative force loss`` / ``rattled 0.15 + 0.3 A, relative force loss``: deepmd-kit's ``loss.relative_f = 1``
   (eV/Å; each atom's force error divided by its label's norm plus 1 eV/Å), alone on the run's frames and with the
   0.3 Å frames added: does a loss where large forces cannot dominate keep the short-pair fix without its cost?
-- ``energy weight 10`` / ``energy weight 100``: deepmd-kit's energy and virial prefactors times 10 or 100
+- ``energy weight 0.1`` / ``10`` / ``100``: deepmd-kit's energy and virial prefactors times 0.1, 10 or 100
   (``DeepMDBackend.energy_weight``, what fixed the teacher's phase energies): with the rate ending at 1e-4 the
   default loss ends weighting forces 100 times the energy, and every student above misses the teacher's energies by
   7-25 meV/atom on its held-out frames (E-V RMSE 7-53 meV/atom, BC8 17-40 meV/atom too close to diamond);
@@ -77,7 +77,7 @@ SETTINGS = {"paper nets": {"input_overrides": {"model": {"descriptor": {"neuron"
             "relative force loss": {"input_overrides": {"loss": {"relative_f": 1.0}}}}
 # deepmd-kit's energy (and virial) prefactors times 0.1, 10 or 100 (``DeepMDBackend.energy_weight``): with the learning
 # rate ending at 1e-4 the default's prefactors end at 0.9 (energy) against 101 (forces), and every student so far
-# missed the teacher's energies by 7-25 meV/atom on held-out teacher frames; the teacher fine-tune's fix (weight 100)
+# missed the teacher's energies by 7-25 meV/atom on held-out teacher frames (x100 fixed the teacher's fine-tune)
 SETTINGS |= {f"energy weight {w}": {"energy_weight": float(w)} for w in (0.1, 10, 100)}
 SETTINGS["rattled 0.15 + 0.3 A, relative force loss"] = SETTINGS["relative force loss"]  # with RATTLED's frames
 #: the distillation's perturbed 8-atom frames made again with atoms moved 0.3 Å (RMS length; the default 0.15),
