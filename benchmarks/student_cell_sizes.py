@@ -31,6 +31,11 @@ that run's teacher frames (2770, the same held-out 308), the library's default s
   (``DeepMDBackend.energy_weight``, what fixed the teacher's phase energies): with the rate ending at 1e-4 the
   default loss ends weighting forces 100 times the energy, and every student above misses the teacher's energies by
   7-25 meV/atom on its held-out frames (E-V RMSE 7-53 meV/atom, BC8 17-40 meV/atom too close to diamond);
+- ``se_atten_v2``: the PFD paper's student descriptor (attention layers off, compressible) with the default's nets
+  and 96000 steps instead of se_e2_a;
+- ``start lr 1e-2``: the paper's students' starting learning rate (1e-2 instead of 1e-3, decaying to the same 1e-4
+  in the same 96000 steps): larger early steps in a fixed budget;
+- ``rcut 6.5 A``: the paper's students' cutoff (6.5 Å instead of 6, 96000 steps);
 - ``192000 steps``: that default as it is meant, one 192000-step schedule from scratch (137 min on one thread,
   40-45 ms per step on these frames, alone or beside one other process).
 
@@ -60,7 +65,8 @@ RESULTS = HERE / "results"
 VARIANTS = ("by frames", "by atoms", "64-atom MD + strained 8-atom", "paper nets", "batch 128 atoms",
             "96000 more steps to 1e-4", "96000 more steps to 1e-5", "192000 steps", "rattled 0.3 A",
             "rattled 0.15 + 0.3 A", "relative force loss", "rattled 0.15 + 0.3 A, relative force loss",
-            "energy weight 0.1", "energy weight 10", "energy weight 100")
+            "energy weight 0.1", "energy weight 10", "energy weight 100", "se_atten_v2", "start lr 1e-2",
+            "rcut 6.5 A")
 #: student settings of a variant beyond the library's default (DeepMDBackend fields; numb_steps as a factor)
 SETTINGS = {"paper nets": {"input_overrides": {"model": {"descriptor": {"neuron": [25, 50, 100], "axis_neuron": 16},
                                                         "fitting_net": {"neuron": [240, 240, 240]}}}},
@@ -79,6 +85,15 @@ SETTINGS = {"paper nets": {"input_overrides": {"model": {"descriptor": {"neuron"
 # rate ending at 1e-4 the default's prefactors end at 0.9 (energy) against 101 (forces), and every student so far
 # missed the teacher's energies by 7-25 meV/atom on held-out teacher frames (x100 fixed the teacher's fine-tune)
 SETTINGS |= {f"energy weight {w}": {"energy_weight": float(w)} for w in (0.1, 10, 100)}
+# the descriptor of the PFD paper's students (attention layers off: ``deepmd_templates``, compressible), the default's
+# nets and schedule. With two attention layers (deepmd-kit's default attention sizes) a step took 13x as long (0.52
+# against 0.040 s, one thread, 300 steps): 14 h for 96000 steps, and an MD step too slow for a student; not run
+SETTINGS["se_atten_v2"] = {"template": "se_atten_v2"}
+# the PFD paper's students start at a learning rate of 1e-2 (PFD supplementary methods, "Distillation"; 1e6 steps)
+SETTINGS["start lr 1e-2"] = {"start_lr": 1e-2}
+# and their cutoff: 6.5 Å instead of 6 (1.27x the neighbours): does the student miss the far part of a teacher whose
+# message passing sees beyond its own cutoff?
+SETTINGS["rcut 6.5 A"] = {"rcut": 6.5}
 SETTINGS["rattled 0.15 + 0.3 A, relative force loss"] = SETTINGS["relative force loss"]  # with RATTLED's frames
 #: the distillation's perturbed 8-atom frames made again with atoms moved 0.3 Å (RMS length; the default 0.15),
 #: labelled by the teacher (``--teacher``)
