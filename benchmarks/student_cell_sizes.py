@@ -35,7 +35,12 @@ that run's teacher frames (2770, the same held-out 308), the library's default s
   and 96000 steps instead of se_e2_a;
 - ``start lr 1e-2``: the paper's students' starting learning rate (1e-2 instead of 1e-3, decaying to the same 1e-4
   in the same 96000 steps): larger early steps in a fixed budget;
-- ``rcut 6.5 A``: the paper's students' cutoff (6.5 Å instead of 6, 96000 steps);
+- ``rcut 6.5 A``: the paper's students' cutoff (6.5 Å instead of 6, 96000 steps); ``rcut 7 A``: further still;
+- ``rcut_smth 4 A``: the switching function from 4 Å instead of 0.5 Å (rcut 6 Å): the 4th neighbour shell of
+  diamond (5.43 Å) weighted 0.062 times the first instead of 0.005 (``teacher_locality.py``: the teacher owes its
+  atoms more force beyond 5 Å than a student does);
+- ``se_e2_a + se_e3``: the default's se_e2_a beside a three-body embedding (se_e3, 4 Å) as a deepmd-kit ``hybrid``
+  descriptor (1.9x the time per step; not run to the end yet);
 - ``192000 steps``: that default as it is meant, one 192000-step schedule from scratch (137 min on one thread,
   40-45 ms per step on these frames, alone or beside one other process).
 
@@ -66,7 +71,7 @@ VARIANTS = ("by frames", "by atoms", "64-atom MD + strained 8-atom", "paper nets
             "96000 more steps to 1e-4", "96000 more steps to 1e-5", "192000 steps", "rattled 0.3 A",
             "rattled 0.15 + 0.3 A", "relative force loss", "rattled 0.15 + 0.3 A, relative force loss",
             "energy weight 0.1", "energy weight 10", "energy weight 100", "se_atten_v2", "start lr 1e-2",
-            "rcut 6.5 A")
+            "rcut 6.5 A", "rcut 7 A", "rcut_smth 4 A", "se_e2_a + se_e3")
 #: student settings of a variant beyond the library's default (DeepMDBackend fields; numb_steps as a factor)
 SETTINGS = {"paper nets": {"input_overrides": {"model": {"descriptor": {"neuron": [25, 50, 100], "axis_neuron": 16},
                                                         "fitting_net": {"neuron": [240, 240, 240]}}}},
@@ -94,6 +99,19 @@ SETTINGS["start lr 1e-2"] = {"start_lr": 1e-2}
 # and their cutoff: 6.5 Å instead of 6 (1.27x the neighbours): does the student miss the far part of a teacher whose
 # message passing sees beyond its own cutoff?
 SETTINGS["rcut 6.5 A"] = {"rcut": 6.5}
+SETTINGS["rcut 7 A"] = {"rcut": 7.0}
+# where the descriptor's switching function starts (0.5 Å: deepmd-kit's examples, the default). From 0.5 Å to 6 Å it
+# weights diamond's 3rd / 4th / 5th neighbour shells (4.50 / 5.43 / 5.92 Å) 0.086 / 0.005 / 0.00004 times the first
+# (2.35 Å), from 4 Å 0.47 / 0.062 / 0.0002: the student sees little beyond 4.5 Å, where the teacher owes its atoms
+# more force than a student does (``teacher_locality.py``)
+SETTINGS["rcut_smth 4 A"] = {"rcut_smth": 4.0}
+# the default's se_e2_a beside a three-body embedding (se_e3) of the first two neighbour shells (3.84 Å in diamond; at
+# most 22 neighbours within 4 Å in these frames): 1.9x the time per step (69 against 37 ms, one thread, beside a
+# training)
+SETTINGS["se_e2_a + se_e3"] = {"input_overrides": {"model": {"descriptor": {"type": "hybrid", "list": [
+    {"type": "se_e2_a", "rcut": 6.0, "rcut_smth": 0.5, "sel": "auto", "neuron": [16, 32, 64], "axis_neuron": 12,
+     "resnet_dt": False, "type_one_side": True},
+    {"type": "se_e3", "rcut": 4.0, "rcut_smth": 0.5, "sel": "auto", "neuron": [4, 8, 16], "resnet_dt": False}]}}}}
 SETTINGS["rattled 0.15 + 0.3 A, relative force loss"] = SETTINGS["relative force loss"]  # with RATTLED's frames
 #: the distillation's perturbed 8-atom frames made again with atoms moved 0.3 Å (RMS length; the default 0.15),
 #: labelled by the teacher (``--teacher``)

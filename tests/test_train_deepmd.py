@@ -6,6 +6,7 @@ that trains must learn a real potential-energy surface.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 
@@ -317,6 +318,57 @@ def test_templates_pass_deepmd_argcheck(template):
     normalized = normalize(config)
     assert normalized["model"]["descriptor"]["type"] == template
     assert normalized["learning_rate"]["decay_steps"] == 1
+
+
+#: a se_e2_a + se_e3 (three-body embedding) hybrid descriptor, small enough to train in seconds
+HYBRID = {"type": "hybrid", "list": [
+    {"type": "se_e2_a", "rcut": 4.5, "rcut_smth": 0.5, "sel": "auto", "neuron": [4, 8], "axis_neuron": 4},
+    {"type": "se_e3", "rcut": 3.5, "rcut_smth": 0.5, "sel": "auto", "neuron": [2, 4], "seed": 7}]}
+
+
+def test_descriptor_of_another_type_replaces_the_templates(tmp_path):
+    """An ``input_overrides`` descriptor of another type (a hybrid) replaces the template's descriptor whole, gets
+    the backend's seed where it sets none and passes deepmd-kit's strict input check (the template's ``rcut`` left
+    beside ``list`` would fail it); one of the template's type still merges key by key. The default student
+    leaves its descriptor sizes out of a hybrid and keeps its fitting net."""
+    from deepmd.utils.argcheck import normalize
+
+    from pfd_atomate.presets import STUDENT_NETS, se_e2_a_student
+    from pfd_atomate.train.deepmd import can_compress
+
+    data = emt_dataset(2, seed=4)
+    config = DeepMDBackend(seed=3, input_overrides={"model": {"descriptor": HYBRID}}).write_inputs([data], tmp_path)
+    descriptor = config["model"]["descriptor"]
+    assert set(descriptor) == {"type", "list"} and descriptor["type"] == "hybrid"
+    assert [part["seed"] for part in descriptor["list"]] == [3, 7] and "seed" not in HYBRID["list"][0]
+    normalize(copy.deepcopy(config))
+    assert can_compress(config["model"])
+    assert not can_compress({"descriptor": {"type": "hybrid", "list": [HYBRID["list"][0], {"type": "dpa2"}]}})
+
+    same = DeepMDBackend(input_overrides={"model": {"descriptor": {"type": "se_e2_a", "rcut": 4.5}}})
+    merged = same.write_inputs([data], tmp_path / "same")["model"]["descriptor"]
+    assert merged["rcut"] == 4.5 and merged["axis_neuron"] == 8  # the template's other keys stay
+
+    student = se_e2_a_student(input_overrides={"model": {"descriptor": HYBRID}})
+    assert student.input_overrides["model"] == {"descriptor": HYBRID,
+                                                "fitting_net": STUDENT_NETS["model"]["fitting_net"]}
+    assert se_e2_a_student(input_overrides={"model": {"descriptor": {"rcut": 7.0}}}).input_overrides["model"][
+        "descriptor"] == STUDENT_NETS["model"]["descriptor"] | {"rcut": 7.0}
+
+
+def test_hybrid_student_trains_and_compresses(cu_test, tmp_path):
+    """A se_e2_a + se_e3 student trains from scratch, freezes and compresses (deepmd-kit tabulates both parts);
+    the compressed model gives the frozen one's forces."""
+    backend = DeepMDBackend(numb_steps=30, compress=True, input_overrides={"model": {"descriptor": HYBRID}},
+                            n_threads=THREADS)
+    model = backend.train([emt_dataset(4, seed=5)], tmp_path / "train")
+    compressed = backend.compress_model(model, tmp_path / "compress")
+    assert compressed is not None
+    frames = cu_test.subset([0, 1])
+    plain, tabulated = backend.predict(model, frames), backend.predict(compressed, frames)
+    assert np.abs(np.array(plain.frames[0].forces)).max() > 1e-3  # a model that predicts something
+    for a, b in zip(plain.frames, tabulated.frames, strict=True):
+        np.testing.assert_allclose(b.forces, a.forces, atol=1e-6)
 
 
 def test_energy_weight_scales_energy_and_virial_prefactors_only(tmp_path):

@@ -95,12 +95,17 @@ def se_e2_a_student(**overrides: Any) -> DeepMDBackend:
     1e-3 → :data:`STUDENT_STOP_LR` (137 min on one CPU thread for 2770 Si frames of 8 and 64 atoms, 40-45 ms per
     step alone or beside one other process; on 8-atom frames alone about half that). ``overrides`` are
     :class:`DeepMDBackend` fields; their ``input_overrides`` are merged into the default nets (the demo trains
-    12000 steps, to stay short)."""
+    12000 steps, to stay short), except a descriptor of another type than the template's (e.g. ``hybrid``),
+    which comes whole without the default's descriptor sizes."""
     settings: dict[str, Any] = {"template": "se_e2_a", "numb_steps": STUDENT_STEPS, "stop_lr": STUDENT_STOP_LR,
                                 "rcut": STUDENT_RCUT, "rcut_smth": 0.5, "seed": 1}
     # the user's input_overrides go on top of the default nets, not instead of them
     nets = copy.deepcopy(STUDENT_NETS)
-    recursive_update(nets, copy.deepcopy(overrides.pop("input_overrides", {})))
+    user = copy.deepcopy(overrides.pop("input_overrides", {}))
+    template = overrides.get("template", settings["template"])
+    if (user.get("model") or {}).get("descriptor", {}).get("type", template) != template:
+        del nets["model"]["descriptor"]  # the nets' sizes are the template's keys
+    recursive_update(nets, user)
     return DeepMDBackend(**(settings | overrides), input_overrides=nets)
 
 

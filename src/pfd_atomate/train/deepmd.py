@@ -41,8 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maggma.utils import recursive_update
-
 from pfd_atomate.data import Dataset, ModelFile
 from pfd_atomate.data.models import sha256_of_file
 from pfd_atomate.process import die_with_parent
@@ -53,6 +51,7 @@ from pfd_atomate.train.deepmd_templates import (
     TEMPLATES,
     auto_prob_from_weights,
     build_input,
+    merge_overrides,
 )
 
 logger = logging.getLogger(__name__)
@@ -198,9 +197,11 @@ def can_compress(params: dict[str, Any]) -> bool:
 
     deepmd-kit 3.2 tabulates the two-body embedding descriptors (``se_e2_a``, ``se_e2_r``,
     ``se_e3``) and the attention descriptors when no attention layer is active
-    (``se_atten_v2``/``dpa1`` with ``attn_layer == 0``).
+    (``se_atten_v2``/``dpa1`` with ``attn_layer == 0``), and a ``hybrid`` of such descriptors.
     """
     kind = descriptor_type(params)
+    if kind == "hybrid":  # deepmd-kit tabulates a hybrid when it can tabulate every part
+        return all(can_compress({"descriptor": part}) for part in params["descriptor"].get("list", []))
     if kind in ("se_e2_a", "se_a", "se_e2_r", "se_r", "se_e3", "se_t"):
         return True
     if kind in ("se_atten_v2", "se_atten", "dpa1"):
@@ -268,7 +269,9 @@ class DeepMDBackend(TrainerBackend):
     sel: max neighbours per type or "auto" (from neighbour statistics of the data).
     seed: seed of initialisation and batch sampling.
     disp_freq, save_freq: steps between learning-curve lines / checkpoints (``None``: auto).
-    input_overrides: deep-merged into the generated input.json last (any deepmd key).
+    input_overrides: deep-merged into the generated input.json last (any deepmd key); a ``model.descriptor``
+        or ``model.fitting_net`` of another ``type`` than the template's replaces it whole (e.g. a ``hybrid``
+        descriptor; :func:`~pfd_atomate.train.deepmd_templates.merge_overrides`).
     use_virial: train on the virial when every frame has one (default). Frames of several
         volumes need it: without it a student distilled from NPT frames missed the teacher's
         energies by 69 meV/atom, with it by 3.6 meV/atom at the same 3000 steps (Si8,
@@ -524,7 +527,7 @@ class DeepMDBackend(TrainerBackend):
         )
         if start is not None:
             config["model"] = self._finetune_model_section(start, init_model) | {"type_map": type_map}
-        recursive_update(config, copy.deepcopy(self.input_overrides))  # dicts merge, anything else replaces
+        merge_overrides(config, self.input_overrides, seed=self.seed)  # dicts merge; a section of another type replaces
         (workdir / "input.json").write_text(json.dumps(config, indent=2))
         return config
 

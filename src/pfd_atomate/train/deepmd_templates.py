@@ -14,6 +14,7 @@ scale them up through ``DeepMDBackend.input_overrides`` (deep-merged into the re
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -183,3 +184,31 @@ def build_input(
             "max_ckpt_keep": 1,
         },
     }
+
+
+#: ``model`` sections whose keys depend on their ``type``
+TYPED_SECTIONS = ("descriptor", "fitting_net")
+
+
+def merge_overrides(config: dict[str, Any], overrides: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
+    """``overrides`` deep-merged into the ``input.json`` dict ``config`` (in place; returned).
+
+    Nested dicts merge and anything else replaces, except that a ``model.descriptor`` or ``model.fitting_net``
+    override naming another ``type`` than ``config``'s replaces that section whole: its keys are the other type's,
+    and deepmd-kit's strict input check rejects a mix (a ``hybrid`` descriptor beside the template's ``rcut``).
+    A descriptor replaced that way gets ``seed`` where it (or, for ``hybrid``, a descriptor of its ``list``) sets
+    none, so that the training stays reproducible.
+    """
+    from maggma.utils import recursive_update
+
+    overrides = copy.deepcopy(overrides)
+    model = overrides.get("model") if isinstance(overrides.get("model"), dict) else {}
+    for section in TYPED_SECTIONS:
+        new, old = model.get(section), config.get("model", {}).get(section)
+        if isinstance(new, dict) and isinstance(old, dict) and new.get("type", old.get("type")) != old.get("type"):
+            config["model"][section] = model.pop(section)
+            if section == "descriptor" and seed is not None:
+                for part in config["model"][section].get("list", [config["model"][section]]):
+                    part.setdefault("seed", seed)
+    recursive_update(config, overrides)
+    return config
