@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import environment, pyplot, save, save_figure, set_threads
+from _common import environment, pyplot, run_models, save, save_figure, set_threads
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -40,11 +40,6 @@ def lattice(repeats: int = 3, a: float = 5.43):
     from ase.build import bulk
 
     return bulk("Si", "diamond", a=a, cubic=True).repeat((repeats,) * 3)
-
-
-def distances_from(atoms, centre: int) -> np.ndarray:
-    """Minimum-image distances (Å) of every atom of ``atoms`` from atom ``centre``, shape (n_atoms,)."""
-    return atoms.get_distances(centre, range(len(atoms)), mic=True)
 
 
 def draws(atoms, centres: list[int], radius: float, sigma: float, n_bases: int, n_draws: int, seed: int):
@@ -61,13 +56,13 @@ def draws(atoms, centres: list[int], radius: float, sigma: float, n_bases: int, 
     rng = np.random.default_rng(seed)
     sites = atoms.positions.copy()
     frames, groups = [], []
+    far = {c: atoms.get_distances(c, range(len(atoms)), mic=True) > radius for c in centres}  # minimum image
     for b in range(n_bases):
         base = sites + rng.normal(0.0, sigma, sites.shape)
         for c in centres:
-            far = distances_from(atoms, c) > radius
             for _ in range(n_draws):
                 pos = base.copy()
-                pos[far] = sites[far] + rng.normal(0.0, sigma, (int(far.sum()), 3))
+                pos[far[c]] = sites[far[c]] + rng.normal(0.0, sigma, (int(far[c].sum()), 3))
                 frame = atoms.copy()
                 frame.positions = pos
                 frames.append(Frame.from_atoms(frame, source=f"locality:r{radius:g}:b{b}:c{c}"))
@@ -102,24 +97,13 @@ def main() -> None:
     parser.add_argument("--centres", type=int, default=2, help="centre atoms per base (far apart)")
     parser.add_argument("--draws", type=int, default=6)
     parser.add_argument("--seed", type=int, default=31)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
-    set_threads(args.threads)
+    set_threads(1)
 
-    from pfd_atomate.data import ModelFile
-    from pfd_atomate.train.deepmd import DeepMDBackend
-
-    backend = DeepMDBackend(base_model="dpa4-neo", n_threads=args.threads)
-    paths = {"PF (teacher)": args.teacher}
-    if not args.no_zero_shot:
-        paths["DPA-4 zero-shot"] = backend.base_model_path()
-    for entry in args.model:
-        name, sep, path = entry.partition("=")
-        if not sep:
-            raise ValueError(f"--model must be NAME=PATH, got {entry!r}")
-        paths[name] = Path(path)
-    models = {name: ModelFile.from_path(path, backend="deepmd") for name, path in paths.items()}
+    backend, models = run_models(None, [f"PF (teacher)={args.teacher}", *args.model])  # DPA-4 zero-shot first
+    if args.no_zero_shot:
+        del models["DPA-4 zero-shot"]
 
     atoms = lattice()
     half = min(np.linalg.norm(v) for v in atoms.cell) / 2
@@ -140,8 +124,8 @@ def main() -> None:
 
     payload = {"system": "diamond Si, 216 atoms (3x3x3 conventional, a 5.43 Å)", "sigma_angstrom": args.sigma,
                "bases": args.bases, "centres": centres, "draws": args.draws, "seed": args.seed,
-               "models": paths,
-               "spread_ev_per_angstrom": table, "predict_seconds": timing, "environment": environment(args.threads)}
+               "models": {"PF (teacher)": args.teacher} | dict(m.split("=", 1) for m in args.model),
+               "spread_ev_per_angstrom": table, "predict_seconds": timing, "environment": environment(1)}
     out = save(f"teacher_locality{'_' + args.tag if args.tag else ''}", payload, RESULTS)
 
     plt = pyplot()
