@@ -56,7 +56,7 @@ def distill_maker(supercell: tuple[int, int, int] | None, temperatures: list[flo
         return distill
     group = TaskGroup(temperatures=temperatures, ensemble="nvt", n_steps=n_steps, time_step=2.0,
                       traj_interval=traj_interval, supercell=supercell)
-    return dataclasses.replace(distill, task_groups=[*distill.task_groups, group])
+    return dataclasses.replace(distill, task_groups=[*distill.teacher_task_groups(), group])
 
 
 def copy_error_by_size(reference, predicted) -> dict[str, dict[str, float]]:
@@ -126,7 +126,7 @@ def main() -> None:
     frames_file = HERE / "data" / f"si_phases_teacher_frames{'_' + args.tag if args.tag else ''}.json.gz"
     frames_settings = {
         "teacher_sha256": teacher.sha256, "phases": list(PHASES),
-        "task_groups": [g.model_dump(mode="json") for g in maker.task_groups],
+        "task_groups": [g.model_dump(mode="json") for g in maker.teacher_task_groups()],
         "perturb": None if maker.perturb is None else repr(maker.perturb),
         "extra_frames": "the multi-phase run's initial perturbed frames (si_phases_multi_phase_k300_w100_labels)",
         "seed": maker.seed, "test_fraction": maker.test_fraction, "max_frames": maker.max_frames}

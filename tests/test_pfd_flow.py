@@ -292,3 +292,36 @@ def test_task_group_min_length_repeats_each_structure_to_a_width(tmp_path):
         maker.make(cubic)
     with pytest.raises(ValueError, match="supercell or min_length, not both"):
         TaskGroup(temperatures=[300.0], supercell=(2, 2, 2), min_length=7.0)
+
+
+def test_default_teacher_md_cells_follow_the_students_cutoff(tmp_path):
+    """The default distillation task groups make their large cells at least as wide as the student's own cutoff
+    (a 7 Å student gets wider cells than the default 6 Å one), so that no atom sees its own periodic images;
+    groups given by the user are kept as they are; the memory check counts the cells the MD will run."""
+    from pfd_atomate.presets import se_e2_a_student
+
+    # primitive fcc Cu: every perpendicular width is a / sqrt(3) = 2.08 Å
+    primitive = Structure(Lattice.from_parameters(2.55, 2.55, 2.55, 60, 60, 60), ["Cu"], [[0, 0, 0]])
+    model = tmp_path / "teacher.pth.tar"
+    model.write_bytes(b"weights")
+
+    def largest_md_cell(distill: DistillMaker) -> int:
+        flow = distill.make(ModelFile.from_path(model, backend="chgnet"), primitive)
+        return max(len(a) for j in flow.jobs if j.name.startswith("pfd distill explore")
+                   for a in [*j.function_args, *j.function_kwargs.values()] if isinstance(a, Structure))
+
+    default = DistillMaker(teacher=CHGNetBackend(), perturb=None)
+    wider = DistillMaker(teacher=CHGNetBackend(), perturb=None, student=se_e2_a_student(rcut=7.0))
+    assert default.task_groups is None and default.teacher_task_groups()[-1].min_length == 6.0
+    assert wider.teacher_task_groups()[-1].min_length == 7.0
+    assert largest_md_cell(default) == 27 and largest_md_cell(wider) == 64  # 3^3 (6.2 Å) and 4^3 (8.3 Å) repeats
+    chgnet_student = DistillMaker(teacher=CHGNetBackend(), perturb=None, student=CHGNetBackend())
+    assert chgnet_student.teacher_task_groups()[-1].min_length == 6.0  # a student that does not know its cutoff
+    mine = [TaskGroup(temperatures=[300.0], n_steps=10, min_length=3.0)]
+    assert DistillMaker(teacher=CHGNetBackend(), task_groups=mine, student=se_e2_a_student(rcut=7.0)
+                        ).teacher_task_groups() == mine
+    maker = small_pfd_maker()
+    maker.distill = DistillMaker(perturb=None, student=se_e2_a_student(rcut=40.0))  # 20^3 = 8000 atoms
+    maker.max_memory_gib = 2.0
+    with pytest.raises(ValueError, match="student training of 8000-atom cells"):
+        maker.make(primitive)

@@ -356,6 +356,21 @@ def test_descriptor_of_another_type_replaces_the_templates(tmp_path):
         "descriptor"] == STUDENT_NETS["model"]["descriptor"] | {"rcut": 7.0}
 
 
+def test_cutoff_is_the_trained_descriptors():
+    """``DeepMDBackend.cutoff`` is the cutoff of the descriptor it will train: the template's, ``rcut``, an
+    ``input_overrides`` rcut (which wins, as in the written input), the largest part of a hybrid, DPA-2's repinit
+    (not its shorter repformer); unknown (None) for a fine-tune of a pre-trained model."""
+    from pfd_atomate.presets import se_e2_a_student
+
+    assert DeepMDBackend().cutoff == 6.0
+    assert DeepMDBackend(rcut=7.0, rcut_smth=4.0).cutoff == 7.0
+    assert DeepMDBackend(rcut=7.0, input_overrides={"model": {"descriptor": {"rcut": 5.5}}}).cutoff == 5.5
+    assert DeepMDBackend(rcut=7.0, input_overrides={"model": {"descriptor": HYBRID}}).cutoff == 4.5
+    assert DeepMDBackend(template="dpa2", rcut=5.0).cutoff == 5.0
+    assert se_e2_a_student(rcut=6.5).cutoff == 6.5
+    assert DeepMDBackend(base_model="dpa4-neo").cutoff is None
+
+
 def test_hybrid_student_trains_and_compresses(cu_test, tmp_path):
     """A se_e2_a + se_e3 student trains from scratch, freezes and compresses (deepmd-kit tabulates both parts);
     the compressed model gives the frozen one's forces."""

@@ -148,7 +148,7 @@ class PFDMaker(Maker):
                   ("exploration MD", self.finetune.trainer, md_atoms(self.finetune.md_supercell, explore_groups), False)]
         if self.distill is not None:
             checks.append(("student training", self.distill.student,
-                           md_atoms(self.distill.md_supercell, self.distill.task_groups), True))
+                           md_atoms(self.distill.md_supercell, self.distill.teacher_task_groups()), True))
         for what, backend, n_atoms, training in checks:
             estimate = backend.memory_estimate_gib(n_atoms, training=training)
             if estimate is None:

@@ -137,10 +137,11 @@ def distillation_perturb() -> PerturbMaker:
                         atom_pert_distance=0.15, seed=7)
 
 
-def distillation_task_groups() -> list[TaskGroup]:
+def distillation_task_groups(min_length: float = STUDENT_RCUT) -> list[TaskGroup]:
     """Teacher MD for distillation: in the input cells NVT at 300, 600 and 900 K and NPT at 600 K, -1 / 2 GPa
     (the student must learn energy against volume), 2 ps each, a frame every 5 steps; and NVT at 300 and 900 K,
-    1.2 ps, a frame every 10 steps, in cells at least :data:`STUDENT_RCUT` wide (``TaskGroup.min_length``).
+    1.2 ps, a frame every 10 steps, in cells at least ``min_length`` wide (Å, ``TaskGroup.min_length``; the
+    student's cutoff: ``DistillMaker`` passes its student's, :data:`STUDENT_RCUT` for the default student).
 
     Why the large cells: in a cell narrower than the cutoff every atom sees its own periodic images move with
     it. A student taught only such frames (8-atom Si cells) had 1.3x its teacher's force RMSE on CP2K MD frames in
@@ -154,5 +155,5 @@ def distillation_task_groups() -> list[TaskGroup]:
         TaskGroup(temperatures=[300.0, 600.0, 900.0], ensemble="nvt", **md),
         TaskGroup(temperatures=[600.0], pressures=[-1.0, 2.0], ensemble="npt", **md),
         TaskGroup(temperatures=[300.0, 900.0], ensemble="nvt", n_steps=600, time_step=2.0, traj_interval=10,
-                  min_length=STUDENT_RCUT),
+                  min_length=min_length),
     ]

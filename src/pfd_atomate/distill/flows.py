@@ -21,7 +21,7 @@ from pfd_atomate.explore.jobs import ExploreMaker, explore_task_jobs
 from pfd_atomate.explore.schemas import TaskGroup
 from pfd_atomate.label.flows import LabelMaker
 from pfd_atomate.perturb.jobs import PerturbMaker
-from pfd_atomate.presets import distillation_perturb, distillation_task_groups, se_e2_a_student
+from pfd_atomate.presets import STUDENT_RCUT, distillation_perturb, distillation_task_groups, se_e2_a_student
 from pfd_atomate.select.filters import FrameFilter
 from pfd_atomate.select.jobs import SelectMaker
 from pfd_atomate.train.base import TrainerBackend
@@ -45,7 +45,9 @@ class DistillMaker(Maker):
     teacher: backend of the teacher model (``PFDMaker`` sets the fine-tune backend).
     student: backend that trains the student from scratch; default
         :func:`pfd_atomate.presets.se_e2_a_student` (compressed se_e2_a).
-    task_groups: MD of the teacher; default :func:`pfd_atomate.presets.distillation_task_groups`.
+    task_groups: MD of the teacher; ``None`` (default): :func:`pfd_atomate.presets.distillation_task_groups`
+        with its large cells at least the student's cutoff wide (``student.cutoff``; 6 Å where the student's
+        backend does not know its own), see :meth:`teacher_task_groups`.
     md_maker: atomate2 ``ForceFieldMDMaker`` template.
     static_maker: atomate2 ``ForceFieldStaticMaker`` template of the teacher's labels (its model is set).
     label_batch_size: frames per teacher-label job: the teacher model is loaded once per job (7-9 s
@@ -66,7 +68,7 @@ class DistillMaker(Maker):
     name: str = "pfd distill"
     teacher: TrainerBackend | None = None
     student: TrainerBackend = field(default_factory=se_e2_a_student)
-    task_groups: list[TaskGroup] = field(default_factory=distillation_task_groups)
+    task_groups: list[TaskGroup] | None = None
     md_maker: ForceFieldMDMaker = field(
         default_factory=lambda: ForceFieldMDMaker(force_field_name="DeepMD", store_trajectory="partial")
     )
@@ -87,9 +89,21 @@ class DistillMaker(Maker):
         check_supercell("DistillMaker", "md_supercell", self.md_supercell)
         check_int("DistillMaker", "label_batch_size", self.label_batch_size, 1)
         check_int("DistillMaker", "seed", self.seed, 0)
-        self.task_groups = [TaskGroup.model_validate(t) if isinstance(t, dict) else t for t in self.task_groups]
-        if not self.task_groups:
-            raise ValueError("DistillMaker.task_groups is empty: the teacher needs at least one MD task group")
+        if self.task_groups is not None:
+            self.task_groups = [TaskGroup.model_validate(t) if isinstance(t, dict) else t for t in self.task_groups]
+            if not self.task_groups:
+                raise ValueError("DistillMaker.task_groups is empty: the teacher needs at least one MD task group "
+                                 "(None: the default groups, presets.distillation_task_groups)")
+
+    def teacher_task_groups(self) -> list[TaskGroup]:
+        """The teacher's MD task groups: :attr:`task_groups`, or when ``None`` the default groups with their large
+        cells at least as wide as the student's cutoff (``student.cutoff``, else :data:`presets.STUDENT_RCUT`):
+        in a narrower cell every atom sees its own periodic images move with it (``presets.distillation_task_groups``).
+        """
+        if self.task_groups is not None:
+            return list(self.task_groups)
+        cutoff = None if self.student is None else self.student.cutoff
+        return distillation_task_groups(min_length=STUDENT_RCUT if cutoff is None else cutoff)
 
     def make(
         self,
@@ -124,7 +138,7 @@ class DistillMaker(Maker):
             ExploreMaker(backend=self.teacher, md_maker=self.md_maker),
             teacher_model,
             structures,
-            self.task_groups,
+            self.teacher_task_groups(),
             name_prefix="pfd distill explore",
             seed=self.seed,
             supercell=self.md_supercell,

@@ -86,6 +86,12 @@ class TrainerBackend(MSONable, ABC):
         FileNotFoundError: missing base model file.
         """
 
+    @property
+    def cutoff(self) -> float | None:
+        """Cutoff radius (Å) of the models this backend trains from scratch: how far an atom's environment
+        reaches. ``None``: not known before training (a fine-tuned foundation model keeps its own)."""
+        return None
+
     #: peak resident memory of one energy/forces/stress evaluation on the CPU: base GiB + GiB per atom
     #: (measured on diamond Si, see each backend); ``None``: not known
     memory_per_atom_gib: tuple[float, float] | None = None

@@ -52,6 +52,7 @@ from pfd_atomate.train.deepmd_templates import (
     auto_prob_from_weights,
     build_input,
     merge_overrides,
+    trained_cutoff,
 )
 
 logger = logging.getLogger(__name__)
@@ -530,6 +531,15 @@ class DeepMDBackend(TrainerBackend):
         merge_overrides(config, self.input_overrides, seed=self.seed)  # dicts merge; a section of another type replaces
         (workdir / "input.json").write_text(json.dumps(config, indent=2))
         return config
+
+    @property
+    def cutoff(self) -> float | None:
+        """The descriptor's cutoff radius (Å) when training from scratch: :attr:`rcut` (or the template's),
+        unless :attr:`input_overrides` sets another (for a ``hybrid``, the largest of its parts). ``None``
+        when fine-tuning a :attr:`base_model` (its architecture is the pre-trained one)."""
+        if self.base_model is not None:
+            return None
+        return trained_cutoff(self.template, self.rcut, self.rcut_smth, self.input_overrides)
 
     def training_steps(self, n_frames: int) -> int:
         """Steps of a training on ``n_frames`` frames (see :attr:`steps_per_frame`)."""

@@ -190,6 +190,39 @@ def build_input(
 TYPED_SECTIONS = ("descriptor", "fitting_net")
 
 
+def trained_cutoff(template: str, rcut: float | None, rcut_smth: float | None,
+                   overrides: dict[str, Any]) -> float | None:
+    """Cutoff radius (Å) of a model trained from scratch on ``template`` with these ``rcut`` / ``rcut_smth``
+    (``None``: the template's) and ``input_overrides``: the largest ``rcut`` of its merged ``model.descriptor``
+    (of each part of a ``hybrid``, of DPA-2's ``repinit`` / ``repformer``; DPA-3's ``e_rcut``). ``None`` when
+    the descriptor names no cutoff.
+
+    Raises
+    ------
+    ValueError: unknown template.
+    """
+    if template not in DEFAULT_CUTOFFS:
+        raise ValueError(f"template must be one of {list(DEFAULT_CUTOFFS)}, got {template!r}")
+    default_rcut, default_smth = DEFAULT_CUTOFFS[template]
+    config = {"model": {"descriptor": _descriptor(template, default_rcut if rcut is None else float(rcut),
+                                                  default_smth if rcut_smth is None else float(rcut_smth), "auto")}}
+    found: list[float] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("rcut", "e_rcut") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    found.append(float(value))
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(merge_overrides(config, overrides)["model"]["descriptor"])
+    return max(found, default=None)
+
+
 def merge_overrides(config: dict[str, Any], overrides: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
     """``overrides`` deep-merged into the ``input.json`` dict ``config`` (in place; returned).
 
