@@ -233,6 +233,8 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, default=None, help="the run's teacher model file (for its RMSEs)")
     parser.add_argument("--steps", type=int, default=None, help=f"training steps (default: {BASE_STEPS})")
     parser.add_argument("--threads", type=int, default=1, help="threads per training (one training at a time: 2)")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="the students' seed (network initialisation and batches; the default student's is 1)")
     parser.add_argument("--tag", default="", help="suffix of the result file name (student_cell_sizes_<tag>.json)")
     args = parser.parse_args()
     set_threads(args.threads)
@@ -241,10 +243,11 @@ def main() -> None:
     from pfd_atomate.presets import dpa4_teacher, se_e2_a_student
 
     train, test = teacher_frames(args.run)
-    student = se_e2_a_student(n_threads=args.threads, numb_steps=args.steps or BASE_STEPS)
+    student = se_e2_a_student(n_threads=args.threads, numb_steps=args.steps or BASE_STEPS, seed=args.seed)
 
     def fit(variant: str):
-        folder = args.workdir / variant.replace(",", "").replace(" ", "_").replace("+", "plus")
+        folder = args.workdir / (variant.replace(",", "").replace(" ", "_").replace("+", "plus")
+                                 + ("" if args.seed == 1 else f"_seed{args.seed}"))
         done, log = folder / "student.json", folder / "training.json"
         if done.exists():  # trained by an earlier invocation: keep it (and its wall time where it was kept)
             kept = json.loads(log.read_text()) if log.exists() else {"wall_s": 0.0, "datasets": None}
@@ -259,7 +262,8 @@ def main() -> None:
         factor = settings.pop("steps_factor", 1.0)
         if settings.pop("continue", False):  # needs the run folder: the run's own student's checkpoint
             settings["base_model"] = str(own_checkpoint(args.run).resolve())
-        trainer = se_e2_a_student(n_threads=args.threads, numb_steps=round(student.numb_steps * factor), **settings)
+        trainer = se_e2_a_student(n_threads=args.threads, numb_steps=round(student.numb_steps * factor),
+                                  seed=args.seed, **settings)
         start = time.perf_counter()
         model = trainer.train(sets, folder / "work", weights=weights)
         seconds, data = time.perf_counter() - start, {s.name: len(s) for s in sets} | {"weights": weights}
@@ -274,7 +278,8 @@ def main() -> None:
     by_size = {f"teacher frames, {n} atoms": test.subset([i for i, f in enumerate(test.frames) if f.n_atoms == n])
                for n in sorted({f.n_atoms for f in test.frames})}
     result = {"benchmark": "student_cell_sizes", "environment": environment(1), "run": str(args.run),
-              "student": {"numb_steps": student.training_steps(len(train)), "template": student.template},
+              "student": {"numb_steps": student.training_steps(len(train)), "template": student.template,
+                          "seed": args.seed},
               "train_frames": {f"{n} atoms": sum(f.n_atoms == n for f in train.frames)
                                for n in sorted({f.n_atoms for f in train.frames})},
               "sets": {k: len(v) for k, v in (cp2k | by_size).items()}, "teacher": {}, "variants": {}}

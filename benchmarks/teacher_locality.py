@@ -16,6 +16,11 @@ energies of its neighbours depend on their own neighbours. Its spread vanishes o
 cell, so the students (``--model``, r_c 6 and 6.5 Å) are the yardstick, not zero: a teacher that saw further than
 they do would owe more of its force to atoms beyond each r than they do.
 
+The same frames say how much of that far-field force a student copies: the spread of its force minus the teacher's
+(``uncopied_spread``: zero for a student that answers every far draw as its teacher does), beside its whole copy
+error on the centre atoms. A student whose copy error is mostly uncopied far-field force cannot be fixed near the
+atom (more steps, wider nets); one whose uncopied part is small misses its teacher close by.
+
 Usage: ``.venv/bin/python benchmarks/teacher_locality.py --teacher runs/teacher-k300-w100/teacher.pt
 [--model NAME=PATH ...] [--radii 4 5 6 6.5 7 8] [--tag T]``; writes ``results/teacher_locality[_T].json`` and a
 plot beside it. The zero-shot DPA-4 runs beside the teacher: is the reach the foundation model's or the fine-tune's?
@@ -70,6 +75,31 @@ def draws(atoms, centres: list[int], radius: float, sigma: float, n_bases: int, 
     return Dataset(frames=frames, name=f"locality-r{radius:g}"), groups
 
 
+def cp2k_labels(data, radius: float, args, n_atoms: int):
+    """CP2K labels (PBE, ``_dft_labels``' Si settings, ``args.cp2k_kpoints``) of one radius's frames, in order; cached
+    in ``data/`` under the settings that drew them, every finished label kept at once (``label_and_cache``).
+
+    Raises
+    ------
+    RuntimeError: a frame CP2K could not label (a spread needs every draw).
+    """
+    from _dft_labels import DATA, cached_dataset, label_and_cache
+
+    settings = {"system": f"diamond Si, {n_atoms} atoms, a 5.43 Å", "radius_angstrom": radius,
+                "sigma_angstrom": args.sigma, "bases": args.bases, "centres": args.centres, "draws": args.draws,
+                "seed": args.seed + int(100 * radius), "kpoints": list(args.cp2k_kpoints),
+                "labeller": "CP2K PBE via pfd_atomate.label.cp2k.cp2k_static_maker"}
+    k = "".join(map(str, args.cp2k_kpoints))
+    path = DATA / f"si{n_atoms}_locality_cp2k_k{k}_r{radius:g}_s{settings['seed']}_n{len(data)}.json.gz"
+    data = data.model_copy(update={"name": path.name.removesuffix(".json.gz")})
+    cached = cached_dataset(path, settings)
+    labelled, meta = cached if cached is not None else label_and_cache(
+        data, path, settings, tuple(args.cp2k_kpoints), n_procs=args.cp2k_procs)
+    if meta["n_labelled"] != len(data):
+        raise RuntimeError(f"CP2K labelled {meta['n_labelled']} of {len(data)} frames at r {radius:g} Å")
+    return labelled
+
+
 def spread(forces: list[np.ndarray], groups: list[tuple[int, int]]) -> float:
     """Pooled RMS (eV/Å, per Cartesian component) of the centre atoms' forces about their group means.
 
@@ -97,6 +127,12 @@ def main() -> None:
     parser.add_argument("--centres", type=int, default=2, help="centre atoms per base (far apart)")
     parser.add_argument("--draws", type=int, default=6)
     parser.add_argument("--seed", type=int, default=31)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="conventional cells per side (3: 216 atoms; 2: 64 atoms, radii below 5.43 Å)")
+    parser.add_argument("--cp2k-kpoints", type=int, nargs=3, default=None,
+                        help="also label the frames with CP2K (PBE, the benchmarks' Si settings) on this k-mesh: "
+                             "DFT's own far-field force, and what each model copies of it (cached in data/)")
+    parser.add_argument("--cp2k-procs", type=int, default=1, help="CP2K processes at once, one thread each")
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
     set_threads(1)
@@ -105,27 +141,62 @@ def main() -> None:
     if args.no_zero_shot:
         del models["DPA-4 zero-shot"]
 
-    atoms = lattice()
+    atoms = lattice(args.repeats)
     half = min(np.linalg.norm(v) for v in atoms.cell) / 2
     if max(args.radii) >= half:
         raise ValueError(f"--radii must stay below half the cell width ({half:.2f} Å), got {max(args.radii)}")
     # centres as far apart as the cell allows: atom 0 and the atom nearest the cell's centre
     centres = [0, int(np.argmin(np.linalg.norm(atoms.positions - atoms.cell.sum(axis=0) / 2, axis=1)))][: args.centres]
     table: dict = {name: {} for name in models}
+    uncopied: dict = {name: {} for name in models if name != "PF (teacher)"}
+    copy_error: dict = {name: {} for name in uncopied}
+    vs_dft: dict = {}  # the same against CP2K's forces (--cp2k-kpoints)
+    dft_error: dict = {}
     timing: dict = {}
     for r in args.radii:
         data, groups = draws(atoms, centres, r, args.sigma, args.bases, args.draws, seed=args.seed + int(100 * r))
+        forces = {}
         for name, model in models.items():
             start = time.perf_counter()
             pred = backend.predict(model, data)
             timing[name] = timing.get(name, 0.0) + time.perf_counter() - start
-            table[name][f"{r:g}"] = spread([np.asarray(f.forces) for f in pred.frames], groups)
+            forces[name] = [np.asarray(f.forces) for f in pred.frames]
+            table[name][f"{r:g}"] = spread(forces[name], groups)
             print(f"r {r:g} Å  {name}: {table[name][f'{r:g}']:.4f} eV/Å", flush=True)
+        if args.cp2k_kpoints is not None:
+            start = time.perf_counter()
+            labelled = cp2k_labels(data, r, args, len(atoms))
+            timing["CP2K"] = timing.get("CP2K", 0.0) + time.perf_counter() - start
+            forces["CP2K"] = [np.asarray(f.forces) for f in labelled.frames]
+            table.setdefault("CP2K", {})[f"{r:g}"] = spread(forces["CP2K"], groups)
+            print(f"r {r:g} Å  CP2K: {table['CP2K'][f'{r:g}']:.4f} eV/Å", flush=True)
+            for name in models:
+                difference = [m - d for m, d in zip(forces[name], forces["CP2K"], strict=True)]
+                vs_dft.setdefault(name, {})[f"{r:g}"] = spread(difference, groups)
+                dft_error.setdefault(name, {})[f"{r:g}"] = float(
+                    np.sqrt(np.mean([d[c] ** 2 for d, (_, c) in zip(difference, groups)])))
+                print(f"r {r:g} Å  {name}: uncopied from CP2K {vs_dft[name][f'{r:g}']:.4f}, error against CP2K "
+                      f"{dft_error[name][f'{r:g}']:.4f} eV/Å", flush=True)
+        # the part of the teacher's far-field force a model does not copy: the spread of its difference from the
+        # teacher (zero for a model that answers every far draw as the teacher does), and its whole copy error on
+        # the centre atoms of the same frames
+        for name in uncopied:
+            difference = [m - t for m, t in zip(forces[name], forces["PF (teacher)"], strict=True)]
+            uncopied[name][f"{r:g}"] = spread(difference, groups)
+            copy_error[name][f"{r:g}"] = float(np.sqrt(np.mean([d[c] ** 2 for d, (_, c) in zip(difference, groups)])))
+            print(f"r {r:g} Å  {name}: uncopied {uncopied[name][f'{r:g}']:.4f}, copy error "
+                  f"{copy_error[name][f'{r:g}']:.4f} eV/Å", flush=True)
 
-    payload = {"system": "diamond Si, 216 atoms (3x3x3 conventional, a 5.43 Å)", "sigma_angstrom": args.sigma,
+    n = args.repeats
+    payload = {"system": f"diamond Si, {len(atoms)} atoms ({n}x{n}x{n} conventional, a 5.43 Å)",
+               "sigma_angstrom": args.sigma,
                "bases": args.bases, "centres": centres, "draws": args.draws, "seed": args.seed,
                "models": {"PF (teacher)": args.teacher} | dict(m.split("=", 1) for m in args.model),
-               "spread_ev_per_angstrom": table, "predict_seconds": timing, "environment": environment(1)}
+               "spread_ev_per_angstrom": table, "uncopied_spread_ev_per_angstrom": uncopied,
+               "centre_copy_error_ev_per_angstrom": copy_error, "uncopied_from_cp2k_ev_per_angstrom": vs_dft,
+               "centre_error_against_cp2k_ev_per_angstrom": dft_error, "cp2k_kpoints": args.cp2k_kpoints,
+               "n_atoms": len(atoms), "predict_seconds": timing,
+               "environment": environment(1)}
     out = save(f"teacher_locality{'_' + args.tag if args.tag else ''}", payload, RESULTS)
 
     plt = pyplot()
