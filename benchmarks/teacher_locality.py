@@ -100,6 +100,16 @@ def cp2k_labels(data, radius: float, args, n_atoms: int):
     return labelled
 
 
+def against(forces: list[np.ndarray], reference: list[np.ndarray],
+            groups: list[tuple[int, int]]) -> tuple[float, float]:
+    """``(uncopied, error)`` of a model's forces against a reference's on the same frames (eV/Å): the spread of their
+    difference (the part of the reference's far-field force the model does not copy; :func:`spread`) and the RMS
+    difference on the centre atoms. ``forces``, ``reference``: per frame, shape (n_atoms, 3)."""
+    difference = [m - r for m, r in zip(forces, reference, strict=True)]
+    centre_rms = float(np.sqrt(np.mean([d[c] ** 2 for d, (_, c) in zip(difference, groups, strict=True)])))
+    return spread(difference, groups), centre_rms
+
+
 def spread(forces: list[np.ndarray], groups: list[tuple[int, int]]) -> float:
     """Pooled RMS (eV/Å, per Cartesian component) of the centre atoms' forces about their group means.
 
@@ -171,19 +181,15 @@ def main() -> None:
             table.setdefault("CP2K", {})[f"{r:g}"] = spread(forces["CP2K"], groups)
             print(f"r {r:g} Å  CP2K: {table['CP2K'][f'{r:g}']:.4f} eV/Å", flush=True)
             for name in models:
-                difference = [m - d for m, d in zip(forces[name], forces["CP2K"], strict=True)]
-                vs_dft.setdefault(name, {})[f"{r:g}"] = spread(difference, groups)
-                dft_error.setdefault(name, {})[f"{r:g}"] = float(
-                    np.sqrt(np.mean([d[c] ** 2 for d, (_, c) in zip(difference, groups)])))
+                vs_dft.setdefault(name, {})[f"{r:g}"], dft_error.setdefault(name, {})[f"{r:g}"] = against(
+                    forces[name], forces["CP2K"], groups)
                 print(f"r {r:g} Å  {name}: uncopied from CP2K {vs_dft[name][f'{r:g}']:.4f}, error against CP2K "
                       f"{dft_error[name][f'{r:g}']:.4f} eV/Å", flush=True)
         # the part of the teacher's far-field force a model does not copy: the spread of its difference from the
         # teacher (zero for a model that answers every far draw as the teacher does), and its whole copy error on
         # the centre atoms of the same frames
         for name in uncopied:
-            difference = [m - t for m, t in zip(forces[name], forces["PF (teacher)"], strict=True)]
-            uncopied[name][f"{r:g}"] = spread(difference, groups)
-            copy_error[name][f"{r:g}"] = float(np.sqrt(np.mean([d[c] ** 2 for d, (_, c) in zip(difference, groups)])))
+            uncopied[name][f"{r:g}"], copy_error[name][f"{r:g}"] = against(forces[name], forces["PF (teacher)"], groups)
             print(f"r {r:g} Å  {name}: uncopied {uncopied[name][f'{r:g}']:.4f}, copy error "
                   f"{copy_error[name][f'{r:g}']:.4f} eV/Å", flush=True)
 
