@@ -46,6 +46,23 @@ from pfd_atomate.workflows.fireworks import (
 SECOND_ITERATION = r"^pfd (train|explore|test) s1 i1"
 
 
+#: how long the killed firework must have been RUNNING: a job that returns a Response in a few ms (the explore job
+#: that replaces itself with its MD) would mostly be killed inside FireWorks' complete_launch, after its new
+#: fireworks were inserted and before the workflow document lists them (FireWorks' ``_update_wf`` is two writes):
+#: those fireworks then belong to no workflow and the flow never ends. That window is FireWorks', not a lost run
+MIN_RUNNING_S = 0.5
+
+
+def running_for(lp, seconds: float, seen: dict) -> dict | None:
+    """The second-iteration firework that has been RUNNING for at least ``seconds`` (polled; ``seen``: fw_id →
+    first time seen running), or None."""
+    doc = lp.fireworks.find_one({"state": "RUNNING", "name": {"$regex": SECOND_ITERATION}})
+    if doc is None:
+        return None
+    first_seen = seen.setdefault(doc["fw_id"], time.monotonic())
+    return doc if time.monotonic() - first_seen >= seconds else None
+
+
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory):
     root = tmp_path_factory.mktemp("fw-resume")
@@ -62,9 +79,9 @@ def killed_and_resumed(tmp_path_factory):
 
         launcher = start_launcher(root / "first", lp_file, fworker)
         launchers.append(launcher)
-        running = wait_for(
-            lambda: lp.fireworks.find_one({"state": "RUNNING", "name": {"$regex": SECOND_ITERATION}}),
-            timeout=900, interval=0.2, what="second loop iteration running")
+        seen: dict = {}
+        running = wait_for(lambda: running_for(lp, MIN_RUNNING_S, seen),
+                           timeout=900, interval=0.1, what="second loop iteration running")
         os.kill(launcher.pid, signal.SIGKILL)
         kill_time = datetime.now(timezone.utc)
         launcher.wait(30)
