@@ -47,9 +47,8 @@ SECOND_ITERATION = r"^pfd (train|explore|test) s1 i1"
 
 
 #: how long the killed firework must have been RUNNING: a job that returns a Response in a few ms (the explore job
-#: that replaces itself with its MD) would mostly be killed inside FireWorks' complete_launch, after its new
-#: fireworks were inserted and before the workflow document lists them (FireWorks' ``_update_wf`` is two writes):
-#: those fireworks then belong to no workflow and the flow never ends. That window is FireWorks', not a lost run
+#: that replaces itself with its MD) would mostly be killed inside FireWorks' workflow update, which
+#: tests/test_fireworks_update_window.py covers; this test is about a lost run
 MIN_RUNNING_S = 0.5
 
 
@@ -92,11 +91,10 @@ def killed_and_resumed(tmp_path_factory):
         time.sleep(1)  # nothing may change once the launcher is gone
         assert lp.get_fw_dict_by_id(running["fw_id"])["state"] == state_after_kill
 
-        # the commands of docs/workflows.md: release a lock the dead launcher held (if the kill landed
-        # inside a workflow update), find the lost run, rerun it, launch again
-        if lp.workflows.find_one({"nodes": running["fw_id"], "locked": {"$exists": True}}):
-            subprocess.run([str(BIN / "lpad"), "-l", str(lp_file), "admin", "unlock", "-i", str(running["fw_id"])],
-                           capture_output=True, text=True, env=worker_env(), timeout=120, check=True)
+        # the commands of docs/workflows.md: mend what a kill inside a workflow update leaves (a lock, orphaned
+        # fireworks; tests/test_fireworks_update_window.py), find the lost run, rerun it, launch again
+        subprocess.run([str(BIN / "pfd"), "repair-launchpad", "-l", str(lp_file)],
+                       capture_output=True, text=True, env=worker_env(), timeout=120, check=True)
         detect = subprocess.run(
             [str(BIN / "lpad"), "-l", str(lp_file), "detect_lostruns", "--time", "0", "--rerun", "--refresh"],
             capture_output=True, text=True, env=worker_env(), timeout=300, check=True)

@@ -10,6 +10,7 @@
     pfd models RUN --role student -o DIR   the model files out of the store, SHA-256 checked
     pfd config schema | example         the configuration's JSON schema, or a commented example
     pfd demo [--quick]                  the PFD demo (diamond Si, CP2K labels)
+    pfd repair-launchpad -l LP.yaml     after a killed FireWorks launcher (docs/workflows.md)
 
 Known-harmless warnings of upstream packages (listed in :data:`HARMLESS_WARNINGS`) are hidden
 here, in the command only; the library never silences warnings.
@@ -168,6 +169,23 @@ def submit(
 
         jfr_submit(flow, worker=worker, project=project)
         console.print(f"submitted PFD flow {flow.uuid} to jobflow-remote")
+
+
+@app.command("repair-launchpad")
+def repair_launchpad(
+    launchpad: Annotated[Optional[Path], typer.Option("--launchpad", "-l",
+                                                      help="my_launchpad.yaml (default: FireWorks' own)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only print what would be repaired")] = False,
+) -> None:
+    """After a FireWorks launcher was killed, with no launcher alive: release workflow locks, delete fireworks
+    that no workflow lists, and mark RUNNING a completed firework whose workflow update was cut short. Then run
+    `lpad detect_lostruns --time 0 --rerun --refresh` and start the launchers (docs/workflows.md)."""
+    from fireworks import LaunchPad
+
+    from pfd_atomate.workflows.fireworks_repair import repair_launchpad as repair
+
+    lp = LaunchPad.from_file(str(launchpad)) if launchpad else LaunchPad.auto_load()
+    console.print_json(repair(lp, dry_run=dry_run).model_dump_json())
 
 
 def _print_status(folder: Path) -> None:
