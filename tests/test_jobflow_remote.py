@@ -4,8 +4,8 @@
 
 Training/MD/test jobs are routed to the "ml" worker with ``set_run_config(..., dynamic=True)``,
 which must also reach the jobs the fine-tune loop creates at run time. In the middle of the
-loop the runner process is SIGKILLed; after ``jf admin unlock`` a new runner finishes the flow
-and nothing that had finished is run again.
+loop the runner process is SIGKILLed; after ``jf admin unlock`` and ``unlock-flow`` a new runner finishes
+the flow and nothing that had finished is run again.
 """
 
 from __future__ import annotations
@@ -98,6 +98,9 @@ def jfr_run(tmp_path_factory):
         # recovery as in docs/workflows.md: release locks the dead runner held, start a runner
         unlock = subprocess.run([str(BIN / "jf"), "admin", "unlock", "-y"], capture_output=True, text=True,
                                 env=env, timeout=300)
+        # a runner killed while it completed a job also held the flow's lock (test_jobflow_remote_update_window.py)
+        unlock_flow = subprocess.run([str(BIN / "jf"), "admin", "unlock-flow", "-y"], capture_output=True, text=True,
+                                     env=env, timeout=300)
         runner = start_runner(root / "runner2.log", env)
         state = wait_for(lambda: _flow_state(jc), timeout=1500, interval=1.0, what="flow end")
         wall = time.monotonic() - t0
@@ -105,7 +108,8 @@ def jfr_run(tmp_path_factory):
         store = jc.jobstore
         store.connect()
         yield {"jc": jc, "store": store, "flow": flow, "state": state, "root": root, "running": running,
-               "kill_time": kill_time, "killed_rc": killed_rc, "unlock": unlock, "wall": wall}
+               "kill_time": kill_time, "killed_rc": killed_rc, "unlock": unlock, "unlock_flow": unlock_flow,
+               "wall": wall}
     finally:
         if runner is not None:
             stop_process(runner)
@@ -156,6 +160,7 @@ def test_labels_ran_in_parallel(jfr_run):
 def test_runner_sigkill_mid_loop_lost_nothing(jfr_run):
     assert jfr_run["killed_rc"] == -signal.SIGKILL
     assert jfr_run["unlock"].returncode == 0, jfr_run["unlock"].stderr
+    assert jfr_run["unlock_flow"].returncode == 0, jfr_run["unlock_flow"].stderr
     jc, store = jfr_run["jc"], jfr_run["store"]
     kill_time = jfr_run["kill_time"].replace(tzinfo=None)  # jobflow-remote stores naive UTC
     jobs = _jobs(jc)
