@@ -7,7 +7,7 @@ a real kill can land between ``_update_wf``'s writes (see ``pfd_atomate.workflow
 - ``mid-upsert``: one new firework written, the loop job still RUNNING. FireWorks' own recovery
   (``detect_lostruns --refresh``) re-applies the replacement, but the orphan stays READY in no workflow;
 - ``after-upsert``: every firework written, the loop job COMPLETED, the workflow document not. Nothing
-  in FireWorks finds it; a launcher runs the orphaned fireworks and fails ("Could not find workflow").
+  in FireWorks finds it; a launcher that checks an orphan out dies before its job runs.
 
 In both, ``pfd repair-launchpad`` + the commands of docs/workflows.md finish the flow with every job run
 once (the loop job is refreshed from its completed launch, not run again) and the labels counted once.

@@ -43,16 +43,11 @@ class LaunchpadRepair(BaseModel):
 
     unlocked: list[int] = Field(default_factory=list, description="one firework id of each workflow unlocked")
     deleted_orphans: list[int] = Field(default_factory=list,
-                                       description="fireworks in no workflow, never launched, deleted")
+                                       description="fireworks in no workflow (their jobs never ran), deleted")
     restored_running: list[int] = Field(
         default_factory=list,
         description="fireworks COMPLETED whose workflow says RUNNING, marked RUNNING for detect_lostruns --refresh")
     dry_run: bool = False
-
-    @property
-    def changed(self) -> bool:
-        """Whether anything was (or, in a dry run, would be) repaired."""
-        return bool(self.unlocked or self.deleted_orphans or self.restored_running)
 
 
 def orphan_fireworks(lp: LaunchPad) -> list[int]:
