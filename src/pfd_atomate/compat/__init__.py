@@ -7,7 +7,8 @@
 | :mod:`.jobflow_remote` | jobflow-remote <= 1.0.1 | ``jf execution run`` with external references and a read-through store | ``run_remote_job`` accepting external references in responses |
 
 Every patch checks that the installed version still has the bug before it changes anything, and
-``tests/test_compat.py`` fails as soon as an upstream release no longer needs it.
+``tests/test_compat.py`` fails as soon as an upstream release no longer needs it. docs/upstream.md writes
+each bug up for filing upstream, with a reproduction that needs only the upstream package.
 """
 
 from __future__ import annotations

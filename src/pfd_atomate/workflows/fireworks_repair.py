@@ -23,7 +23,7 @@ firework ``RUNNING`` again. ``lpad detect_lostruns --time 0 --rerun --refresh`` 
 not run again. ``tests/test_fireworks_update_window.py`` has a launcher SIGKILL itself at both points.
 
 Waits for FireWorks to write a dynamic update atomically; no upstream issue or fix is known
-(fireworks 2.1.4, ``LaunchPad._update_wf``).
+(fireworks 2.1.4, ``LaunchPad._update_wf``); docs/upstream.md (item 5) writes it up for filing.
 """
 
 from __future__ import annotations
