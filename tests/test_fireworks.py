@@ -25,21 +25,14 @@ from workflow_jobs import (
     make_big_model,
     start_launcher,
     stop_process,
+    submit_to_fireworks,
     tiny_pfd_maker,
     wait_for,
 )
 
 from pfd_atomate import queries
 from pfd_atomate.workflows import start_server
-from pfd_atomate.workflows.fireworks import (
-    launch_counts,
-    launchpad,
-    route_fireworks,
-    submit_flow,
-    workflow_state,
-    write_fworker_file,
-    write_launchpad_file,
-)
+from pfd_atomate.workflows.fireworks import launch_counts, route_fireworks, workflow_state, write_fworker_file
 
 FINAL_STATES = ("COMPLETED", "FIZZLED", "DEFUSED")
 
@@ -86,15 +79,11 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fw_run(server, tmp_path_factory):
     root = tmp_path_factory.mktemp("fw-parallel")
-    lp = launchpad(server.host, server.port, name="fw_parallel")
-    lp.reset("", require_password=False)
-    store = server.jobstore("fw_parallel_out")
     # labels cost ~2 s each (EMT + delay, longer than a launcher's 1 s poll), so two
     # launchers can be seen labelling at once
     flow = tiny_pfd_maker(label_delay=2.0).make(cu_cell())
     route_fireworks(flow, fworker="gpu")
-    first = min(submit_flow(flow, lp, store).values())
-    lp_file = write_launchpad_file(root / "my_launchpad.yaml", server.host, server.port, "fw_parallel")
+    lp, store, first, lp_file = submit_to_fireworks(server, root, "fw_parallel", flow)
     t0 = time.monotonic()
     launchers = [start_launcher(root / name, lp_file, write_fworker_file(root / f"{name}.yaml", name))
                  for name in ("cpu", "gpu")]
@@ -220,13 +209,9 @@ def test_latest_run_picks_the_newest_report(fw_run, server):
 
 def test_object_larger_than_16mb_between_launcher_jobs(server, tmp_path):
     """A >16 MB model written by one FireWorks job is rebuilt by the next one from GridFS."""
-    lp = launchpad(server.host, server.port, name="fw_big")
-    lp.reset("", require_password=False)
-    store = server.jobstore("fw_big_out")
     producer = make_big_model(20.0, seed=2)
     consumer = check_big_model(producer.output["model"], producer.output["sha256"])
-    first = min(submit_flow(Flow([producer, consumer]), lp, store).values())
-    lp_file = write_launchpad_file(tmp_path / "my_launchpad.yaml", server.host, server.port, "fw_big")
+    lp, store, first, lp_file = submit_to_fireworks(server, tmp_path, "fw_big", Flow([producer, consumer]))
     launcher = start_launcher(tmp_path / "l", lp_file, write_fworker_file(tmp_path / "w.yaml", "any"), until_done=True)
     state = run_workflow(lp, first, [launcher], timeout=300)
     assert state == "COMPLETED", _fizzled_report(lp)

@@ -29,22 +29,17 @@ from workflow_jobs import (
     N_SELECT,
     TESTS_DIR,
     cu_cell,
+    recover_launchpad,
     start_launcher,
     stop_process,
+    submit_to_fireworks,
     tiny_pfd_maker,
     wait_for,
     worker_env,
 )
 
 from pfd_atomate.workflows import start_server
-from pfd_atomate.workflows.fireworks import (
-    launch_counts,
-    launchpad,
-    submit_flow,
-    workflow_state,
-    write_fworker_file,
-    write_launchpad_file,
-)
+from pfd_atomate.workflows.fireworks import launch_counts, workflow_state
 from pfd_atomate.workflows.fireworks_repair import orphan_fireworks
 
 #: the first loop job: its Response replaces it with iteration 0 and the next loop job
@@ -64,13 +59,9 @@ def window(request, tmp_path_factory):
     launchers = []
     try:
         name = f"fw_window_{point.replace('-', '_')}"
-        lp = launchpad(server.host, server.port, name=name)
-        lp.reset("", require_password=False)
-        store = server.jobstore(f"{name}_out")
         flow = tiny_pfd_maker(distill=False).make(cu_cell())
-        first = min(submit_flow(flow, lp, store).values())
-        lp_file = write_launchpad_file(root / "my_launchpad.yaml", server.host, server.port, name)
-        fworker = write_fworker_file(root / "my_fworker.yaml", "node1")
+        lp, store, first, lp_file = submit_to_fireworks(server, root, name, flow, fworker="node1")
+        fworker = root / "my_fworker.yaml"
 
         (root / "first").mkdir()
         with open(root / "first" / "rlaunch.log", "ab") as log:
@@ -107,8 +98,8 @@ def window(request, tmp_path_factory):
 
         dry = _run(BIN / "pfd", "repair-launchpad", "-l", lp_file, "--dry-run")
         after_kill["orphans_after_dry_run"] = orphan_fireworks(lp)
-        repair = _run(BIN / "pfd", "repair-launchpad", "-l", lp_file)
-        _run(BIN / "lpad", "-l", lp_file, "detect_lostruns", "--time", "0", "--rerun", "--refresh")
+        repair = _run(BIN / "pfd", "repair-launchpad", "-l", lp_file)  # its report, for the tests below
+        recover_launchpad(lp_file)  # repairs again (nothing left to do), then finds the lost run
         second = start_launcher(root / "second", lp_file, fworker, until_done=True)
         launchers.append(second)
         state = wait_for(lambda: workflow_state(lp, first) in ("COMPLETED", "FIZZLED") and workflow_state(lp, first),

@@ -13,34 +13,26 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from datetime import datetime, timezone
 
 import pytest
 from workflow_jobs import (
-    BIN,
     N_INITIAL_FRAMES,
     N_LOOP_ITERATIONS,
     N_SELECT,
     cu_cell,
     is_static_label,
+    recover_launchpad,
     start_launcher,
     stop_process,
+    submit_to_fireworks,
     tiny_pfd_maker,
     wait_for,
-    worker_env,
 )
 
 from pfd_atomate.workflows import start_server
-from pfd_atomate.workflows.fireworks import (
-    launch_counts,
-    launchpad,
-    submit_flow,
-    workflow_state,
-    write_fworker_file,
-    write_launchpad_file,
-)
+from pfd_atomate.workflows.fireworks import launch_counts, workflow_state
 
 #: jobs of the second iteration, one of which the launcher is running when it is killed
 SECOND_ITERATION = r"^pfd (train|explore|test) s1 i1"
@@ -68,13 +60,9 @@ def killed_and_resumed(tmp_path_factory):
     server = start_server(root / "db")
     launchers = []
     try:
-        lp = launchpad(server.host, server.port, name="fw_resume")
-        lp.reset("", require_password=False)
-        store = server.jobstore("fw_resume_out")
         flow = tiny_pfd_maker(distill=False).make(cu_cell())
-        first = min(submit_flow(flow, lp, store).values())
-        lp_file = write_launchpad_file(root / "my_launchpad.yaml", server.host, server.port, "fw_resume")
-        fworker = write_fworker_file(root / "my_fworker.yaml", "node1")
+        lp, store, first, lp_file = submit_to_fireworks(server, root, "fw_resume", flow, fworker="node1")
+        fworker = root / "my_fworker.yaml"
 
         launcher = start_launcher(root / "first", lp_file, fworker)
         launchers.append(launcher)
@@ -93,11 +81,7 @@ def killed_and_resumed(tmp_path_factory):
 
         # the commands of docs/workflows.md: mend what a kill inside a workflow update leaves (a lock, orphaned
         # fireworks; tests/test_fireworks_update_window.py), find the lost run, rerun it, launch again
-        subprocess.run([str(BIN / "pfd"), "repair-launchpad", "-l", str(lp_file)],
-                       capture_output=True, text=True, env=worker_env(), timeout=120, check=True)
-        detect = subprocess.run(
-            [str(BIN / "lpad"), "-l", str(lp_file), "detect_lostruns", "--time", "0", "--rerun", "--refresh"],
-            capture_output=True, text=True, env=worker_env(), timeout=300, check=True)
+        detect = recover_launchpad(lp_file)
         second = start_launcher(root / "second", lp_file, fworker, until_done=True)
         launchers.append(second)
         state = wait_for(lambda: workflow_state(lp, first) in ("COMPLETED", "FIZZLED") and workflow_state(lp, first),

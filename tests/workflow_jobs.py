@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from ase.calculators.emt import EMT
 from jobflow import job
@@ -195,6 +196,42 @@ def start_launcher(
         cmd += ["--nlaunches", "infinite"]
     log = open(workdir / "rlaunch.log", "ab")  # noqa: SIM115 (the child keeps it)
     return subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=worker_env())
+
+
+class SubmittedFlow(NamedTuple):
+    """A flow on a fresh LaunchPad (:func:`submit_to_fireworks`)."""
+
+    lp: object  # fireworks.LaunchPad
+    store: object  # jobflow.JobStore, the MongoDB JobStore the launchers write
+    first: int  # fw_id of one firework of the workflow (finds it)
+    launchpad_file: Path  # my_launchpad.yaml for rlaunch / lpad / pfd repair-launchpad
+
+
+def submit_to_fireworks(server, folder: Path, name: str, flow, fworker: str | None = None) -> SubmittedFlow:
+    """Reset LaunchPad ``name`` on ``server``, submit ``flow`` with JobStore ``<name>_out`` and write
+    ``folder/my_launchpad.yaml`` (and ``folder/my_fworker.yaml`` for worker ``fworker`` when given)."""
+    from pfd_atomate.workflows.fireworks import launchpad, submit_flow, write_fworker_file, write_launchpad_file
+
+    lp = launchpad(server.host, server.port, name=name)
+    lp.reset("", require_password=False)
+    store = server.jobstore(f"{name}_out")
+    first = min(submit_flow(flow, lp, store).values())
+    lp_file = write_launchpad_file(folder / "my_launchpad.yaml", server.host, server.port, name)
+    if fworker is not None:
+        write_fworker_file(folder / "my_fworker.yaml", fworker)
+    return SubmittedFlow(lp, store, first, lp_file)
+
+
+def recover_launchpad(launchpad_file: Path) -> subprocess.CompletedProcess:
+    """The FireWorks recovery of docs/workflows.md after a launcher was killed (none alive): ``pfd
+    repair-launchpad``, then ``lpad detect_lostruns --time 0 --rerun --refresh`` (returned: its output
+    says what it found). A new launcher then finishes the flow."""
+    def run(*cmd):
+        return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=worker_env(), timeout=300,
+                              check=True)
+
+    run(BIN / "pfd", "repair-launchpad", "-l", launchpad_file)
+    return run(BIN / "lpad", "-l", launchpad_file, "detect_lostruns", "--time", "0", "--rerun", "--refresh")
 
 
 def start_runner(log_path: Path, env: dict[str, str]) -> subprocess.Popen:
