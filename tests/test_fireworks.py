@@ -83,7 +83,7 @@ def fw_run(server, tmp_path_factory):
     # launchers can be seen labelling at once
     flow = tiny_pfd_maker(label_delay=2.0).make(cu_cell())
     route_fireworks(flow, fworker="gpu")
-    lp, store, first, lp_file = submit_to_fireworks(server, root, "fw_parallel", flow)
+    lp, store, first, lp_file, _ = submit_to_fireworks(server, root, "fw_parallel", flow)
     t0 = time.monotonic()
     launchers = [start_launcher(root / name, lp_file, write_fworker_file(root / f"{name}.yaml", name))
                  for name in ("cpu", "gpu")]
@@ -211,7 +211,7 @@ def test_object_larger_than_16mb_between_launcher_jobs(server, tmp_path):
     """A >16 MB model written by one FireWorks job is rebuilt by the next one from GridFS."""
     producer = make_big_model(20.0, seed=2)
     consumer = check_big_model(producer.output["model"], producer.output["sha256"])
-    lp, store, first, lp_file = submit_to_fireworks(server, tmp_path, "fw_big", Flow([producer, consumer]))
+    lp, store, first, lp_file, _ = submit_to_fireworks(server, tmp_path, "fw_big", Flow([producer, consumer]))
     launcher = start_launcher(tmp_path / "l", lp_file, write_fworker_file(tmp_path / "w.yaml", "any"), until_done=True)
     state = run_workflow(lp, first, [launcher], timeout=300)
     assert state == "COMPLETED", _fizzled_report(lp)

@@ -30,6 +30,7 @@ from workflow_jobs import (
     TESTS_DIR,
     cu_cell,
     recover_launchpad,
+    run_checked,
     start_launcher,
     stop_process,
     submit_to_fireworks,
@@ -46,11 +47,6 @@ from pfd_atomate.workflows.fireworks_repair import orphan_fireworks
 LOOP_JOB = r"^pfd fine-tune s0 i0$"
 
 
-def _run(*cmd) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=worker_env(), timeout=300,
-                          check=True)
-
-
 @pytest.fixture(scope="module", params=["mid-upsert", "after-upsert"])
 def window(request, tmp_path_factory):
     point = request.param
@@ -60,8 +56,7 @@ def window(request, tmp_path_factory):
     try:
         name = f"fw_window_{point.replace('-', '_')}"
         flow = tiny_pfd_maker(distill=False).make(cu_cell())
-        lp, store, first, lp_file = submit_to_fireworks(server, root, name, flow, fworker="node1")
-        fworker = root / "my_fworker.yaml"
+        lp, store, first, lp_file, fworker = submit_to_fireworks(server, root, name, flow, fworker="node1")
 
         (root / "first").mkdir()
         with open(root / "first" / "rlaunch.log", "ab") as log:
@@ -87,7 +82,7 @@ def window(request, tmp_path_factory):
         if point == "after-upsert":
             # the old recovery: unlock, then a launcher checks out an orphan (FW_config.yaml in its folder: wait 2 s,
             # not 5 minutes, for the lock of the workflow that does not exist)
-            _run(BIN / "lpad", "-l", lp_file, "admin", "unlock", "-i", loop["fw_id"])
+            run_checked(BIN / "lpad", "-l", lp_file, "admin", "unlock", "-i", loop["fw_id"])
             (root / "orphan").mkdir()
             (root / "orphan" / "FW_config.yaml").write_text("WFLOCK_EXPIRATION_SECS: 2\n")
             single = subprocess.run([str(BIN / "rlaunch"), "-l", str(lp_file), "-w", str(fworker), "singleshot"],
@@ -96,10 +91,9 @@ def window(request, tmp_path_factory):
                                                  "launches.0": {"$exists": True}})
             after_kill["singleshot"] = single.stdout + single.stderr
 
-        dry = _run(BIN / "pfd", "repair-launchpad", "-l", lp_file, "--dry-run")
+        dry = run_checked(BIN / "pfd", "repair-launchpad", "-l", lp_file, "--dry-run")
         after_kill["orphans_after_dry_run"] = orphan_fireworks(lp)
-        repair = _run(BIN / "pfd", "repair-launchpad", "-l", lp_file)  # its report, for the tests below
-        recover_launchpad(lp_file)  # repairs again (nothing left to do), then finds the lost run
+        repair, _ = recover_launchpad(lp_file)
         second = start_launcher(root / "second", lp_file, fworker, until_done=True)
         launchers.append(second)
         state = wait_for(lambda: workflow_state(lp, first) in ("COMPLETED", "FIZZLED") and workflow_state(lp, first),

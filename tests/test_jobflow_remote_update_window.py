@@ -20,7 +20,7 @@ import sys
 import time
 
 import pytest
-from workflow_jobs import BIN, TESTS_DIR, cu_cell, stop_process, tiny_pfd_maker, wait_for, worker_env
+from workflow_jobs import BIN, TESTS_DIR, cu_cell, start_runner, stop_process, tiny_pfd_maker, wait_for, worker_env
 
 from pfd_atomate.workflows import start_server
 from pfd_atomate.workflows.jobflow_remote import FAST_RUNNER, local_worker, project_config, write_project
@@ -74,9 +74,7 @@ def jfr_window(request, tmp_path_factory):
         after_kill["flow_locked"] = jc.flows.find_one({"lock_id": {"$ne": None}}) is not None
         unlock_flow = subprocess.run([str(BIN / "jf"), "admin", "unlock-flow", "-y"], capture_output=True,
                                      text=True, env=env, timeout=300, check=True)
-        with open(root / "runner2.log", "ab") as log:
-            second = subprocess.Popen([str(BIN / "jf"), "runner", "run"], stdout=log, stderr=subprocess.STDOUT,
-                                      env=env)
+        second = start_runner(root / "runner2.log", env)
         runners.append(second)
         t0 = time.monotonic()
 

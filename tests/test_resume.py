@@ -61,8 +61,7 @@ def killed_and_resumed(tmp_path_factory):
     launchers = []
     try:
         flow = tiny_pfd_maker(distill=False).make(cu_cell())
-        lp, store, first, lp_file = submit_to_fireworks(server, root, "fw_resume", flow, fworker="node1")
-        fworker = root / "my_fworker.yaml"
+        lp, store, first, lp_file, fworker = submit_to_fireworks(server, root, "fw_resume", flow, fworker="node1")
 
         launcher = start_launcher(root / "first", lp_file, fworker)
         launchers.append(launcher)
@@ -81,7 +80,7 @@ def killed_and_resumed(tmp_path_factory):
 
         # the commands of docs/workflows.md: mend what a kill inside a workflow update leaves (a lock, orphaned
         # fireworks; tests/test_fireworks_update_window.py), find the lost run, rerun it, launch again
-        detect = recover_launchpad(lp_file)
+        _, detect = recover_launchpad(lp_file)
         second = start_launcher(root / "second", lp_file, fworker, until_done=True)
         launchers.append(second)
         state = wait_for(lambda: workflow_state(lp, first) in ("COMPLETED", "FIZZLED") and workflow_state(lp, first),

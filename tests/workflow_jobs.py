@@ -205,6 +205,7 @@ class SubmittedFlow(NamedTuple):
     store: object  # jobflow.JobStore, the MongoDB JobStore the launchers write
     first: int  # fw_id of one firework of the workflow (finds it)
     launchpad_file: Path  # my_launchpad.yaml for rlaunch / lpad / pfd repair-launchpad
+    fworker_file: Path | None  # my_fworker.yaml, when a worker name was given
 
 
 def submit_to_fireworks(server, folder: Path, name: str, flow, fworker: str | None = None) -> SubmittedFlow:
@@ -217,21 +218,23 @@ def submit_to_fireworks(server, folder: Path, name: str, flow, fworker: str | No
     store = server.jobstore(f"{name}_out")
     first = min(submit_flow(flow, lp, store).values())
     lp_file = write_launchpad_file(folder / "my_launchpad.yaml", server.host, server.port, name)
-    if fworker is not None:
-        write_fworker_file(folder / "my_fworker.yaml", fworker)
-    return SubmittedFlow(lp, store, first, lp_file)
+    fworker_file = None if fworker is None else write_fworker_file(folder / "my_fworker.yaml", fworker)
+    return SubmittedFlow(lp, store, first, lp_file, fworker_file)
 
 
-def recover_launchpad(launchpad_file: Path) -> subprocess.CompletedProcess:
+def run_checked(*cmd) -> subprocess.CompletedProcess:
+    """Run a command line (``lpad``, ``pfd``, ...) as a worker would (:func:`worker_env`); raise if it fails."""
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=worker_env(), timeout=300,
+                          check=True)
+
+
+def recover_launchpad(launchpad_file: Path) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
     """The FireWorks recovery of docs/workflows.md after a launcher was killed (none alive): ``pfd
-    repair-launchpad``, then ``lpad detect_lostruns --time 0 --rerun --refresh`` (returned: its output
-    says what it found). A new launcher then finishes the flow."""
-    def run(*cmd):
-        return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=worker_env(), timeout=300,
-                              check=True)
-
-    run(BIN / "pfd", "repair-launchpad", "-l", launchpad_file)
-    return run(BIN / "lpad", "-l", launchpad_file, "detect_lostruns", "--time", "0", "--rerun", "--refresh")
+    repair-launchpad``, then ``lpad detect_lostruns --time 0 --rerun --refresh``; both returned (their
+    outputs say what they found). A new launcher then finishes the flow."""
+    repair = run_checked(BIN / "pfd", "repair-launchpad", "-l", launchpad_file)
+    return repair, run_checked(BIN / "lpad", "-l", launchpad_file, "detect_lostruns", "--time", "0", "--rerun",
+                               "--refresh")
 
 
 def start_runner(log_path: Path, env: dict[str, str]) -> subprocess.Popen:
