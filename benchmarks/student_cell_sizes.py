@@ -246,6 +246,9 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="trainings at once, one thread each")
     parser.add_argument("--teacher", type=Path, default=None, help="the run's teacher model file (for its RMSEs)")
     parser.add_argument("--steps", type=int, default=None, help=f"training steps (default: {BASE_STEPS})")
+    parser.add_argument("--save-freq", type=int, default=None,
+                        help="steps between checkpoints (default: one at the end); the same command run again "
+                             "in the same --workdir continues an interrupted training from its last checkpoint")
     parser.add_argument("--threads", type=int, default=1, help="threads per training (one training at a time: 2)")
     parser.add_argument("--seed", type=int, default=1,
                         help="the students' seed (network initialisation and batches; the default student's is 1)")
@@ -257,7 +260,8 @@ def main() -> None:
     from pfd_atomate.presets import dpa4_teacher, se_e2_a_student
 
     train, test = teacher_frames(args.run)
-    student = se_e2_a_student(n_threads=args.threads, numb_steps=args.steps or BASE_STEPS, seed=args.seed)
+    student = se_e2_a_student(n_threads=args.threads, numb_steps=args.steps or BASE_STEPS, seed=args.seed,
+                              save_freq=args.save_freq)
 
     def fit(variant: str):
         folder = args.workdir / (variant.replace(",", "").replace(" ", "_").replace("+", "plus")
@@ -277,7 +281,7 @@ def main() -> None:
         if settings.pop("continue", False):  # needs the run folder: the run's own student's checkpoint
             settings["base_model"] = str(own_checkpoint(args.run).resolve())
         trainer = se_e2_a_student(n_threads=args.threads, numb_steps=round(student.numb_steps * factor),
-                                  seed=args.seed, **settings)
+                                  seed=args.seed, save_freq=args.save_freq, **settings)
         start = time.perf_counter()
         model = trainer.train(sets, folder / "work", weights=weights)
         seconds, data = time.perf_counter() - start, {s.name: len(s) for s in sets} | {"weights": weights}

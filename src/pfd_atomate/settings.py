@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DEFAULT_CONFIG_FILE = "~/.pfd.yaml"
@@ -26,7 +26,22 @@ class PFDSettings(BaseSettings):
         Path("~/.cache/pfd_atomate/models").expanduser(), description="Where model files from the store are written"
     )
 
+    TRAIN_CHECKPOINT_DIR: Path | None = Field(
+        None,
+        description="Folder (absolute, seen by every worker) where training jobs run, one subfolder per job; a "
+        "training job run again after its worker was lost continues from its last checkpoint. None: in the job's "
+        "own run folder, which FireWorks and jobflow-remote replace on a rerun",
+    )
+
     model_config = SettingsConfigDict(env_prefix="PFD_", extra="ignore")
+
+    @field_validator("TRAIN_CHECKPOINT_DIR")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """A relative folder would follow each launch's run folder, and a rerun would not find its checkpoints."""
+        if value is not None and not value.expanduser().is_absolute():
+            raise ValueError(f"TRAIN_CHECKPOINT_DIR (PFD_TRAIN_CHECKPOINT_DIR) must be an absolute path, got {str(value)!r}")
+        return None if value is None else value.expanduser()
 
     @model_validator(mode="before")
     @classmethod

@@ -86,6 +86,11 @@ class TrainerBackend(MSONable, ABC):
         FileNotFoundError: missing base model file.
         """
 
+    def resumed_from_step(self, workdir: str | Path) -> int | None:
+        """The step the last :meth:`train` in ``workdir`` continued an interrupted training from; ``None``
+        when it started at step 0 (backends that keep no checkpoints always start there)."""
+        return None
+
     @property
     def cutoff(self) -> float | None:
         """Cutoff radius (Å) of the models this backend trains from scratch: how far an atom's environment

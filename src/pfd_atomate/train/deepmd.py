@@ -44,6 +44,7 @@ from typing import Any
 from pfd_atomate.data import Dataset, ModelFile
 from pfd_atomate.data.models import sha256_of_file
 from pfd_atomate.process import die_with_parent
+from pfd_atomate.train import deepmd_checkpoints as checkpoints
 from pfd_atomate.train import foundation
 from pfd_atomate.train.base import TrainerBackend
 from pfd_atomate.train.deepmd_templates import (
@@ -269,7 +270,9 @@ class DeepMDBackend(TrainerBackend):
     rcut, rcut_smth: cut-off radius and smoothing start, Å (``None``: template default, 6.0/0.5).
     sel: max neighbours per type or "auto" (from neighbour statistics of the data).
     seed: seed of initialisation and batch sampling.
-    disp_freq, save_freq: steps between learning-curve lines / checkpoints (``None``: auto).
+    disp_freq, save_freq: steps between learning-curve lines / checkpoints (``None``: a tenth of the
+        steps / :func:`default_save_freq`). A training started again in the same work folder with the
+        same inputs continues from its newest checkpoint (:mod:`~pfd_atomate.train.deepmd_checkpoints`).
     input_overrides: deep-merged into the generated input.json last (any deepmd key); a ``model.descriptor``
         or ``model.fitting_net`` of another ``type`` than the template's replaces it whole (e.g. a ``hybrid``
         descriptor; :func:`~pfd_atomate.train.deepmd_templates.merge_overrides`).
@@ -522,7 +525,7 @@ class DeepMDBackend(TrainerBackend):
             sel=self.sel,
             seed=self.seed,
             disp_freq=self.disp_freq or max(1, numb_steps // 10),
-            save_freq=self.save_freq or numb_steps,
+            save_freq=self.save_freq or default_save_freq(numb_steps),
             use_virial=with_virial,
             energy_weight=self.energy_weight,
         )
@@ -625,20 +628,35 @@ class DeepMDBackend(TrainerBackend):
         workdir.mkdir(parents=True, exist_ok=True)
         if init_model is not None:
             self._require_deepmd(init_model)
+        earlier = checkpoints.stored_fingerprint(workdir)  # read before write_inputs replaces the inputs
         config = self.write_inputs(datasets, workdir, init_model=init_model, weights=weights)
-
-        args = ["train", "input.json"]
+        numb_steps = config["training"]["numb_steps"]
         start, parent_sha, head = self._starting_model(init_model, workdir)
-        if start is not None:
-            if init_model is None and self.model_branch:
-                args += ["--model-branch", self.model_branch]
-            args += ["--finetune", str(start), "--use-pretrain-script"]
 
-        self._run_dp(args, workdir, _LOG_NAME)
-        speed = re.findall(r"average training time: ([0-9.eE+-]+) s/batch", (workdir / _LOG_NAME).read_text())
-        if speed:
-            logger.info("deepmd training: %s s/step over %d steps", speed[-1], config["training"]["numb_steps"])
-        checkpoint = workdir / "model.ckpt.pt"
+        fingerprint = checkpoints.training_fingerprint(workdir, parent_sha, head)
+        resume = checkpoints.latest_checkpoint(workdir) if earlier == fingerprint else None
+        if resume is None:
+            checkpoints.clear_checkpoints(workdir)
+        checkpoints.store_fingerprint(workdir, fingerprint)
+        checkpoints.record_resume(workdir, None if resume is None else resume[1], numb_steps)
+
+        if resume is not None and resume[1] >= numb_steps:  # trained to the end, stopped before freezing
+            logger.info("training in %s already reached step %d: not run again", workdir, resume[1])
+            checkpoint = resume[0]
+        else:
+            args = ["train", "input.json"]
+            if resume is not None:  # the checkpoint holds the fine-tuned weights: no --finetune again
+                logger.info("continuing the training in %s from step %d of %d", workdir, resume[1], numb_steps)
+                args += ["--restart", resume[0].name]
+            elif start is not None:
+                if init_model is None and self.model_branch:
+                    args += ["--model-branch", self.model_branch]
+                args += ["--finetune", str(start), "--use-pretrain-script"]
+            self._run_dp(args, workdir, _LOG_NAME)
+            speed = re.findall(r"average training time: ([0-9.eE+-]+) s/batch", (workdir / _LOG_NAME).read_text())
+            if speed:
+                logger.info("deepmd training: %s s/step over %d steps", speed[-1], numb_steps)
+            checkpoint = workdir / "model.ckpt.pt"
         if self.refit_bias:
             self._run_dp(["change-bias", checkpoint.name, "-s", "data", "-n", "0", "-m", "change",
                           "-o", "model_refit.pt"], workdir, "dp_change_bias.log")
@@ -656,6 +674,10 @@ class DeepMDBackend(TrainerBackend):
             parent_sha256=parent_sha,
             head=head,
         )
+
+    def resumed_from_step(self, workdir: str | Path) -> int | None:
+        """The checkpoint step the last :meth:`train` in ``workdir`` continued from (``None``: from step 0)."""
+        return checkpoints.resumed_from_step(workdir)
 
     def compress_model(self, model: ModelFile, workdir: str | Path) -> ModelFile | None:
         """``dp --pt compress`` a frozen model (PFD's student is compressed after freezing).
@@ -714,6 +736,13 @@ class DeepMDBackend(TrainerBackend):
         """
         self._require_deepmd(model)
         return "DeepMD", {"model": str(model.materialize())}
+
+
+def default_save_freq(numb_steps: int) -> int:
+    """Steps between checkpoints when :attr:`DeepMDBackend.save_freq` is not set: a twentieth of the training,
+    at least 1000 steps (a DPA-4 checkpoint with its optimizer state is large) and at most ``numb_steps``; the
+    default student's 192000 steps keep one every 9600 (about 7 min on one CPU thread)."""
+    return min(int(numb_steps), max(1000, int(numb_steps) // 20))
 
 
 def _is_batch_size(value: Any) -> bool:

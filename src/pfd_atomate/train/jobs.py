@@ -45,6 +45,11 @@ class TrainMaker(Maker):
         init_model: model to start from (previous iteration); None = backend's base.
         weights: relative sampling weight per dataset (same length as ``datasets``).
 
+        The training runs in :func:`training_dir`. With ``PFD_TRAIN_CHECKPOINT_DIR`` set (``pfd run`` sets it
+        to the run folder's ``training/``), a job run again after its worker was lost (wall time, node failure)
+        finds its folder there, and backends that keep checkpoints (deepmd-kit) continue from the last one
+        (``resumed_from_step`` in the output); ``train`` in the launch folder links to it.
+
         Raises
         ------
         ValueError: no labelled frames.
@@ -62,7 +67,11 @@ class TrainMaker(Maker):
         n_frames = sum(len(d) for d in sets)
         logger.info("training %s on %d frames in %d datasets", self.backend.name, n_frames, len(sets))
         start = time.perf_counter()
-        workdir = Path.cwd() / "train"
+        workdir = training_dir()
+        here = Path.cwd() / "train"
+        if workdir != here and not here.exists() and not here.is_symlink():
+            workdir.mkdir(parents=True, exist_ok=True)
+            here.symlink_to(workdir, target_is_directory=True)  # the launch folder still shows the training
         model = self.backend.train(sets, workdir, init_model=init_model, weights=[w for _, w in pairs] if weights else None)
         compressed = self.backend.compress_model(model, workdir)
         wall = time.perf_counter() - start
@@ -78,4 +87,26 @@ class TrainMaker(Maker):
             n_datasets=len(sets),
             init_model_sha256=None if init_model is None else init_model.sha256,
             wall_time_s=wall,
+            resumed_from_step=self.backend.resumed_from_step(workdir),
+            training_dir=str(workdir),
         )
+
+
+def training_dir() -> Path:
+    """Folder of the running training job: ``<TRAIN_CHECKPOINT_DIR>/<job uuid>_<job index>`` when that setting
+    is given (:class:`~pfd_atomate.settings.PFDSettings`; the same folder for every rerun of the job, so that
+    the backend continues from its last checkpoint), else ``train/`` in the job's run folder.
+
+    Raises
+    ------
+    pydantic.ValidationError: ``TRAIN_CHECKPOINT_DIR`` is a relative path (it would follow each launch's run
+        folder).
+    """
+    from jobflow import CURRENT_JOB
+
+    from pfd_atomate.settings import PFDSettings
+
+    root = PFDSettings().TRAIN_CHECKPOINT_DIR
+    if root is None or CURRENT_JOB.job is None:
+        return Path.cwd() / "train"
+    return root / f"{CURRENT_JOB.job.uuid}_{CURRENT_JOB.job.index}"

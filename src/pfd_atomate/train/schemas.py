@@ -18,4 +18,8 @@ class TrainOutput(BaseModel):
     n_datasets: int = Field(description="number of datasets trained on")
     init_model_sha256: str | None = Field(None, description="model the training started from, if any")
     wall_time_s: float = Field(description="wall time of the training (and compression), s")
+    resumed_from_step: int | None = Field(
+        None, description="the step an interrupted training was continued from (its last checkpoint); None: from step 0"
+    )
+    training_dir: str | None = Field(None, description="folder the training ran in (input.json, lcurve.out, logs)")
     device: str = Field("cpu", description="where the training ran: 'cpu' or 'cuda'")

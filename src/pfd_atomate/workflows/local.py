@@ -13,6 +13,9 @@ The run folder holds exactly one run:
 ``<run>/jobflow.yaml`` the JobStore of the workers, naming the server of the process that holds the
                       folder (the database's port changes each time it is opened)
 ``<run>/workers/k``   the job folders of worker k (FireWorks ``launcher_*`` folders)
+``<run>/training/``   the training jobs' folders, one per job (``PFD_TRAIN_CHECKPOINT_DIR``, unless the
+                      settings name another), so that a resumed run continues a lost training from its
+                      last checkpoint
 ``<run>/.pfd.lock``   held while a process works on the folder (see :class:`RunLock`)
 ``<run>/db.log``, ``<run>/db.pid``  the database server's log and pid. A server left running by a
                       killed process is stopped by the next one that takes the lock, so a
@@ -20,7 +23,7 @@ The run folder holds exactly one run:
 
 Calling :func:`run_flow` again on the same folder *resumes*: jobs that finished are kept, a job
 that was running when the previous process died (a lost run) is run again, everything else
-continues. A flow whose settings differ from the stored run's is refused.
+continues (a lost deepmd-kit training from its last checkpoint). A flow whose settings differ from the stored run's is refused.
 """
 
 from __future__ import annotations
@@ -375,6 +378,7 @@ def run_flow(
     RunMismatchError: ``run_dir`` holds a run of other settings.
     TimeoutError: ``timeout`` passed (the run is resumable).
     """
+    from pfd_atomate.settings import PFDSettings
     from pfd_atomate.workflows.fireworks import submit_flow, write_fworker_file
 
     for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker),
@@ -417,6 +421,9 @@ def run_flow(
                 logger.info("resuming %s: %d lost jobs run again", run_dir, len(rerun))
             lp_file, jobflow_file = run_dir / "my_launchpad.yaml", run_dir / "jobflow.yaml"  # open_run_store's
             env = {**(env or {}), "JOBFLOW_CONFIG_FILE": str(jobflow_file)}
+            if "PFD_TRAIN_CHECKPOINT_DIR" not in env and PFDSettings().TRAIN_CHECKPOINT_DIR is None:
+                # a training lost with its worker continues from its last checkpoint when the run is resumed
+                env["PFD_TRAIN_CHECKPOINT_DIR"] = str(run_dir / "training")
             fworker = write_fworker_file(run_dir / "my_fworker.yaml", "local")
             launchers = _start_workers(run_dir, lp_file, fworker, workers, threads_per_worker, env, int(worker_sleep))
             try:
