@@ -172,6 +172,32 @@ def test_checkpoint_from_frozen_is_the_same_model(scratch, cu_test, tmp_path):
     np.testing.assert_allclose(f_ckpt, np.array([f.forces for f in pred]), atol=1e-8)
 
 
+def test_model_definition_is_read_once_per_file_version(scratch, tmp_path, monkeypatch):
+    """predict() asks for the type map of a model given without one on every call: the file is loaded
+    once (120 ms for a frozen student), again only when it changed."""
+    import os
+    import shutil
+
+    import torch
+
+    _, model, _ = scratch
+    path = tmp_path / "m.pth"
+    shutil.copy(model.materialize(tmp_path / "src"), path)
+    loads = []
+    real_load = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    assert read_type_map(path) == read_type_map(path) == ["Cu"]
+    assert len(loads) == 1
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # rewritten in place
+    assert read_type_map(path) == ["Cu"] and len(loads) == 2
+    # the cached definition is the caller's own copy: changing it changes nothing for the next caller
+    from pfd_atomate.train.deepmd import _load_model_params
+
+    _load_model_params(path)["type_map"].append("Xx")
+    assert read_type_map(path) == ["Cu"] and len(loads) == 2
+
+
 def test_restart_from_previous_model(scratch, cu_test, tmp_path):
     """init_model (previous iteration's frozen model) is fine-tuned, not re-initialised."""
     backend, model, _ = scratch

@@ -71,17 +71,28 @@ _LOG_TAIL_LINES = 40
 
 
 def _load_model_params(path: Path) -> dict[str, Any]:
-    """Model definition (the ``model`` section of input.json) stored in a checkpoint or frozen model."""
+    """Model definition (the ``model`` section of input.json) stored in a checkpoint or frozen model.
+
+    Read once per file version (path, size, modification time): loading a frozen model to read it took
+    120 ms, and :meth:`DeepMDBackend.predict` asks for the type map of a model given without one on
+    every call (a 64-atom student's evaluation itself takes 20-80 ms)."""
+    if path.suffix not in (".pt", ".pth"):
+        raise ValueError(f"{path}: not a deepmd-kit PyTorch model (expected a .pt checkpoint or a frozen .pth)")
+    stat = path.stat()
+    return copy.deepcopy(_read_model_params(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=32)
+def _read_model_params(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
+    """:func:`_load_model_params` uncached (``size`` and ``mtime_ns`` only key the cache)."""
     import torch
 
     import deepmd.pt.cxx_op  # noqa: F401  (registers deepmd's TorchScript ops before jit.load)
 
-    if path.suffix not in (".pt", ".pth"):
-        raise ValueError(f"{path}: not a deepmd-kit PyTorch model (expected a .pt checkpoint or a frozen .pth)")
     try:
-        if path.suffix == ".pth":
-            return json.loads(torch.jit.load(str(path), map_location="cpu").get_model_def_script())
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        if path.endswith(".pth"):
+            return json.loads(torch.jit.load(path, map_location="cpu").get_model_def_script())
+        state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("model", state)
         return state["_extra_state"]["model_params"]
     except Exception as err:
