@@ -206,3 +206,29 @@ def test_killed_dpa4_fine_tune_continues_without_fine_tuning_again(tmp_path):
     assert len(model.type_map) == 118
     steps = _lcurve_steps(workdir)
     assert steps.count(1) == 1 and steps[-1] == 12
+
+
+def test_training_folder_is_the_jobs_own_and_stays_inside_the_setting(tmp_path, monkeypatch):
+    """Every rerun of a job trains in one folder named by its uuid and index; a uuid read from a job
+    document that would lead out of PFD_TRAIN_CHECKPOINT_DIR is refused, and a relative setting too."""
+    from jobflow import CURRENT_JOB, Job
+
+    from pfd_atomate.settings import PFDSettings
+    from pfd_atomate.train.jobs import training_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PFD_TRAIN_CHECKPOINT_DIR", raising=False)
+    job = Job(print, uuid="0f1e2d3c-aaaa-4bbb-8ccc-123456789abc", index=2)
+    try:
+        CURRENT_JOB.job = job
+        assert training_dir() == tmp_path / "train"  # not set: the launch folder's own
+        monkeypatch.setenv("PFD_TRAIN_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
+        assert training_dir() == tmp_path / "ckpt" / "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc_2"
+        CURRENT_JOB.job = Job(print, uuid="../../outside", index=1)
+        with pytest.raises(ValueError, match="cannot name a training folder"):
+            training_dir()
+    finally:
+        CURRENT_JOB.reset()
+    monkeypatch.setenv("PFD_TRAIN_CHECKPOINT_DIR", "relative/folder")
+    with pytest.raises(ValueError, match="must be an absolute path"):
+        PFDSettings()

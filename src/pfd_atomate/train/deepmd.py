@@ -751,7 +751,7 @@ class DeepMDBackend(TrainerBackend):
 
 def default_save_freq(numb_steps: int) -> int:
     """Steps between checkpoints when :attr:`DeepMDBackend.save_freq` is not set: a twentieth of the training,
-    at least 1000 steps (a DPA-4 checkpoint with its optimizer state is large) and at most ``numb_steps``; the
+    at least 1000 steps (each write pauses the training) and at most ``numb_steps``; the
     default student's 192000 steps keep one every 9600 (about 7 min on one CPU thread)."""
     return min(int(numb_steps), max(1000, int(numb_steps) // 20))
 

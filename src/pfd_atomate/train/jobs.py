@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from pfd_atomate.train.base import TrainerBackend
 from pfd_atomate.train.schemas import TrainOutput
 
 logger = logging.getLogger(__name__)
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -101,6 +104,7 @@ def training_dir() -> Path:
     ------
     pydantic.ValidationError: ``TRAIN_CHECKPOINT_DIR`` is a relative path (it would follow each launch's run
         folder).
+    ValueError: a job uuid that is not a plain folder name (``../x``).
     """
     from jobflow import CURRENT_JOB
 
@@ -109,4 +113,7 @@ def training_dir() -> Path:
     root = PFDSettings().TRAIN_CHECKPOINT_DIR
     if root is None or CURRENT_JOB.job is None:
         return Path.cwd() / "train"
-    return root / f"{CURRENT_JOB.job.uuid}_{CURRENT_JOB.job.index}"
+    name = f"{CURRENT_JOB.job.uuid}_{CURRENT_JOB.job.index}"
+    if not _SAFE_NAME.fullmatch(name):  # the uuid comes from the job document: it must not lead out of the folder
+        raise ValueError(f"job uuid/index {name!r} cannot name a training folder (letters, digits, '_', '-', '.')")
+    return root / name
