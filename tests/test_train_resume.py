@@ -227,9 +227,10 @@ def test_training_folder_is_the_jobs_own_and_stays_inside_the_setting(tmp_path, 
         assert training_dir() == tmp_path / "train"  # not set: the launch folder's own
         monkeypatch.setenv("PFD_TRAIN_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
         assert training_dir() == tmp_path / "ckpt" / "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc_2"
-        CURRENT_JOB.job = Job(print, uuid="../../outside", index=1)
-        with pytest.raises(ValueError, match="cannot name a training folder"):
-            training_dir()
+        for hostile in ("../../outside", "a/../../b", "..", ".hidden", "a..b"):
+            CURRENT_JOB.job = Job(print, uuid=hostile, index=1)
+            with pytest.raises(ValueError, match="cannot name a training folder"):
+                training_dir()
     finally:
         CURRENT_JOB.reset()
     monkeypatch.setenv("PFD_TRAIN_CHECKPOINT_DIR", "relative/folder")

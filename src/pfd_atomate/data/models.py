@@ -16,8 +16,17 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
-#: what a stored model's file name may look like: one plain file name, no folder, no leading dot
+#: what a name read from a store may look like: one plain file name, no folder, no leading dot
 SAFE_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
+def is_plain_name(value: str) -> bool:
+    """Whether ``value`` can name a file or folder inside a chosen folder without leading out of it.
+
+    One name (letters, digits, ``._+-``, at most 200 characters), no folder separator, no leading dot and no
+    ``..`` anywhere. Used for every name that comes from a stored document (a model's file name, a job uuid).
+    """
+    return bool(SAFE_FILENAME.fullmatch(value)) and ".." not in value
 
 
 def sha256_of_file(path: str | Path) -> str:
@@ -62,7 +71,7 @@ class ModelFile(BaseModel):
     @classmethod
     def _safe_filename(cls, value: str) -> str:
         """A document from a store must not choose where its file is written (no path, no ``..``)."""
-        if not SAFE_FILENAME.fullmatch(value) or ".." in value:
+        if not is_plain_name(value):
             raise ValueError(
                 f"ModelFile.filename must be a plain file name (letters, digits, '._+-', no folder), got {value!r}"
             )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,13 +11,11 @@ from pathlib import Path
 from jobflow import Maker, job
 
 from pfd_atomate.data import Dataset, ModelFile, as_dataset, as_model_file
+from pfd_atomate.data.models import is_plain_name
 from pfd_atomate.train.base import TrainerBackend
 from pfd_atomate.train.schemas import TrainOutput
 
 logger = logging.getLogger(__name__)
-
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
 
 @dataclass
 class TrainMaker(Maker):
@@ -114,6 +111,6 @@ def training_dir() -> Path:
     if root is None or CURRENT_JOB.job is None:
         return Path.cwd() / "train"
     name = f"{CURRENT_JOB.job.uuid}_{CURRENT_JOB.job.index}"
-    if not _SAFE_NAME.fullmatch(name):  # the uuid comes from the job document: it must not lead out of the folder
-        raise ValueError(f"job uuid/index {name!r} cannot name a training folder (letters, digits, '_', '-', '.')")
+    if not is_plain_name(name):  # the uuid comes from the job document: it must not lead out of the folder
+        raise ValueError(f"job uuid/index {name!r} cannot name a training folder (letters, digits, '._+-', no '..')")
     return root / name
