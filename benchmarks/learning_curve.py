@@ -54,14 +54,11 @@ def backends(long_steps: int = 0):
     class Dpa4FromScratch(DeepMDBackend):
         """DPA-4's model definition with random weights: the checkpoint's ``model`` section, no ``--finetune``."""
 
-        def write_inputs(self, datasets, workdir, init_model=None, weights=None):
-            config = super().write_inputs(datasets, workdir, init_model=init_model, weights=weights)
+        def model_definition(self, start, init_model):
             params = copy.deepcopy(_branch_params(DeepMDBackend(base_model="dpa4-neo").base_model_path(), None))
             params["use_compile"] = False
             params.pop("info", None)  # the pretrained model's observed types
-            config["model"] = params | {"type_map": config["model"]["type_map"]}
-            (Path(workdir) / "input.json").write_text(json.dumps(config, indent=2))
-            return config
+            return params
 
     rule = {"numb_steps": 400, "steps_per_frame": 10.0, "batch_size": 1, "seed": 1, "n_threads": 1, "device": "cpu"}
     scratch = rule | {"start_lr": SCRATCH_LR[0], "stop_lr": SCRATCH_LR[1]}

@@ -198,13 +198,20 @@ def test_model_definition_is_read_once_per_file_version(scratch, tmp_path, monke
     assert read_type_map(path) == ["Cu"] and len(loads) == 2
 
 
-def test_restart_from_previous_model(scratch, cu_test, tmp_path):
-    """init_model (previous iteration's frozen model) is fine-tuned, not re-initialised."""
+def test_restart_from_previous_model(scratch, cu_test, tmp_path, monkeypatch):
+    """init_model (previous iteration's frozen model) is fine-tuned, not re-initialised; the frozen model is
+    rebuilt into a checkpoint once per training."""
+    import pfd_atomate.train.deepmd as deepmd_module
+
+    rebuilt = []
+    original = deepmd_module.checkpoint_from_frozen
+    monkeypatch.setattr(deepmd_module, "checkpoint_from_frozen", lambda *a: rebuilt.append(a) or original(*a))
     backend, model, _ = scratch
     rmse_before = force_rmse(backend.predict(model, cu_test), cu_test)
     # 20 steps at a small learning rate: a randomly initialised model would stay near the zero-force error
     restart = DeepMDBackend(numb_steps=20, start_lr=1e-4, stop_lr=1e-5, n_threads=THREADS)
     new = restart.train([emt_dataset(5, seed=7)], tmp_path, init_model=model)
+    assert len(rebuilt) == 1
     assert (new.kind, new.parent_sha256, new.type_map) == ("finetuned", model.sha256, ["Cu"])
     assert new.sha256 != model.sha256
     rmse_after = force_rmse(restart.predict(new, cu_test), cu_test)

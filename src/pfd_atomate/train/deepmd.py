@@ -427,28 +427,44 @@ class DeepMDBackend(TrainerBackend):
         if model.backend != "deepmd":
             raise ValueError(f"model {model.filename} is a {model.backend!r} model, not a deepmd one")
 
-    def _starting_model(self, init_model: ModelFile | None, workdir: Path) -> tuple[Path | None, str | None, str | None]:
-        """(checkpoint path for ``--finetune``, parent sha256, head) of the model training starts from."""
+    def _starting_checkpoint(self, init_model: ModelFile | None, workdir: Path) -> Path | None:
+        """Checkpoint path for ``--finetune`` of the model training starts from (``None``: from scratch)."""
         if init_model is not None:
-            start, parent, head = init_model.materialize(workdir / "init_model"), init_model.sha256, init_model.head
+            start = init_model.materialize(workdir / "init_model")
         elif self.base_model is not None:
             start = self.base_model_path()
-            parent, head = sha256_of_file(start), self.model_branch
         else:
-            return None, None, None
+            return None
         if start.suffix == ".pth":  # --finetune reads checkpoints only
             start = checkpoint_from_frozen(start, workdir / "init_model" / "from_frozen.pt")
-        return start, parent, head
+        return start
+
+    def _lineage(self, init_model: ModelFile | None) -> tuple[str | None, str | None]:
+        """(parent sha256, head) of the model training starts from; ``(None, None)`` from scratch."""
+        if init_model is not None:
+            return init_model.sha256, init_model.head
+        if self.base_model is not None:
+            return sha256_of_file(self.base_model_path()), self.model_branch
+        return None, None
 
     # ------------------------------------------------------------------ training
 
-    def _finetune_model_section(self, start: Path, init_model: ModelFile | None) -> dict[str, Any]:
-        """The ``model`` section for fine-tuning: the starting model's own definition.
+    def model_definition(self, start: Path | None, init_model: ModelFile | None) -> dict[str, Any] | None:
+        """The ``model`` section of ``input.json`` without its ``type_map``; ``None`` keeps the template's
+        (training from scratch). Subclasses may return another architecture.
 
-        ``--use-pretrain-script`` takes the descriptor and fitting net from the checkpoint, but
-        the model ``type`` (``"dpa4"``: its fitting net ``dpa4_ener`` is unknown to the standard
-        model) must come from the input, so the whole definition is written.
+        For fine-tuning it is the starting model's own definition: ``--use-pretrain-script`` takes the
+        descriptor and fitting net from the checkpoint, but the model ``type`` (``"dpa4"``: its fitting net
+        ``dpa4_ener`` is unknown to the standard model) must come from the input, so the whole definition is
+        written.
+
+        Parameters
+        ----------
+        start: checkpoint training starts from (``None``: from scratch).
+        init_model: the model it was materialized from, if any (else :attr:`base_model`).
         """
+        if start is None:
+            return None
         branch = None if init_model is not None else self.model_branch
         params = copy.deepcopy(_branch_params(start, branch))
         if "use_compile" in params:
@@ -476,6 +492,18 @@ class DeepMDBackend(TrainerBackend):
             type map / starting model.
         FileNotFoundError: :attr:`base_model` does not exist (and no ``init_model`` is given).
         """
+        kept, type_map, start = self._check_inputs(datasets, workdir, init_model, weights)
+        return self._write_config(kept, type_map, start, init_model, Path(workdir))
+
+    def _check_inputs(
+        self,
+        datasets: Sequence[Dataset],
+        workdir: str | Path,
+        init_model: ModelFile | None,
+        weights: Sequence[float] | None,
+    ) -> tuple[list[tuple[Dataset, float]], list[str], Path | None]:
+        """Check the data against the type maps; return the non-empty (dataset, weight) pairs, the type map and
+        the starting checkpoint (``None``: from scratch). Raises as :meth:`write_inputs`."""
         datasets = self.check_training_data(datasets, weights)
         # base_model is not used (and need not exist on this worker) when restarting from init_model
         if init_model is None and self.base_model is not None:
@@ -484,9 +512,6 @@ class DeepMDBackend(TrainerBackend):
             weights = [1.0] * len(datasets)
         kept = [(d, w) for d, w in zip(datasets, weights, strict=True) if len(d) > 0]
         elements = sorted({e for d, _ in kept for e in d.elements})
-        workdir = Path(workdir)
-
-        start, _, _ = self._starting_model(init_model, workdir)
         start_map = self._starting_type_map(init_model)
         if start_map is not None and (missing := sorted(set(elements) - set(start_map))):
             which = f"model {init_model.filename}" if init_model is not None else f"base model {self.base_model}"
@@ -500,7 +525,19 @@ class DeepMDBackend(TrainerBackend):
                     f"that the starting model (type map {start_map}) lacks"
                 )
         type_map = list(self.type_map or start_map or elements)
+        # built after every check: rebuilding a checkpoint from a frozen model takes seconds
+        start = self._starting_checkpoint(init_model, Path(workdir))
+        return kept, type_map, start
 
+    def _write_config(
+        self,
+        kept: Sequence[tuple[Dataset, float]],
+        type_map: list[str],
+        start: Path | None,
+        init_model: ModelFile | None,
+        workdir: Path,
+    ) -> dict[str, Any]:
+        """Write the deepmd/npy systems and ``input.json`` of checked data (see :meth:`_check_inputs`)."""
         # virials only when every frame has one: dpdata cannot mix frames with and without
         with_virial = self.use_virial and all(f.virial is not None for d, _ in kept for f in d)
         if self.use_virial and not with_virial:
@@ -540,8 +577,8 @@ class DeepMDBackend(TrainerBackend):
             use_virial=with_virial,
             energy_weight=self.energy_weight,
         )
-        if start is not None:
-            config["model"] = self._finetune_model_section(start, init_model) | {"type_map": type_map}
+        if (model := self.model_definition(start, init_model)) is not None:
+            config["model"] = model | {"type_map": type_map}
         merge_overrides(config, self.input_overrides, seed=self.seed)  # dicts merge; a section of another type replaces
         (workdir / "input.json").write_text(json.dumps(config, indent=2))
         return config
@@ -640,9 +677,10 @@ class DeepMDBackend(TrainerBackend):
         if init_model is not None:
             self._require_deepmd(init_model)
         earlier = checkpoints.stored_fingerprint(workdir)  # read before write_inputs replaces the inputs
-        config = self.write_inputs(datasets, workdir, init_model=init_model, weights=weights)
+        kept, type_map, start = self._check_inputs(datasets, workdir, init_model, weights)
+        config = self._write_config(kept, type_map, start, init_model, workdir)
         numb_steps = config["training"]["numb_steps"]
-        start, parent_sha, head = self._starting_model(init_model, workdir)
+        parent_sha, head = self._lineage(init_model)
 
         fingerprint = checkpoints.training_fingerprint(workdir, parent_sha, head)
         resume = checkpoints.latest_checkpoint(workdir) if earlier == fingerprint else None
