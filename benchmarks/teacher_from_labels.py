@@ -9,7 +9,7 @@ which is the whole training set when every stage converged at its first iteratio
 fine-tune (``numb_steps=800``: the library's default since 2026-12-03, ``presets.DPA4_MIN_STEPS``).
 
 Usage: ``.venv/bin/python benchmarks/teacher_from_labels.py --labels data/<file>.json.gz --out DIR
-[--sources perturb md] [--md-count N] [--set FIELD=VALUE ...]`` prints the model's path (``DIR/teacher.pt``, reused when it exists) and writes
+[--sources perturb md] [--md-frames I ...] [--set FIELD=VALUE ...]`` prints the model's path (``DIR/teacher.pt``, reused when it exists) and writes
 ``DIR/teacher.json`` (frames, settings, seconds).
 """
 
@@ -26,11 +26,11 @@ from _common import set_threads
 HERE = Path(__file__).resolve().parent
 
 
-def training_frames(labels: Path, sources: list[str], md_count: int | None = None):
+def training_frames(labels: Path, sources: list[str], md_frames: list[int] | None = None):
     """The labelled frames of ``labels`` (a cached-label file) whose source starts with one of ``sources``
-    (``"perturb"``: initial labels; ``"md"``: labels of the loop's exploration), in file order; with ``md_count``
-    only the first that many ``md`` frames (the file keeps the run's order: D_0 first, so 4 of the demo's
-    settings are the frames the second model M_1 was trained on).
+    (``"perturb"``: initial labels; ``"md"``: labels of the loop's exploration), in file order; with ``md_frames``
+    only those ``md`` frames, counted from 0 in file order (the file keeps the run's order, D_0 first: ``0 1 2 3``
+    are the frames that the demo's settings add for M_1).
 
     Raises
     ------
@@ -40,9 +40,10 @@ def training_frames(labels: Path, sources: list[str], md_count: int | None = Non
 
     _, stored, _ = read_cached_dataset(labels)
     keep = [i for i, f in enumerate(stored.frames) if f.source.split(":", 1)[0] in sources]
-    if md_count is not None:
+    if md_frames is not None:
         md = [i for i in keep if stored.frames[i].source.startswith("md:")]
-        keep = [i for i in keep if i not in md[md_count:]]
+        dropped = set(md) - {md[k] for k in md_frames}
+        keep = [i for i in keep if i not in dropped]
     if not keep:
         raise ValueError(f"--sources {sources}: no frame of {labels} has such a source")
     return stored.subset(keep, name=f"{labels.name}:{'+'.join(sources)}")
@@ -72,7 +73,8 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, required=True, help="a cached-label file (relative to benchmarks/)")
     parser.add_argument("--out", type=Path, required=True, help="folder of the rebuilt teacher")
     parser.add_argument("--sources", nargs="+", default=["perturb"], choices=["perturb", "md"])
-    parser.add_argument("--md-count", type=int, default=None, help="only the first N md labels (D_0 first)")
+    parser.add_argument("--md-frames", type=int, nargs="+", default=None,
+                        help="only these md labels, counted from 0 in file order (D_0 first)")
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="DeepMDBackend fields changed from presets.dpa4_teacher (VALUE read as JSON)")
     args = parser.parse_args()
@@ -89,9 +91,9 @@ def main() -> None:
     if done:
         print(done[0])
         return
-    frames = training_frames(labels, args.sources, args.md_count)
+    frames = training_frames(labels, args.sources, args.md_frames)
     model_path, _ = fine_tune(frames, args.out, overrides, {"labels": str(args.labels), "sources": args.sources,
-                                                            "md_count": args.md_count, "overrides": overrides})
+                                                            "md_frames": args.md_frames, "overrides": overrides})
     print(model_path)
 
 if __name__ == "__main__":
