@@ -6,8 +6,9 @@ compressed se_e2_a student) on the three 8-atom cells of ``_common.si_phase``, w
 - the CP2K labeller takes its k-mesh from a density (``--kpoint-density``), and ``PFDMaker`` keeps each
   input structure's mesh for all its frames;
 - the distillation is the library's default (``presets.se_e2_a_student``: wider nets, 192000 steps, learning
-  rate to 1e-4, rcut 6 Å; and ``presets.distillation_perturb``: 100 teacher-labelled strained + rattled
-  frames per structure), not the demo's shortened one (12000 steps, rcut 5 Å, MD frames only);
+  rate to 1e-4, rcut 6 Å; ``presets.distillation_task_groups``: teacher MD in the input cells and in cells at
+  least the student's cutoff wide; and ``presets.distillation_perturb``: 100 teacher-labelled strained + rattled
+  frames per structure), not the demo's shortened one (12000 steps, rcut 5 Å, MD in 8-atom cells only);
   ``--demo-student`` keeps the demo's, ``--no-distill`` stops after the fine-tuning loop.
 
 The run's DFT labels are written to ``data/`` (``--export-labels``): run folders are not kept, the labels
@@ -53,9 +54,11 @@ def multi_phase_maker(kpoint_density: float = 300.0, demo_student: bool = False,
     maker = dataclasses.replace(maker, label=labeller)
     if not distill:
         return dataclasses.replace(maker, distill=None)
-    if not demo_student:  # the library's distillation defaults: student and strained + rattled teacher frames
+    if not demo_student:  # the library's distillation defaults: student, teacher MD, strained + rattled frames
+        # task_groups=None: DistillMaker's default teacher MD, in the input cells and in cells at least the
+        # student's cutoff wide (the demo's are 8-atom cells only; the 2026-12-05 run kept them by mistake)
         maker = dataclasses.replace(maker, distill=dataclasses.replace(
-            maker.distill, student=se_e2_a_student(n_threads=1), perturb=distillation_perturb()))
+            maker.distill, student=se_e2_a_student(n_threads=1), perturb=distillation_perturb(), task_groups=None))
     return maker
 
 
@@ -87,8 +90,9 @@ def main() -> None:
         doc = queries.run_report(store, result.flow_uuid)
         labels = queries.dft_labels(store, result.flow_uuid)
     weight = maker.finetune.trainer.energy_weight
-    export = args.export_labels or (Path(__file__).resolve().parent / "data" /
-                                    f"si_phases_multi_phase_k{args.kpoint_density:g}_w{weight:g}_labels.json.gz")
+    # relative to benchmarks/ like the other scripts' data paths, wherever the script is started from
+    default = f"data/si_phases_multi_phase_k{args.kpoint_density:g}_w{weight:g}_labels.json.gz"
+    export = Path(__file__).resolve().parent / (args.export_labels or default)
     write_cached_dataset(export, {"benchmark": "multi_phase", "phases": list(PHASES),
                                   "kpoint_density": args.kpoint_density, "labeller": "cp2k_static_maker (PBE)",
                                   "teacher_energy_weight": weight}, {"n_frames": len(labels)}, labels)

@@ -18,8 +18,8 @@ frame exists.
 
 Usage: ``.venv/bin/python benchmarks/supercell_student.py --teacher T.pt --workdir DIR [--workers 2]
 [--n-steps 600] [--temperatures 300 900] [--no-supercell] [--frames-only]``; ``--no-supercell`` is the
-control (``multi_phase.py``'s own distillation: teacher MD in the 8-atom input cells only; the library's
-``presets.distillation_task_groups`` have had the 64-atom group since 2026-12-03). Writes
+control (teacher MD in the 8-atom input cells only, as ``multi_phase.py``'s distillation had until 2026-12-06; the
+library's ``presets.distillation_task_groups`` have had the 64-atom group since 2026-12-03). Writes
 ``results/supercell_student_TAG.json``.
 
 The flow's teacher frames (every teacher-labelled frame and the split into the student's training and held-out
