@@ -45,13 +45,18 @@ RESULTS = HERE / "results"
 
 def distill_maker(supercell: tuple[int, int, int] | None, temperatures: list[float], n_steps: int,
                   traj_interval: int):
-    """``multi_phase.py``'s DistillMaker (teacher on one thread), with NVT teacher MD in ``supercell`` cells at
+    """``multi_phase.py``'s DistillMaker (teacher on one thread) with the demo's teacher MD, and NVT teacher MD in ``supercell`` cells at
     ``temperatures`` (``n_steps`` of 2 fs, a frame every ``traj_interval``) added unless ``supercell`` is None."""
     from pfd_atomate.explore.schemas import TaskGroup
     from pfd_atomate.presets import dpa4_teacher
 
+    from pfd_atomate.cli.demo import demo_maker
+
     maker = multi_phase_maker()
-    distill = dataclasses.replace(maker.distill, teacher=dpa4_teacher(n_threads=1))
+    # the demo's 8-atom teacher MD, which this script's results were measured on (multi_phase.py now takes the
+    # library's default task groups, which have a large-cell group of their own)
+    distill = dataclasses.replace(maker.distill, teacher=dpa4_teacher(n_threads=1),
+                                  task_groups=demo_maker().distill.task_groups)
     if supercell is None:
         return distill
     group = TaskGroup(temperatures=temperatures, ensemble="nvt", n_steps=n_steps, time_step=2.0,
