@@ -17,7 +17,7 @@ held-out teacher frames, per cell size (8-atom / 64-atom): the student's error i
 frame exists.
 
 Usage: ``.venv/bin/python benchmarks/supercell_student.py --teacher T.pt --workdir DIR [--workers 2]
-[--n-steps 600] [--temperatures 300 900] [--no-supercell] [--frames-only]``; ``--no-supercell`` is the
+[--n-steps 600] [--temperatures 300 900] [--no-supercell] [--default-task-groups] [--frames-only]``; ``--no-supercell`` is the
 control (teacher MD in the 8-atom input cells only, as ``multi_phase.py``'s distillation had until 2026-12-06; the
 library's ``presets.distillation_task_groups`` have had the 64-atom group since 2026-12-03). Writes
 ``results/supercell_student_TAG.json``.
@@ -44,8 +44,9 @@ RESULTS = HERE / "results"
 
 
 def distill_maker(supercell: tuple[int, int, int] | None, temperatures: list[float], n_steps: int,
-                  traj_interval: int):
-    """``multi_phase.py``'s DistillMaker (teacher on one thread) with the demo's teacher MD, and NVT teacher MD in ``supercell`` cells at
+                  traj_interval: int, default_task_groups: bool = False):
+    """``multi_phase.py``'s DistillMaker (teacher on one thread) with the demo's teacher MD (with
+    ``default_task_groups``: the library's, ``presets.distillation_task_groups``), and NVT teacher MD in ``supercell`` cells at
     ``temperatures`` (``n_steps`` of 2 fs, a frame every ``traj_interval``) added unless ``supercell`` is None."""
     from pfd_atomate.explore.schemas import TaskGroup
     from pfd_atomate.presets import dpa4_teacher
@@ -55,8 +56,8 @@ def distill_maker(supercell: tuple[int, int, int] | None, temperatures: list[flo
     maker = multi_phase_maker()
     # the demo's 8-atom teacher MD, which this script's results were measured on (multi_phase.py now takes the
     # library's default task groups, which have a large-cell group of their own)
-    distill = dataclasses.replace(maker.distill, teacher=dpa4_teacher(n_threads=1),
-                                  task_groups=demo_maker().distill.task_groups)
+    groups = None if default_task_groups else demo_maker().distill.task_groups
+    distill = dataclasses.replace(maker.distill, teacher=dpa4_teacher(n_threads=1), task_groups=groups)
     if supercell is None:
         return distill
     group = TaskGroup(temperatures=temperatures, ensemble="nvt", n_steps=n_steps, time_step=2.0,
@@ -106,6 +107,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--supercell", type=int, nargs=3, default=[2, 2, 2])
     parser.add_argument("--no-supercell", action="store_true", help="the control: the run's own distillation")
+    parser.add_argument("--default-task-groups", action="store_true",
+                        help="the library's default teacher MD (it has a large-cell group) instead of the demo's; "
+                             "with --no-supercell: DistillMaker's defaults throughout")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 900.0])
     parser.add_argument("--n-steps", type=int, default=600, help="2 fs steps per supercell MD task")
     parser.add_argument("--traj-interval", type=int, default=10)
@@ -120,7 +124,7 @@ def main() -> None:
     from teacher_from_labels import training_frames
 
     supercell = None if args.no_supercell else tuple(args.supercell)
-    maker = distill_maker(supercell, args.temperatures, args.n_steps, args.traj_interval)
+    maker = distill_maker(supercell, args.temperatures, args.n_steps, args.traj_interval, args.default_task_groups)
     teacher = ModelFile.from_path(args.teacher, backend="deepmd")
     structures = [AseAtomsAdaptor.get_structure(si_phase(p)) for p in PHASES]
     # the run's initial perturbed frames, relabelled by the teacher as PFDMaker hands them over (labels dropped)
