@@ -17,8 +17,8 @@ held-out teacher frames, per cell size (8-atom / 64-atom): the student's error i
 frame exists.
 
 Usage: ``.venv/bin/python benchmarks/supercell_student.py --teacher T.pt --workdir DIR [--workers 2]
-[--n-steps 600] [--temperatures 300 900] [--no-supercell] [--default-task-groups] [--frames-only]``; ``--no-supercell`` is the
-control (teacher MD in the 8-atom input cells only, as ``multi_phase.py``'s distillation had until 2026-12-06; the
+[--n-steps 600] [--temperatures 300 900] [--no-supercell] [--default-task-groups] [--frames-only]``;
+``--no-supercell`` is the control (teacher MD in the 8-atom input cells only, as ``multi_phase.py``'s distillation had until 2026-12-06; the
 library's ``presets.distillation_task_groups`` have had the 64-atom group since 2026-12-03). Writes
 ``results/supercell_student_TAG.json``.
 
@@ -46,12 +46,11 @@ RESULTS = HERE / "results"
 def distill_maker(supercell: tuple[int, int, int] | None, temperatures: list[float], n_steps: int,
                   traj_interval: int, default_task_groups: bool = False):
     """``multi_phase.py``'s DistillMaker (teacher on one thread) with the demo's teacher MD (with
-    ``default_task_groups``: the library's, ``presets.distillation_task_groups``), and NVT teacher MD in ``supercell`` cells at
-    ``temperatures`` (``n_steps`` of 2 fs, a frame every ``traj_interval``) added unless ``supercell`` is None."""
+    ``default_task_groups``: the library's, ``presets.distillation_task_groups``), and NVT teacher MD in
+    ``supercell`` cells at ``temperatures`` (``n_steps`` of 2 fs, a frame every ``traj_interval``) added unless ``supercell`` is None."""
+    from pfd_atomate.cli.demo import demo_maker
     from pfd_atomate.explore.schemas import TaskGroup
     from pfd_atomate.presets import dpa4_teacher
-
-    from pfd_atomate.cli.demo import demo_maker
 
     maker = multi_phase_maker()
     # the demo's 8-atom teacher MD, which this script's results were measured on (multi_phase.py now takes the

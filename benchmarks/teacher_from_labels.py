@@ -9,8 +9,8 @@ which is the whole training set when every stage converged at its first iteratio
 fine-tune (``numb_steps=800``: the library's default since 2026-12-03, ``presets.DPA4_MIN_STEPS``).
 
 Usage: ``.venv/bin/python benchmarks/teacher_from_labels.py --labels data/<file>.json.gz --out DIR
-[--sources perturb md] [--md-frames I ...] [--set FIELD=VALUE ...]`` prints the model's path (``DIR/teacher.pt``, reused when it exists) and writes
-``DIR/teacher.json`` (frames, settings, seconds).
+[--sources perturb md] [--md-frames I ...] [--set FIELD=VALUE ...]`` prints the model's path (``DIR/teacher.pt``,
+reused when it exists) and writes ``DIR/teacher.json`` (frames, settings, seconds).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def training_frames(labels: Path, sources: list[str], md_frames: list[int] | Non
 
     Raises
     ------
-    ValueError: no frame matches.
+    ValueError: no frame matches, or an ``md_frames`` index beyond the file's md labels.
     """
     from _dft_labels import read_cached_dataset
 
@@ -42,6 +42,8 @@ def training_frames(labels: Path, sources: list[str], md_frames: list[int] | Non
     keep = [i for i, f in enumerate(stored.frames) if f.source.split(":", 1)[0] in sources]
     if md_frames is not None:
         md = [i for i in keep if stored.frames[i].source.startswith("md:")]
+        if bad := [k for k in md_frames if not 0 <= k < len(md)]:
+            raise ValueError(f"--md-frames {bad}: {labels.name} has md labels 0-{len(md) - 1} (with --sources md)")
         dropped = set(md) - {md[k] for k in md_frames}
         keep = [i for i in keep if i not in dropped]
     if not keep:

@@ -17,6 +17,7 @@ from pfd_atomate.train.schemas import TrainOutput
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class TrainMaker(Maker):
     """Train (or fine-tune) a model with a :class:`TrainerBackend`.
