@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 
 #: what a name read from a store may look like: one plain file name, no folder, no leading dot
-SAFE_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 
 
 def is_plain_name(value: str) -> bool:
@@ -26,7 +26,7 @@ def is_plain_name(value: str) -> bool:
     One name (letters, digits, ``._+-``, at most 200 characters), no folder separator, no leading dot and no
     ``..`` anywhere. Used for every name that comes from a stored document (a model's file name, a job uuid).
     """
-    return bool(SAFE_FILENAME.fullmatch(value)) and ".." not in value
+    return bool(_PLAIN_NAME.fullmatch(value)) and ".." not in value
 
 
 def sha256_of_file(path: str | Path) -> str:
