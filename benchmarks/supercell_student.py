@@ -18,9 +18,9 @@ frame exists.
 
 Usage: ``.venv/bin/python benchmarks/supercell_student.py --teacher T.pt --workdir DIR [--workers 2]
 [--n-steps 600] [--temperatures 300 900] [--no-supercell] [--default-task-groups] [--frames-only]``;
-``--no-supercell`` is the control (teacher MD in the 8-atom input cells only, as ``multi_phase.py``'s distillation had until 2026-12-06; the
-library's ``presets.distillation_task_groups`` have had the 64-atom group since 2026-12-03). Writes
-``results/supercell_student_TAG.json``.
+``--no-supercell`` is the control (teacher MD in the 8-atom input cells only, as ``multi_phase.py``'s
+distillation had until 2026-12-06; the library's ``presets.distillation_task_groups`` have had the 64-atom group
+since 2026-12-03). Writes ``results/supercell_student_TAG.json``.
 
 The flow's teacher frames (every teacher-labelled frame and the split into the student's training and held-out
 frames) are written to ``data/si_phases_teacher_frames_TAG.json.gz`` as soon as the split is done: run folders
@@ -47,7 +47,8 @@ def distill_maker(supercell: tuple[int, int, int] | None, temperatures: list[flo
                   traj_interval: int, default_task_groups: bool = False):
     """``multi_phase.py``'s DistillMaker (teacher on one thread) with the demo's teacher MD (with
     ``default_task_groups``: the library's, ``presets.distillation_task_groups``), and NVT teacher MD in
-    ``supercell`` cells at ``temperatures`` (``n_steps`` of 2 fs, a frame every ``traj_interval``) added unless ``supercell`` is None."""
+    ``supercell`` cells at ``temperatures`` (``n_steps`` of 2 fs, a frame every ``traj_interval``) added unless
+    ``supercell`` is None."""
     from pfd_atomate.cli.demo import demo_maker
     from pfd_atomate.explore.schemas import TaskGroup
     from pfd_atomate.presets import dpa4_teacher
