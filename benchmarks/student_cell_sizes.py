@@ -4,7 +4,7 @@ The default student (teacher MD in the 8-atom input cells only) has 1.3x its tea
 frames in 8-atom cells, but 8x in 64-atom diamond cells (``held_out_phases.py --extra-set diamond-64=...``):
 in a cell shorter than twice the cutoff every atom sees its own periodic images move with it, and MD frames of
 uncorrelated neighbours are something it never saw. ``supercell_student.py``'s student (12 % of its teacher
-frames from MD in 64-atom cells) was 3.8x there and 2.4x in 8-atom cells. This trains students from scratch on
+frames from MD in 64-atom cells) was 3.7x there and 2.4x in 8-atom cells. This trains students from scratch on
 that run's teacher frames (2770, the same held-out 308), the library's default student settings, and asks:
 
 - ``by frames``: every frame drawn alike (what ``DistillMaker`` does; the 64-atom frames are 11 % of the draws
